@@ -1,0 +1,44 @@
+"""`python -m app [--host H] [--port P] [--model REF]`: the one way to start the server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from app.config import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    env = Settings()
+    p = argparse.ArgumentParser(prog="python -m app", description="Deep Dive: see how a GPT-2 works, stage by stage.")
+    p.add_argument("--host", default=env.host,
+                   help="address to listen on (default 127.0.0.1; use 0.0.0.0 to let a classroom network connect)")
+    p.add_argument("--port", type=int, default=env.port)
+    p.add_argument("--model", default=env.model,
+                   help="a checkpoint directory in the Hugging Face layout, or a hub name such as gpt2 "
+                        "(default: the shipped model; the DEEPDIVE_MODEL variable does the same)")
+    args = p.parse_args(argv)
+    # the app factory reads its settings from the environment, so flags travel that way
+    os.environ["DEEPDIVE_MODEL"] = args.model
+    os.environ["DEEPDIVE_HOST"] = args.host
+    os.environ["DEEPDIVE_PORT"] = str(args.port)
+
+    from app.engine import Engine
+    from app.main import create_app
+    from model.loading import CheckpointError
+
+    settings = Settings()
+    try:
+        engine = Engine.load(settings)  # before serving: a bad model must not leave a half-started server
+    except CheckpointError as err:
+        print(f"deepdive: cannot load the model: {err}", file=sys.stderr)
+        sys.exit(2)
+    app = create_app(settings, engine)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Server settings: which model, where to listen, and the limits every request is held to.
+
+Read from the environment with the DEEPDIVE_ prefix (DEEPDIVE_MODEL, DEEPDIVE_HOST, ...);
+`python -m app` flags override them. Which model is loaded is server configuration
+only: no request can name a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "checkpoints" / "deepdive-tiny"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPDIVE_", extra="ignore")
+
+    model: str = str(DEFAULT_MODEL)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 0  # torch threads; 0 leaves torch's default
+
+    max_text_chars: int = 100_000      # longest text any endpoint accepts
+    max_body_bytes: int = 1_000_000    # request bodies beyond this get 413
+    max_new_tokens: int = 512          # cap on one generation
+    max_batch: int = 64                # streams decoded together in one forward

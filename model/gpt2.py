@@ -1,0 +1,236 @@
+"""GPT-2 in PyTorch, written to be read and looked inside.
+
+The classes follow nanoGPT's model.py and keep GPT-2's parameter names
+(wte, wpe, h.N.ln_1, attn.c_attn, ...), so a Hugging Face checkpoint loads by a
+name map plus four transposes (see model/loading.py).
+
+Shapes in comments: B batch, T new tokens, S cached + new tokens (keys),
+C n_embd, H n_head, D head size (C // H), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.record import Recorder
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_ctx: int = 1024
+    vocab_size: int = 50257
+    layer_norm_epsilon: float = 1e-5
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated, with one length per row.
+
+    Rows may hold sequences of different lengths (a batch of independent
+    streams); the attention mask hides each row's unused tail.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.max_len = max_len or config.n_ctx
+        shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def positions(self, T: int) -> torch.Tensor:
+        """Absolute positions of T new tokens in each row: (B, T)."""
+        return self.lengths[:, None] + torch.arange(T, device=self.lengths.device)
+
+    def select(self, rows: list[int]) -> "KVCache":
+        """A new cache holding only the given rows (in that order)."""
+        out = KVCache.__new__(KVCache)
+        out.max_len = self.max_len
+        idx = torch.tensor(rows, dtype=torch.long, device=self.lengths.device)
+        out.k = self.k.index_select(1, idx)
+        out.v = self.v.index_select(1, idx)
+        out.lengths = self.lengths.index_select(0, idx)
+        return out
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for all heads at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None,
+                rec: Recorder | None) -> torch.Tensor:
+        B, T, C = x.shape
+        H, D = self.n_head, C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+
+        mask = None  # None means plain causal over the T new tokens
+        if cache is not None:
+            pos = cache.positions(T)  # (B, T)
+            rows = torch.arange(B, device=x.device)[:, None]
+            cache.k[layer][rows, :, pos] = k.transpose(1, 2).to(cache.k.dtype)
+            cache.v[layer][rows, :, pos] = v.transpose(1, 2).to(cache.v.dtype)
+            S = int(pos.max()) + 1
+            k, v = cache.k[layer][:, :, :S].to(q.dtype), cache.v[layer][:, :, :S].to(q.dtype)
+            # query at position p sees keys 0..p of its own row
+            mask = (torch.arange(S, device=x.device)[None, None, :] <= pos[:, :, None])[:, None]  # (B,1,T,S)
+
+        if rec is not None and rec.wants(f"blocks.{layer}.attn.pattern"):
+            # explicit softmax so the pattern can be recorded
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, S)
+            if mask is None:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            rec.store(f"blocks.{layer}.attn.pattern", att)
+            y = att @ v
+        else:
+            drop = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=drop)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+
+    def forward(self, x: torch.Tensor, layer: int, rec: Recorder | None) -> torch.Tensor:
+        h = self.gelu(self.c_fc(x))  # (B, T, 4C)
+        if rec is not None:
+            rec.store(f"blocks.{layer}.mlp.post", h)
+        return self.c_proj(h)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None) -> torch.Tensor:
+        if rec is None:
+            x = x + self.drop(self.attn(self.ln_1(x), self.layer, cache, None))
+            x = x + self.drop(self.mlp(self.ln_2(x), self.layer, None))
+            return x
+        i = self.layer
+        rec.store(f"blocks.{i}.resid_pre", x)
+        a = self.attn(self.ln_1(x), i, cache, rec)
+        rec.store(f"blocks.{i}.attn_out", a)
+        x = x + a
+        rec.store(f"blocks.{i}.resid_mid", x)
+        m = self.mlp(self.ln_2(x), i, rec)
+        rec.store(f"blocks.{i}.mlp_out", m)
+        x = x + m
+        rec.store(f"blocks.{i}.resid_post", x)
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_ctx, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.apply(self._init_weights)
+        # GPT-2's scaled init for the projections that write into the residual stream
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter count by part (the lm head is wte, counted once)."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        parts = {
+            "token_embedding": self.wte.weight.numel(),
+            "position_embedding": self.wpe.weight.numel(),
+            "attention": sum(count(b.attn) for b in self.h),
+            "mlp": sum(count(b.mlp) for b in self.h),
+            "layer_norm": sum(count(b.ln_1) + count(b.ln_2) for b in self.h) + count(self.ln_f),
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> final layer-normed hidden states (B, T, C)."""
+        B, T = idx.shape
+        if cache is not None:
+            pos = cache.positions(T)  # (B, T)
+            length = int(cache.lengths.max()) + T
+        else:
+            pos = torch.arange(T, device=idx.device)[None]  # (1, T)
+            length = T
+        if length > self.config.n_ctx:
+            raise ValueError(f"sequence of {length} tokens is longer than the context of {self.config.n_ctx}")
+        tok = self.wte(idx)  # (B, T, C)
+        pe = self.wpe(pos)   # (B or 1, T, C)
+        if rec is not None:
+            rec.store("embed", tok)
+            rec.store("pos_embed", pe.expand_as(tok))
+        x = self.drop(tok + pe)
+        for block in self.h:
+            x = block(x, cache, rec)
+        if cache is not None:
+            cache.lengths += T
+        x = self.ln_f(x)
+        if rec is not None:
+            rec.store("ln_final", x)
+        return x
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) with last_only.
+
+        Pass a Recorder to capture activations by name (see model/record.py);
+        without one the forward records nothing and pays nothing.
+        """
+        x = self.hidden(idx, cache, rec)
+        if last_only:
+            x = x[:, -1:]
+        logits = F.linear(x, self.wte.weight)  # lm head tied to the token embedding
+        if rec is not None:
+            rec.store("logits", logits)
+        return logits

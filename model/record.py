@@ -1,0 +1,59 @@
+"""What "recording activations" means: one naming scheme, capture by name.
+
+Names follow TransformerLens' dotted style. For a model with L layers:
+
+    embed                     token embeddings                     (B, T, C)
+    pos_embed                 position embeddings                  (B, T, C)
+    blocks.{i}.resid_pre      residual stream entering block i     (B, T, C)
+    blocks.{i}.attn.pattern   attention weights after softmax      (B, H, T, S)
+    blocks.{i}.attn_out       what attention adds to the stream    (B, T, C)
+    blocks.{i}.resid_mid      stream between attention and MLP     (B, T, C)
+    blocks.{i}.mlp.post       MLP hidden units after GELU          (B, T, 4C)
+    blocks.{i}.mlp_out        what the MLP adds to the stream      (B, T, C)
+    blocks.{i}.resid_post     stream leaving block i               (B, T, C)
+    ln_final                  final layer norm output              (B, T, C)
+    logits                    scores over the vocabulary           (B, T, V)
+
+A Recorder is given the names (or shell-style patterns such as
+``blocks.*.attn.pattern``) to keep; everything else is skipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+
+import torch
+
+PER_BLOCK = ("resid_pre", "attn.pattern", "attn_out", "resid_mid", "mlp.post", "mlp_out", "resid_post")
+GLOBAL = ("embed", "pos_embed", "ln_final", "logits")
+
+
+def all_names(n_layer: int) -> list[str]:
+    """Every name a model with n_layer blocks can record, in forward order."""
+    names = ["embed", "pos_embed"]
+    names += [f"blocks.{i}.{part}" for i in range(n_layer) for part in PER_BLOCK]
+    return names + ["ln_final", "logits"]
+
+
+class Recorder:
+    """Collects the activations whose names match what was asked for."""
+
+    def __init__(self, names: Iterable[str]):
+        self.patterns = list(names)
+        self._exact = {p for p in self.patterns if not any(c in p for c in "*?[")}
+        self._globs = [p for p in self.patterns if p not in self._exact]
+        self.acts: dict[str, torch.Tensor] = {}
+
+    def wants(self, name: str) -> bool:
+        return name in self._exact or any(fnmatch.fnmatchcase(name, g) for g in self._globs)
+
+    def store(self, name: str, value: torch.Tensor) -> None:
+        if self.wants(name):
+            self.acts[name] = value.detach()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.acts[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.acts

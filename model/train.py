@@ -1,0 +1,389 @@
+"""Pre-training: text files -> token files -> a GPT-2 checkpoint and a training log.
+
+Two commands (README has the exact ones that made the default model):
+
+    python -m model.train prepare --source NAME:WEIGHT:PATH[,PATH...] [--val NAME:PATH[,PATH...]] --out DATA
+    python -m model.train run --data DATA --out RUN [--n-layer ... --max-steps ...]
+
+`prepare` splits every source into documents (files, and stories separated by
+<|endoftext|> lines), holds out whole documents for validation, and writes each
+split once as a flat uint16 token file with <|endoftext|> after every document.
+`run` trains with AdamW, warm-up then cosine decay, gradient clipping and
+accumulation, bf16 autocast or fp32, evaluates and samples at intervals,
+checkpoints so an interrupted run resumes at the same step with the same data,
+and exports the best weights in the Hugging Face layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model.generate import generate
+from model.gpt2 import GPT, GPTConfig
+from model.loading import save_checkpoint
+from model.sampling import SamplingParams
+from model.tokenizer import EOT, EOT_ID, gpt2_encoding
+
+SAMPLE_PROMPTS = ("Once upon a time", "Tom and his dog", "The little girl")
+
+
+# ---------------------------------------------------------------- data preparation
+
+def text_files(paths: list[str]) -> list[Path]:
+    """Every .txt file under the given files or folders, in a stable order."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*.txt") if f.is_file())
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    return files
+
+
+def documents(path: Path) -> list[str]:
+    """A file's documents: the pieces between <|endoftext|> lines, or the whole file."""
+    text = path.read_text(encoding="utf-8")
+    parts = text.split(f"\n{EOT}\n") if f"\n{EOT}\n" in text else [text]
+    docs = []
+    for part in parts:
+        part = part.removesuffix(EOT).strip("\n")
+        if part.strip():
+            docs.append(part)
+    return docs
+
+
+def write_tokens(docs: list[str], path: Path) -> int:
+    """Tokenize documents, each followed by <|endoftext|>, into a flat uint16 file."""
+    enc = gpt2_encoding()
+    arrays = [np.array(ids + [EOT_ID], dtype=np.uint16) for ids in enc.encode_ordinary_batch(docs)]
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint16)
+    flat.tofile(path)
+    return int(flat.size)
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    weight: float
+    paths: list[str]
+
+
+def parse_source(spec: str) -> SourceSpec:
+    try:
+        name, weight, paths = spec.split(":", 2)
+        return SourceSpec(name, float(weight), paths.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME:WEIGHT:PATH[,PATH...], got {spec!r}") from None
+
+
+def prepare(sources: list[SourceSpec], held_out: dict[str, list[str]], out: Path,
+            val_fraction: float = 0.02, seed: int = 1337) -> dict:
+    """Tokenize each source into NAME.train.bin / NAME.val.bin, split by document."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta: dict = {"tokenizer": "gpt2", "sources": {}}
+    for src in sources:
+        docs = [d for f in text_files(src.paths) for d in documents(f)]
+        if src.name in held_out:
+            train_docs = docs
+            val_docs = [d for f in text_files(held_out[src.name]) for d in documents(f)]
+        else:
+            # whole documents go to validation, never a cut through one
+            order = list(range(len(docs)))
+            random.Random(seed).shuffle(order)
+            n_val = max(1, round(len(docs) * val_fraction)) if len(docs) > 1 else 0
+            val_set = set(order[:n_val])
+            train_docs = [d for i, d in enumerate(docs) if i not in val_set]
+            val_docs = [d for i, d in enumerate(docs) if i in val_set]
+        meta["sources"][src.name] = {
+            "weight": src.weight,
+            "files": [str(f) for f in text_files(src.paths)],
+            "train_documents": len(train_docs),
+            "val_documents": len(val_docs),
+            "train_characters": sum(map(len, train_docs)),
+            "train_tokens": write_tokens(train_docs, out / f"{src.name}.train.bin"),
+            "val_tokens": write_tokens(val_docs, out / f"{src.name}.val.bin"),
+        }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load_tokens(path: Path) -> np.ndarray:
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+# ---------------------------------------------------------------- batches
+
+class Batches:
+    """Random windows from a weighted mixture of sources.
+
+    The batch for (step, micro) depends only on the seed and those two numbers,
+    so a resumed run sees exactly the data it would have seen.
+    """
+
+    def __init__(self, data: Path, split: str, n_ctx: int, seed: int):
+        meta = json.loads((data / "meta.json").read_text())
+        self.names = [n for n, s in meta["sources"].items() if s[f"{split}_tokens"] > n_ctx + 1]
+        self.tokens = {n: load_tokens(data / f"{n}.{split}.bin") for n in self.names}
+        w = torch.tensor([meta["sources"][n]["weight"] for n in self.names], dtype=torch.float64)
+        self.weights = w / w.sum()
+        self.n_ctx = n_ctx
+        self.seed = seed
+
+    def get(self, step: int, micro: int, batch_size: int, source: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1009 + micro)
+        if source is None:
+            picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=g).tolist()
+        else:
+            picks = [self.names.index(source)] * batch_size
+        rows = []
+        for k in picks:
+            toks = self.tokens[self.names[k]]
+            start = int(torch.randint(0, len(toks) - self.n_ctx - 1, (), generator=g))
+            rows.append(torch.from_numpy(toks[start:start + self.n_ctx + 1].astype(np.int64)))
+        xy = torch.stack(rows)
+        return xy[:, :-1], xy[:, 1:]
+
+
+# ---------------------------------------------------------------- training
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: GPT, args: argparse.Namespace) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings
+    no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and layer-norm gains
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+
+
+def autocast(device: str, dtype: str):
+    return torch.autocast(device_type=device, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+
+
+@torch.no_grad()
+def token_loss(model: GPT, ids: np.ndarray | list[int], n_ctx: int | None = None, batch_size: int = 8) -> float:
+    """Mean next-token loss (nats) over a token stream, in non-overlapping windows of n_ctx."""
+    n_ctx = n_ctx or model.config.n_ctx
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    windows = [ids[s:s + n_ctx + 1] for s in range(0, len(ids) - 1, n_ctx)]
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    device = model.wte.weight.device
+    for b in range(0, len(windows), batch_size):
+        for w in windows[b:b + batch_size]:
+            w = w.to(device)
+            logits = model(w[None, :-1]).float()
+            total += float(F.cross_entropy(logits[0], w[1:], reduction="sum"))
+            count += len(w) - 1
+    model.train(was_training)
+    return total / count
+
+
+@torch.no_grad()
+def evaluate(model: GPT, val: Batches, args: argparse.Namespace, device: str) -> dict[str, float]:
+    model.eval()
+    losses = {}
+    for name in val.names:
+        total = 0.0
+        for i in range(args.eval_batches):
+            x, y = val.get(0, i, args.batch_size, source=name)
+            with autocast(device, args.dtype):
+                logits = model(x.to(device))
+            total += float(F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()))
+        losses[name] = total / args.eval_batches
+    model.train()
+    return losses
+
+
+def samples(model: GPT, device: str, seed: int, max_new_tokens: int = 48) -> dict[str, str]:
+    enc = gpt2_encoding()
+    model.eval()
+    out = {}
+    for prompt in SAMPLE_PROMPTS:
+        ids = []
+        for step in generate(model, enc.encode_ordinary(prompt), SamplingParams(temperature=0.8),
+                             max_new_tokens, seed=seed):
+            if step.id == EOT_ID:
+                break
+            ids.append(step.id)
+        out[prompt] = prompt + enc.decode(ids)
+    model.train()
+    return out
+
+
+def save_state(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+
+
+def train(args: argparse.Namespace) -> Path:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, n_ctx=args.n_ctx,
+                       dropout=args.dropout)
+    torch.manual_seed(args.seed)
+    model = GPT(config).to(device)
+    optimizer = make_optimizer(model, args)
+    step, best = 0, {"val_loss": float("inf"), "step": -1}
+    ckpt, log_path = out / "ckpt.pt", out / "log.jsonl"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        print(f"resuming from step {step}", file=sys.stderr)
+    # the log holds exactly the steps that led to the checkpoint we resume from
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    log_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] < step))
+
+    data = Path(args.data)
+    train_batches = Batches(data, "train", config.n_ctx, args.seed)
+    val_batches = Batches(data, "val", config.n_ctx, args.seed)
+    tokens_per_step = args.batch_size * args.grad_accum * config.n_ctx
+    def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(device, args.dtype):
+            logits = model(x)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+    loss_fn = torch.compile(batch_loss) if args.compile else batch_loss
+    model.train()
+    bar = tqdm(total=args.max_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
+    t_last, loss_acc, n_acc = time.time(), 0.0, 0
+    while step < args.max_steps:
+        torch.manual_seed(args.seed + step)  # dropout masks depend on the step alone
+        lr = lr_at(step, args)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        step_loss = 0.0
+        for micro in range(args.grad_accum):
+            x, y = train_batches.get(step, micro, args.batch_size)
+            loss = loss_fn(x.to(device), y.to(device))
+            (loss / args.grad_accum).backward()
+            step_loss += float(loss) / args.grad_accum
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        loss_acc, n_acc = loss_acc + step_loss, n_acc + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens_per_step / max(1e-9, time.time() - t_last):.0f}")
+        t_last = time.time()
+
+        record: dict | None = None
+        if step % args.eval_interval == 0 or step == args.max_steps:
+            val = evaluate(model, val_batches, args, device)
+            main = val.get(args.main_val, next(iter(val.values())))
+            record = {"step": step, "tokens": step * tokens_per_step, "train_loss": round(loss_acc / n_acc, 4),
+                      "val_loss": round(main, 4), "val_losses": {k: round(v, 4) for k, v in val.items()},
+                      "lr": lr, "elapsed_s": round(bar.format_dict["elapsed"], 1)}
+            loss_acc, n_acc = 0.0, 0
+            if main < best["val_loss"]:
+                best = {"val_loss": main, "step": step}
+                save_state(out / "best.pt", {"model": model.state_dict(), "config": config.to_dict(), "step": step})
+            bar.write(f"step {step}: train {record['train_loss']:.3f} val {main:.3f} lr {lr:.2e}")
+        if step % args.sample_interval == 0 or step == args.max_steps:
+            record = record or {"step": step, "tokens": step * tokens_per_step, "lr": lr}
+            record["samples"] = samples(model, device, args.seed)
+        if record:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if step % args.checkpoint_interval == 0 or step == args.max_steps:
+            save_state(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "step": step, "best": best})
+    bar.close()
+
+    if args.export:
+        state = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        export = Path(args.export)
+        save_checkpoint(model.cpu(), export, dtype=torch.float16 if args.export_dtype == "fp16" else torch.float32)
+        shutil.copy(log_path, export / "training_log.jsonl")
+        print(f"exported step {state['step']} (val {best['val_loss']:.4f}) to {export}", file=sys.stderr)
+        return export
+    return out
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pp = sub.add_parser("prepare", help="tokenize text files into train/val token files")
+    pp.add_argument("--source", type=parse_source, action="append", required=True,
+                    help="NAME:WEIGHT:PATH[,PATH...] (files or folders of .txt)")
+    pp.add_argument("--val", action="append", default=[],
+                    help="NAME:PATH[,PATH...] held-out documents for that source (else a fraction is held out)")
+    pp.add_argument("--val-fraction", type=float, default=0.02)
+    pp.add_argument("--seed", type=int, default=1337)
+    pp.add_argument("--out", required=True)
+
+    rp = sub.add_parser("run", help="train (or resume) a model on prepared data")
+    rp.add_argument("--data", required=True)
+    rp.add_argument("--out", required=True, help="run folder: checkpoint, best weights, log")
+    rp.add_argument("--export", help="write the best weights here in the Hugging Face layout at the end")
+    rp.add_argument("--export-dtype", choices=["fp16", "fp32"], default="fp16")
+    rp.add_argument("--n-layer", type=int, default=6)
+    rp.add_argument("--n-head", type=int, default=8)
+    rp.add_argument("--n-embd", type=int, default=256)
+    rp.add_argument("--n-ctx", type=int, default=256)
+    rp.add_argument("--dropout", type=float, default=0.0)
+    rp.add_argument("--batch-size", type=int, default=16)
+    rp.add_argument("--grad-accum", type=int, default=1)
+    rp.add_argument("--max-steps", type=int, default=2000)
+    rp.add_argument("--lr", type=float, default=2e-3)
+    rp.add_argument("--min-lr", type=float, default=1e-4)
+    rp.add_argument("--warmup-steps", type=int, default=100)
+    rp.add_argument("--weight-decay", type=float, default=0.1)
+    rp.add_argument("--grad-clip", type=float, default=1.0)
+    rp.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    rp.add_argument("--seed", type=int, default=1337)
+    rp.add_argument("--eval-interval", type=int, default=100)
+    rp.add_argument("--eval-batches", type=int, default=8)
+    rp.add_argument("--main-val", default="tinystories", help="the source whose validation loss picks the best weights")
+    rp.add_argument("--sample-interval", type=int, default=250)
+    rp.add_argument("--checkpoint-interval", type=int, default=50)
+    rp.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    rp.add_argument("--threads", type=int, default=0)
+    rp.add_argument("--compile", action="store_true", help="torch.compile the model (faster steps, slow start)")
+
+    args = p.parse_args(argv)
+    if args.command == "prepare":
+        held = {}
+        for v in args.val:
+            name, _, paths = v.partition(":")
+            held[name] = paths.split(",")
+        meta = prepare(args.source, held, Path(args.out), args.val_fraction, args.seed)
+        print(json.dumps(meta["sources"], indent=2))
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()

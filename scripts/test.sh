@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh machine, then runs them all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# the browser tests drive Debian's Chromium (no browser is downloaded by a test tool)
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else
+        sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null
+    fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# torch is pinned to the CPU build first, so nothing later can pull a CUDA build
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e '.[test]'
+exec .venv/bin/python -m pytest "$@"
