@@ -26,3 +26,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000    # request bodies beyond this get 413
     max_new_tokens: int = 512          # cap on one generation
     max_batch: int = 64                # streams decoded together in one forward
+    max_waiting_streams: int = 64      # streams queued for a place in the batch; more get 503
+    max_queue: int = 64                # analysis requests waiting for the model; more get 503
+    max_activation_values: int = 500_000  # numbers one /api/activations answer may hold (about 5 MB)

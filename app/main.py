@@ -7,10 +7,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from pydantic.json_schema import models_json_schema
 
+from app import errors, schemas
 from app.config import Settings
 from app.engine import Engine
-from app.routes import api
+from app.routes import api, openai, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +38,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         lifespan=lifespan,
     )
     app.state.settings = settings
+    errors.install(app, settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.include_router(api.router)
+    app.include_router(openai.router)
+    app.include_router(pages.router)
+    document_events(app)
     return app
+
+
+def document_events(app: FastAPI) -> None:
+    """Add the SSE event payloads to the schema's components: no route returns them as JSON."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = build()
+            _, defs = models_json_schema([(m, "serialization") for m in (schemas.TokenEvent, schemas.DoneEvent)],
+                                         ref_template="#/components/schemas/{model}")
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in defs["$defs"].items():
+                components.setdefault(name, definition)
+        return app.openapi_schema
+
+    app.openapi = openapi

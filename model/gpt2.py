@@ -108,7 +108,7 @@ class CausalSelfAttention(nn.Module):
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             rec.store(f"blocks.{layer}.attn.pattern", att)
-            y = att @ v
+            y = F.dropout(att, self.dropout, self.training) @ v
         else:
             drop = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=drop)
@@ -147,11 +147,11 @@ class Block(nn.Module):
             return x
         i = self.layer
         rec.store(f"blocks.{i}.resid_pre", x)
-        a = self.attn(self.ln_1(x), i, cache, rec)
+        a = self.drop(self.attn(self.ln_1(x), i, cache, rec))
         rec.store(f"blocks.{i}.attn_out", a)
         x = x + a
         rec.store(f"blocks.{i}.resid_mid", x)
-        m = self.mlp(self.ln_2(x), i, rec)
+        m = self.drop(self.mlp(self.ln_2(x), i, rec))
         rec.store(f"blocks.{i}.mlp_out", m)
         x = x + m
         rec.store(f"blocks.{i}.resid_post", x)
@@ -200,6 +200,8 @@ class GPT(nn.Module):
         if cache is not None:
             pos = cache.positions(T)  # (B, T)
             length = int(cache.lengths.max()) + T
+            if length > cache.max_len:
+                raise ValueError(f"sequence of {length} tokens does not fit the cache of {cache.max_len}")
         else:
             pos = torch.arange(T, device=idx.device)[None]  # (1, T)
             length = T

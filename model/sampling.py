@@ -35,7 +35,15 @@ class SamplingParams:
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide by T: below 1 sharpens, above 1 flattens. T = 0 is handled as greedy by the caller."""
-    return logits / temperature if temperature not in (0, 1) else logits
+    if temperature in (0, 1):
+        return logits
+    t = max(temperature, torch.finfo(logits.dtype).tiny)  # a T that rounds to 0 would give 0/0
+    scaled = logits / t
+    if not torch.isfinite(scaled.amax(dim=-1)).all():
+        # a tiny T overflowed the top logits to ±inf, where softmax gives nan: move the top
+        # logit to 0 first (softmax is unchanged), then only the others can overflow, to -inf
+        scaled = (logits - logits.amax(dim=-1, keepdim=True)) / t
+    return scaled
 
 
 def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,15 +55,25 @@ def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probability reaches p."""
+    """Keep the smallest set of most likely tokens whose probability reaches p (ties at the edge are kept too)."""
     if p >= 1:
         return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    # drop a token when the tokens before it already reach p; the top token always stays
-    drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= p
-    drop = drop_sorted.scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    V = logits.shape[-1]
+    # the nucleus is usually small: sort only the top k, widened until it holds mass p
+    # (a full sort of 50k logits costs milliseconds per token)
+    k = min(256, V)
+    while True:
+        top_logits, order = torch.topk(logits, k, dim=-1)  # sorted, highest first
+        top = probs.gather(-1, order)
+        cum = top.cumsum(dim=-1)
+        if k == V or bool((cum[..., -1] >= p).all()):
+            break
+        k = min(4 * k, V)
+    # a token stays when the tokens before it fall short of p; the top token always stays
+    n_keep = ((cum - top) < p).sum(dim=-1, keepdim=True)
+    edge = top_logits.gather(-1, n_keep - 1)
+    return logits.masked_fill(logits < edge, float("-inf"))
 
 
 def warp(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -70,11 +88,20 @@ def warp(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
 
 
 def choose(warped: torch.Tensor, generator: torch.Generator | None, greedy: bool) -> torch.Tensor:
-    """Pick token ids from warped logits: argmax when greedy, else one seeded draw per row."""
+    """Pick token ids from warped logits: argmax when greedy, else one seeded draw per row.
+
+    The draw inverts the cumulative distribution at one uniform number per row: it uses
+    one number from the generator (multinomial uses one per vocabulary entry, and is slower).
+    """
     if greedy:
         return warped.argmax(dim=-1)
-    probs = warped.softmax(dim=-1)
-    return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
+    cdf = warped.softmax(dim=-1).cumsum(dim=-1)
+    total = cdf[..., -1:].contiguous()
+    u = torch.rand(total.shape, generator=generator, device=cdf.device, dtype=cdf.dtype) * total
+    # the first token whose cumulative mass passes u (right=True skips tokens of probability 0);
+    # if rounding put u at the very top, the last token that has any probability
+    last = torch.searchsorted(cdf, total)
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), last).squeeze(-1)
 
 
 @dataclass
@@ -97,7 +124,7 @@ class Step:
 
 def top_n(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[Candidate]:
     p, ids = torch.topk(probs, min(n, probs.shape[-1]))
-    return [Candidate(int(i), float(q), float(logits[i])) for i, q in zip(ids, p) if q > 0]
+    return [Candidate(i, q, z) for i, q, z in zip(ids.tolist(), p.tolist(), logits[ids].tolist()) if q > 0]
 
 
 def entropy(logits: torch.Tensor) -> float:

@@ -1,12 +1,20 @@
-"""/api/* JSON endpoints."""
+"""/api/* JSON endpoints: thin wrappers over the Engine, which checks and schedules the work."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from app.engine import Engine
+from app import schemas as s
+from app.engine import Engine, Generation
+from app.errors import require_json
+from model.sampling import SamplingParams
 
 router = APIRouter()
 
@@ -18,11 +26,141 @@ def get_engine(request: Request) -> Engine:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
-@router.get("/healthz", tags=["health"])
+async def json_response(model: BaseModel) -> Response:
+    """Serialize in a worker thread: an answer may run to megabytes, and the event loop serves everyone."""
+    return Response(await anyio.to_thread.run_sync(model.model_dump_json), media_type="application/json")
+
+JSON_BODY = [Depends(require_json)]
+ERRORS = s.error_responses(s.ApiError, 413, 415, 422)
+MODEL_ERRORS = s.error_responses(s.ApiError, 413, 415, 422, 503)
+
+
+@router.get("/healthz", tags=["health"], summary="Liveness check")
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/api/model", tags=["model"])
-def model_info(engine: EngineDep) -> dict:
+@router.get("/api/model", tags=["model"], response_model=s.ModelInfo, summary="The loaded model")
+def model_info(engine: EngineDep) -> s.ModelInfo:
+    """Name, source, parameter count by part, shape (layers, heads, width, context, vocabulary)
+    and the model card's summary."""
     return engine.info()
+
+
+@router.post("/api/tokenize", tags=["tokens"], response_model=s.TokenizeResponse, dependencies=JSON_BODY,
+             responses=ERRORS, summary="Split a text into tokens")
+async def tokenize(req: s.TokenizeRequest, engine: EngineDep) -> Response:
+    """Each token's id, text, bytes and the characters of the input it covers, and the counts."""
+    return await json_response(await engine.tokenize(req.text))
+
+
+@router.post("/api/detokenize", tags=["tokens"], response_model=s.DetokenizeResponse, dependencies=JSON_BODY,
+             responses=ERRORS, summary="Turn token ids back into text")
+async def detokenize(req: s.DetokenizeRequest, engine: EngineDep) -> Response:
+    return await json_response(await engine.detokenize(req.ids))
+
+
+@router.post("/api/bpe", tags=["tokens"], response_model=s.BpeResponse, dependencies=JSON_BODY,
+             responses=ERRORS, summary="The byte-pair merges that tokenize a text, step by step")
+async def bpe(req: s.BpeRequest, engine: EngineDep) -> Response:
+    """The text is split by GPT-2's regex into pretokens, each starts as single bytes, and the
+    merge with the lowest rank is applied everywhere it fits, until no merge applies."""
+    return await json_response(await engine.bpe(req.text))
+
+
+@router.get("/api/vocab", tags=["tokens"], response_model=s.VocabPage, responses=s.error_responses(s.ApiError, 422),
+            summary="Browse and search the vocabulary")
+async def vocab(engine: EngineDep,
+                q: Annotated[str, Query(max_length=100, description="text the entry contains (case-sensitive), "
+                                                                    "or an id", examples=["ing"])] = "",
+                offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+                limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+    return await json_response(await engine.vocab(s.whole_characters(q), offset, limit))
+
+
+@router.post("/api/next-token", tags=["model"], response_model=s.NextTokenResponse, dependencies=JSON_BODY,
+             responses=MODEL_ERRORS, summary="The distribution over the next token")
+async def next_token(req: s.NextTokenRequest, engine: EngineDep) -> Response:
+    """The top-n tokens with probability and logit, before and after temperature, top-k and top-p;
+    the entropy; and the rank and probability of any tokens named in `targets`."""
+    return await json_response(await engine.next_token(req))
+
+
+@router.post("/api/score", tags=["model"], response_model=s.ScoreResponse, dependencies=JSON_BODY,
+             responses=MODEL_ERRORS, summary="How well the model predicts each token of a text")
+async def score(req: s.ScoreRequest, engine: EngineDep) -> Response:
+    """Training is next-token classification: each actual next token's probability and loss
+    (−ln p) under the model, their mean (the training loss) and the perplexity."""
+    return await json_response(await engine.score(req))
+
+
+@router.post("/api/activations", tags=["model"], response_model=s.ActivationsResponse, dependencies=JSON_BODY,
+             responses=MODEL_ERRORS, summary="Inside one forward pass: what the caller selects")
+async def activations(req: s.ActivationsRequest, engine: EngineDep) -> Response:
+    """Residual-stream norms per state and position; attention patterns of chosen layers and heads;
+    the top MLP neurons per layer and position; the logit lens. Only what is asked for is sent."""
+    return await json_response(await engine.activations(req))
+
+
+SSE_EXAMPLE = (
+    'event: token\ndata: {"step":0,"id":612,"text":" there","piece":" there","prob":0.41,"raw_prob":0.33,'
+    '"entropy":2.1,"before":[],"after":[]}\n\n'
+    'event: done\ndata: {"finish_reason":"length","prompt_tokens":4,"completion_tokens":1,"text":"",'
+    '"timings":{"first_token_ms":12.5,"total_ms":13.0,"tokens_per_second":76.9},"message":null}\n\n'
+)
+
+
+class EventStream(StreamingResponse):
+    """An SSE response that cancels its generation however the response ends (done, error, disconnect)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, gen: Generation, events: AsyncIterator[bytes]):
+        super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.gen = gen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.gen.cancel()
+
+
+def sse(event: str, data: str) -> bytes:
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+async def generation_events(gen: Generation) -> AsyncIterator[bytes]:
+    async for ev in gen:
+        yield sse("token" if isinstance(ev, s.TokenEvent) else "done", ev.model_dump_json())
+
+
+# each event, as OpenAPI 3.2's itemSchema describes the items of a stream
+GENERATE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["token", "done"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"oneOf": [{"$ref": "#/components/schemas/TokenEvent"},
+                                             {"$ref": "#/components/schemas/DoneEvent"}]}},
+    },
+}
+
+
+@router.post("/api/generate", tags=["model"], dependencies=JSON_BODY, response_class=StreamingResponse,
+             summary="Sample a continuation, streamed as Server-Sent Events",
+             responses={200: {"description": "`event: token` per token (data: TokenEvent), then one "
+                                             "`event: done` (data: DoneEvent)",
+                              "content": {"text/event-stream": {"itemSchema": GENERATE_EVENT,
+                                                                "example": SSE_EXAMPLE}}},
+                        **MODEL_ERRORS})
+async def generate(req: s.GenerateRequest, engine: EngineDep) -> StreamingResponse:
+    """One event per token (step, id, text, probability, top alternatives), then a final event
+    with the finish reason ("length", "eos", "stop"), token counts and timings. Joined, the
+    events' `text` fields (the done event's too) are the decoded output up to any stop text.
+    Generation ends at the context's end with reason "length", and stops within one step when
+    the client disconnects."""
+    params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
+    gen = await engine.generate(req.prompt, req.max_new_tokens, params, seed=req.seed, stop=req.stop,
+                                n_top=req.n_top)
+    return EventStream(gen, generation_events(gen))

@@ -1,0 +1,172 @@
+"""Bad input gets a 4xx whose message says what was wrong and what is allowed; nothing gets a bare 500.
+
+/api/* errors are {"message": ..., "detail": [...]}; /v1/* errors use OpenAI's
+{"error": {"message": ..., "type": ...}} so its client libraries show the message.
+The guard middleware turns away oversized bodies (413) before any route reads
+them; JSON routes depend on require_json, which answers 415 to other bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.engine import Busy, InputError
+
+log = logging.getLogger("deepdive.errors")
+JSON_PATHS = ("/api/", "/v1/")  # where errors are JSON; pages keep FastAPI's own
+OPENAI_PATH = "/v1/"
+
+
+def error_response(path: str, status: int, message: str, detail: list | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    if path.startswith(OPENAI_PATH):
+        kind = {413: "request_too_large", 415: "invalid_request_error", 422: "invalid_request_error",
+                503: "server_busy"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        param = ".".join(str(x) for x in detail[0]["loc"][1:]) if detail else None
+        body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": param or None, "code": None}}
+    else:
+        body = {"message": message, "detail": detail}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _where(loc: tuple | list) -> str:
+    parts = [str(x) for x in loc if x not in ("body", "query", "path")]
+    return ".".join(parts) or "the body"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _body_fields(request: Request) -> list[str]:
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def describe(errors: list[dict], fields: list[str]) -> str:
+    """Pydantic's errors as sentences a person can act on."""
+    sentences = []
+    for e in errors[:5]:
+        where, kind, msg = _where(e["loc"]), e["type"], e["msg"].removeprefix("Value error, ")
+        if kind == "json_invalid":
+            reason = (e.get("ctx") or {}).get("error", "")
+            at = e["loc"][-1] if isinstance(e["loc"][-1], int) else None
+            where = f" at character {at}" if at is not None else ""
+            return f"the body is not valid JSON ({reason or 'cannot parse it'}{where})"
+        if kind == "extra_forbidden":
+            allowed = f"; the fields are: {', '.join(fields)}" if fields and len(e["loc"]) == 2 else ""
+            sentences.append(f"{where} is not a field of this request{allowed}")
+        elif kind == "missing":
+            sentences.append(f"{where} is required")
+        elif kind in ("model_type", "model_attributes_type", "dict_type") and len(e["loc"]) <= 1:
+            sentences.append(f"the body must be a JSON object, not {_shown(e.get('input'))}")
+        elif kind == "value_error" and len(e["loc"]) <= 1:
+            sentences.append(msg)
+        else:
+            sentences.append(f"{where}: {msg} (got {_shown(e.get('input'))})")
+    more = f" (and {len(errors) - 5} more problems)" if len(errors) > 5 else ""
+    return "; ".join(sentences) + more
+
+
+def _detail(errors: list[dict]) -> list[dict]:
+    # only what is JSON as it stands: pydantic's "input" and "ctx" may hold NaN or exceptions
+    return [{"loc": [x if isinstance(x, int) else str(x) for x in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in errors]
+
+
+def install(app: FastAPI, max_body_bytes: int) -> None:
+    app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = list(exc.errors())
+        return error_response(request.url.path, 422, describe(errors, _body_fields(request)), _detail(errors))
+
+    @app.exception_handler(InputError)
+    async def refused(request: Request, exc: InputError) -> Response:
+        return error_response(request.url.path, exc.status, str(exc))
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> Response:
+        return error_response(request.url.path, 503, str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if not request.url.path.startswith(JSON_PATHS):
+            return await http_exception_handler(request, exc)
+        if exc.status_code == 400 and request.method == "POST":
+            # FastAPI's answer when json.loads fails other than by syntax: bytes that are not UTF-8, or
+            # nesting too deep to parse; for the caller, both are invalid JSON
+            return error_response(request.url.path, 422, "the body is not valid JSON: it must be UTF-8 text "
+                                                         "holding one JSON object")
+        return error_response(request.url.path, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request.url.path, 500, f"internal error ({type(exc).__name__}); "
+                                                     "the server log has the details")
+
+
+def require_json(request: Request) -> None:
+    """A dependency of every route with a JSON body: other content types get 415."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not (media == "application/json" or media.endswith("+json")):
+        got = f"got {media!r}" if media else "no Content-Type was sent"
+        raise InputError(f"the body must be JSON, sent with the header Content-Type: application/json ({got})", 415)
+
+
+class GuardMiddleware:
+    """413 for bodies over the limit, by Content-Length or as streamed.
+
+    The body is read here, within the limit, and replayed to the app; after it,
+    receive() passes through so the app still hears a client disconnect.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        path, declared = scope["path"], Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(path, int(declared), scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._too_large(path, None, scope, receive, send)
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, path: str, size: int | None, scope: Scope, receive: Receive, send: Send) -> None:
+        what = f"the body is {size:,} bytes" if size is not None else "the body is too large"
+        await error_response(path, 413, f"{what}; this server accepts at most {self.limit:,}")(scope, receive, send)

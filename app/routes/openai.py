@@ -1,0 +1,139 @@
+"""OpenAI-compatible /v1/completions and /v1/models, so OpenAI's client libraries and tools drive the model.
+
+The legacy completions API: one choice, text or token-id prompts, streaming as
+`data: {chunk}` lines ending in `data: [DONE]`, and logprobs (the chosen
+token's and the top alternatives' log-probabilities under the model's own
+distribution, before temperature and the cuts).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends
+from starlette.responses import StreamingResponse
+
+from app import schemas as s
+from app.engine import Busy, Generation
+from app.errors import require_json
+from app.routes.api import EngineDep, EventStream
+from model.sampling import SamplingParams
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+TINY = 1e-45  # float32's smallest probability: a token with probability 0 in float32 gets ln of this
+
+
+def logprob(p: float) -> float:
+    return math.log(max(p, TINY))
+
+
+class Collector:
+    """Builds the choice's text and logprobs from a Generation's events."""
+
+    def __init__(self, prompt_chars: int, logprobs: int | None):
+        self.want = logprobs
+        self.offset = prompt_chars  # OpenAI's text_offset counts from the start of the prompt
+        self.text = ""
+
+    def logprobs(self, ev: s.TokenEvent) -> s.Logprobs | None:
+        if self.want is None:
+            return None
+        top = {c.text: logprob(c.prob) for c in ev.before[:self.want]} if self.want else None
+        return s.Logprobs(tokens=[ev.piece], token_logprobs=[logprob(ev.raw_prob)],
+                          top_logprobs=[top] if top is not None else None, text_offset=[self.offset])
+
+    def add(self, text: str) -> None:
+        self.text += text
+        self.offset += len(text)
+
+
+def merge(into: s.Logprobs | None, more: s.Logprobs | None) -> s.Logprobs | None:
+    if into is None or more is None:
+        return into or more
+    into.tokens += more.tokens
+    into.token_logprobs += more.token_logprobs
+    if into.top_logprobs is not None and more.top_logprobs is not None:
+        into.top_logprobs += more.top_logprobs
+    into.text_offset += more.text_offset
+    return into
+
+
+def finish(reason: str) -> str:
+    return "length" if reason == "length" else "stop"  # OpenAI says "stop" for end-of-text too
+
+
+@router.get("/models", response_model=s.ModelList, summary="The one model this server runs")
+def models(engine: EngineDep) -> s.ModelList:
+    return s.ModelList(data=[s.ModelCard(id=engine.info().name, created=engine.started)])
+
+
+@router.post("/completions", response_model=s.Completion, dependencies=[Depends(require_json)],
+             summary="Complete a prompt (OpenAI-compatible)",
+             responses={200: {"description": "a completion; with stream=true, Server-Sent Events of "
+                                             "completion chunks ending in `data: [DONE]`",
+                              "content": {"text/event-stream": {"itemSchema": {
+                                  "type": "object", "required": ["data"],
+                                  "properties": {"data": {"type": "string", "description":
+                                                          "a Completion chunk as JSON, or [DONE]"}}}}}},
+                        **s.error_responses(s.OpenAIError, 413, 415, 422, 503)})
+async def completions(req: s.CompletionRequest, engine: EngineDep) -> s.Completion | StreamingResponse:
+    """prompt, max_tokens, temperature, top_p, seed, stop, stream and logprobs as in OpenAI's API;
+    top_k as in vLLM. max_tokens over the server's cap is refused; a completion that reaches the
+    context's end stops there with finish_reason "length"."""
+    prompt = req.prompt[0] if isinstance(req.prompt, list) and req.prompt and isinstance(req.prompt[0], str) \
+        else req.prompt
+    stops = [req.stop] if isinstance(req.stop, str) else req.stop or []
+    temperature = 1.0 if req.temperature is None else req.temperature
+    params = SamplingParams(temperature=temperature, top_k=req.top_k or 0,
+                            top_p=1.0 if req.top_p is None else req.top_p)
+    gen = await engine.generate(prompt, req.max_tokens, params, seed=req.seed, stop=stops, n_top=req.logprobs or 0,
+                                limit_name="max_tokens")
+    collector = Collector(len(prompt) if isinstance(prompt, str) else len(engine.tokenizer.decode(prompt)),
+                          req.logprobs)
+    meta = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": engine.info().name}
+    if req.stream:
+        usage = req.stream_options is not None and req.stream_options.include_usage
+        return EventStream(gen, chunks(gen, collector, meta, usage))
+
+    logprobs, done = None, None
+    async for ev in gen:
+        if isinstance(ev, s.TokenEvent):
+            logprobs = merge(logprobs, collector.logprobs(ev))
+            collector.add(ev.text)
+        else:
+            collector.add(ev.text)
+            done = ev
+    if done.finish_reason == "error":
+        raise Busy(f"the completion was cut short ({done.message}); try again")
+    return s.Completion(**meta, choices=[s.CompletionChoice(text=collector.text, logprobs=logprobs,
+                                                            finish_reason=finish(done.finish_reason))],
+                        usage=usage_of(done))
+
+
+def usage_of(done: s.DoneEvent) -> s.Usage:
+    return s.Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                   total_tokens=done.prompt_tokens + done.completion_tokens)
+
+
+async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool) -> AsyncIterator[bytes]:
+    def chunk(text: str, logprobs: s.Logprobs | None, reason: str | None) -> bytes:
+        c = s.Completion(**meta, choices=[s.CompletionChoice(text=text, logprobs=logprobs, finish_reason=reason)])
+        return f"data: {c.model_dump_json()}\n\n".encode()
+
+    async for ev in gen:
+        if isinstance(ev, s.TokenEvent):
+            yield chunk(ev.text, collector.logprobs(ev), None)
+            collector.add(ev.text)
+        elif ev.finish_reason == "error":
+            error = s.OpenAIError(error=s.OpenAIErrorBody(message=f"the completion was cut short ({ev.message})",
+                                                          type="server_error"))
+            yield f"data: {error.model_dump_json()}\n\n".encode()
+        else:
+            yield chunk(ev.text, None, finish(ev.finish_reason))
+            if usage:
+                u = s.Completion(**meta, choices=[], usage=usage_of(ev))
+                yield f"data: {u.model_dump_json()}\n\n".encode()
+    yield b"data: [DONE]\n\n"

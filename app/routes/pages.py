@@ -1,0 +1,510 @@
+"""HTML pages and the htmx partials they swap in.
+
+Every page renders its partial with a default (or URL-given) input; the matching
+/partials/* endpoint renders the same template for new input. Numbers come from
+the same Engine methods the JSON API uses.
+
+Partials always answer 200: a problem with the input (empty, too long, the model
+busy) comes back as a message box in place of the result, because htmx does
+not swap non-2xx answers. (static/js/deepdive.js still explains any non-2xx
+answer, such as a 413 for an oversized body, in the target.)
+
+For the other page modules: `render(request, template, stage_key, **context)`
+renders a page inside base.html with the nav and the next-stage link;
+`partial(request, template, **context)` renders a fragment; `STAGES` is the
+stage order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import jinja2
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app import schemas as s
+from app.engine import Busy, Engine, InputError
+from model import encodings
+from model.tokenizer import EOT, EOT_ID, Tokenizer
+from model.train import documents
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SAMPLES = ROOT / "model" / "samples"
+
+router = APIRouter(include_in_schema=False)
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    label: str
+    path: str
+
+
+STAGES = (
+    Stage("overview", "Overview", "/"),
+    Stage("data", "Data", "/data"),
+    Stage("tokenizer", "Tokenizer", "/tokenizer"),
+    Stage("loss", "Training", "/loss"),
+    Stage("internals", "Internals", "/internals"),
+    Stage("inference", "Inference", "/inference"),
+    Stage("playground", "Playground", "/playground"),
+)
+
+# What each view shows at most: enough to read, small enough to stay quick while typing.
+MAX_CHIPS = 3000          # chips drawn for one text (the counts still cover all of it)
+MAX_COMPARE_CHIPS = 1500  # chips per vocabulary in the comparison
+BPE_CHARS = 200           # the merge story covers this many characters
+VOCAB_PAGE = 30
+DATA_TOKENS = 400         # tokens of the training stream on the data page
+
+DEFAULT_TOKENIZER_TEXT = ("Hello world! GPT-2 reads text as tokens, not letters. "
+                          "Unbelievable, isn't it? Tokenization also handles emoji 🙂 and ünïcödé.")
+DEFAULT_LOSS_TEXT = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
+                     "with her dog. One day, they found a big red ball in the park.")
+LOSS_EXAMPLES = (
+    ("a story opening", DEFAULT_LOSS_TEXT),
+    ("a science sentence", "The mitochondria is the powerhouse of the cell, producing adenosine triphosphate."),
+    ("shuffled words", "park the ball dog red Lily found big a in they time upon once."),
+    ("a repeated line", "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat."),
+)
+
+
+# ---------------------------------------------------------------- templates
+
+WS_KINDS = {" ": "sp", "\n": "nl", "\t": "tab", "\r": "cr"}
+WS_MARKS = {"sp": "·", "nl": "↵", "tab": "→", "cr": "␍"}
+
+
+def ws_segments(text: str) -> list[tuple[str, str]]:
+    """Split text into runs of ordinary text and of one whitespace character, for visible marks."""
+    out: list[tuple[str, str]] = []
+    for ch in text:
+        kind = WS_KINDS.get(ch, "text")
+        if out and out[-1][0] == kind:
+            out[-1] = (kind, out[-1][1] + ch)
+        else:
+            out.append((kind, ch))
+    return out
+
+
+def thousands(n: int | float) -> str:
+    return f"{n:,}"
+
+
+def si(n: float) -> str:
+    """1234567 -> '1.2 M': token counts read aloud."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:g}"
+
+
+def pct(p: float) -> str:
+    """A probability as a percentage a student can read; tiny ones as '1 in N' too."""
+    if p >= 0.1:
+        return f"{p:.0%}" if p >= 0.995 else f"{p * 100:.1f}%"
+    if p >= 0.001:
+        return f"{p * 100:.2f}%"
+    return f"{p * 100:.2g}% (1 in {round(1 / p):,})" if p > 0 else "0%"
+
+
+def hexbytes(data: list[int] | bytes) -> str:
+    return " ".join(f"{b:02x}" for b in data)
+
+
+def classes(flags: dict[str, bool]) -> str:
+    """{"show-ids": True, "show-ws": False} -> "show-ids": a class attribute from switches."""
+    return " ".join(name for name, on in flags.items() if on)
+
+
+def token_title(t: Any, i: int, total: int) -> str:
+    """The facts a chip's tooltip and the detail panel list, joined by ' · '."""
+    if t.start == t.end:
+        where = "continues the character before"
+    else:
+        where = f"character{'s' if t.end - t.start > 1 else ''} {t.start + 1}" + (
+            f"–{t.end}" if t.end - t.start > 1 else "")
+    facts = [f"token {i + 1} of {total:,}", f"id {t.id}", f"bytes {hexbytes(t.bytes)}", where]
+    if t.partial:
+        facts.append("part of a character")
+    return " · ".join(facts)
+
+
+LOSS_BINS = (0.693, 1.609, 2.996, 4.605, 6.908)  # −ln p at p = 50 %, 20 %, 5 %, 1 %, 0.1 %
+LOSS_LEGEND = ("p > 50%", "20–50%", "5–20%", "1–5%", "0.1–1%", "p < 0.1%")
+
+
+def loss_class(loss: float) -> str:
+    return f"loss-{sum(loss >= b for b in LOSS_BINS)}"
+
+
+templates = Jinja2Templates(env=jinja2.Environment(
+    loader=jinja2.FileSystemLoader(ROOT / "templates"),
+    autoescape=True,  # every template, whatever its name: token texts can hold "<script>"
+    trim_blocks=True, lstrip_blocks=True,  # chip streams are white-space: pre-wrap; stray spaces would show
+    undefined=jinja2.StrictUndefined,
+))
+templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct,
+                             hexbytes=hexbytes, token_title=token_title, loss_class=loss_class)
+templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID)
+
+
+def engine_of(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def render(request: Request, template: str, stage_key: str, **context: Any) -> HTMLResponse:
+    """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom."""
+    keys = [st.key for st in STAGES]
+    i = keys.index(stage_key)
+    info = engine_of(request).info()
+    return templates.TemplateResponse(request, template, {
+        "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
+        "model_name": info.name, "present": request.query_params.get("present") == "1", **context})
+
+
+def partial(request: Request, template: str, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, context)
+
+
+def message(request: Request, text: str, kind: str = "error") -> HTMLResponse:
+    """A message box in place of a partial's result (200, so htmx swaps it in)."""
+    return partial(request, "partials/_message.html", text=text, kind=kind)
+
+
+def flag(value: str | None, default: bool) -> bool:
+    return default if value is None else value == "1"
+
+
+Text = Annotated[str, Form()]
+
+
+# ---------------------------------------------------------------- overview
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(request: Request):
+    return render(request, "overview.html", "overview", info=engine_of(request).info())
+
+
+# ---------------------------------------------------------------- pre-training data
+
+@dataclass(frozen=True)
+class SampleStats:
+    name: str
+    what: str
+    documents: int
+    characters: int
+    tokens: int
+
+
+SAMPLE_FILES = (
+    ("tinystories_train.txt", "TinyStories: training stories"),
+    ("tinystories_valid.txt", "TinyStories: held-out stories (never trained on)"),
+    ("wizard_of_oz_excerpt.txt", "The Wonderful Wizard of Oz (opening)"),
+)
+_sample_cache: dict[str, SampleStats] = {}
+
+
+def count_sample(tokenizer: Tokenizer, name: str, what: str) -> SampleStats:
+    """A committed sample counted as training counts it: each document followed by one <|endoftext|>."""
+    docs = documents(SAMPLES / name)
+    tokens = sum(len(tokenizer.encode(d)) + 1 for d in docs)
+    return SampleStats(name, what, len(docs), sum(map(len, docs)), tokens)
+
+
+async def sample_stats(engine: Engine) -> list[SampleStats]:
+    # server files, not user input: the engine's tokenizer, without the request size limit; counted once
+    for name, what in SAMPLE_FILES:
+        if name not in _sample_cache:
+            _sample_cache[name] = await anyio.to_thread.run_sync(count_sample, engine.tokenizer, name, what)
+    return [_sample_cache[name] for name, _ in SAMPLE_FILES]
+
+
+@lru_cache(maxsize=1)
+def training_stream(tokenizer: Tokenizer, n_tokens: int) -> list[dict]:
+    """The first n_tokens of the training sample as the network sees it: documents joined by <|endoftext|>."""
+    stream: list[dict] = []
+    for doc in documents(SAMPLES / "tinystories_train.txt"):
+        stream += [{"id": t.id, "text": t.text, "eot": False} for t in tokenizer.tokens(doc)]
+        stream.append({"id": EOT_ID, "text": EOT, "eot": True})
+        if len(stream) >= n_tokens:
+            break
+    return stream[:n_tokens]
+
+
+def read_training_log(path: Path) -> list[dict] | None:
+    """The training log's records (JSON lines), or None when the model has none; bad lines are skipped."""
+    if not path.is_file():
+        return None
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and isinstance(r.get("step"), int):
+            records.append(r)
+    return records
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def evaluations(records: list[dict]) -> list[dict]:
+    """The log's evaluation records: those with tokens seen and a validation loss."""
+    return [r for r in records if finite(r.get("tokens")) and finite(r.get("val_loss"))]
+
+
+def curve_spec(evals: list[dict]) -> dict | None:
+    """The line chart static/js/chart.js draws: train and validation loss against tokens seen."""
+    if not evals:
+        return None
+    series = [
+        {"label": "training loss", "class": "s-train",
+         "points": [[r["tokens"], r["train_loss"]] for r in evals if finite(r.get("train_loss"))]},
+        {"label": "validation loss (held-out stories)", "class": "s-val", "dots": True,
+         "points": [[r["tokens"], r["val_loss"]] for r in evals]},
+    ]
+    # other validation sources (such as the books) as dashed lines; the main one is already drawn
+    for name in sorted({k for r in evals for k in (r.get("val_losses") or {})}):
+        points = [[r["tokens"], r["val_losses"][name]] for r in evals if finite((r.get("val_losses") or {}).get(name))]
+        if points and points != series[1]["points"]:
+            series.append({"label": f"validation loss ({name})", "class": "s-extra", "points": points})
+    return {"x_label": "tokens seen", "y_label": "loss (nats per token)", "x_format": "si", "series": series}
+
+
+def checkpoint_samples(records: list[dict]) -> list[dict]:
+    out = []
+    for r in records:
+        samples = r.get("samples")
+        if isinstance(samples, dict) and samples:
+            out.append({"step": r["step"], "tokens": r.get("tokens"), "val_loss": r.get("val_loss"),
+                        "samples": [(str(p), str(t)) for p, t in samples.items()]})
+    return out
+
+
+@router.get("/data", response_class=HTMLResponse)
+async def data(request: Request):
+    engine = engine_of(request)
+    records = read_training_log(engine.loaded.path / "training_log.jsonl")
+    card = engine.loaded.card if isinstance(engine.loaded.card, dict) else {}
+    corpus = card.get("corpus") if isinstance(card.get("corpus"), dict) else {}
+    corpus = {name: c for name, c in corpus.items() if isinstance(c, dict)}
+    weights = sum(v["weight"] for v in corpus.values() if finite(v.get("weight")))
+    evals = evaluations(records or [])
+    return render(request, "data.html", "data",
+                  stream=training_stream(engine.tokenizer, DATA_TOKENS), samples=await sample_stats(engine),
+                  corpus=corpus, weights=weights, records=records, curve=curve_spec(evals), evals=evals,
+                  checkpoints=checkpoint_samples(records or []), info=engine.info())
+
+
+# ---------------------------------------------------------------- tokenizer
+
+async def tokens_context(engine: Engine, text: str) -> dict:
+    r = await engine.tokenize(text)
+    return {"tokens": r.tokens[:MAX_CHIPS], "counts": r.counts}
+
+
+@router.get("/tokenizer", response_class=HTMLResponse)
+async def tokenizer(request: Request, text: str = DEFAULT_TOKENIZER_TEXT, ids: str | None = None,
+                    ws: str | None = None, q: str = " the", vpage: Annotated[int, Query(ge=1)] = 1):
+    engine = engine_of(request)
+    try:
+        result = await tokens_context(engine, text)
+    except InputError as e:
+        result = {"error": f"That text is too long to show: {e}."}
+    return render(request, "tokenizer.html", "tokenizer", text=text, show_ids=flag(ids, False),
+                  show_ws=flag(ws, True), default_text=DEFAULT_TOKENIZER_TEXT, bpe_chars=BPE_CHARS,
+                  **result, **await vocab_context(engine, q[:100], vpage))
+
+
+@router.post("/partials/tokens", response_class=HTMLResponse)
+async def tokens_partial(request: Request, text: Text = ""):
+    if not text:
+        return message(request, "Type or paste some text above to see its tokens.", "info")
+    try:
+        return partial(request, "partials/_tokens.html", **await tokens_context(engine_of(request), text))
+    except InputError as e:
+        return message(request, f"That text is too long to show: {e}.")
+
+
+@router.post("/partials/bpe", response_class=HTMLResponse)
+async def bpe_partial(request: Request, text: Text = ""):
+    if not text:
+        return message(request, "Type some text above to watch its bytes merge into tokens.", "info")
+    shown = text[:BPE_CHARS]
+    try:
+        history = await engine_of(request).bpe(shown)
+    except InputError as e:
+        return message(request, f"{e}.")
+    return partial(request, "partials/_bpe.html", history=history.model_dump(mode="json"),
+                   truncated=len(text) > len(shown), bpe_chars=BPE_CHARS)
+
+
+@router.post("/partials/compare", response_class=HTMLResponse)
+async def compare_partial(request: Request, text: Text = ""):
+    if not text:
+        return message(request, "Type some text above to compare vocabularies.", "info")
+    try:
+        engine_of(request).check_text(text)
+    except InputError as e:
+        return message(request, f"That text is too long to compare: {e}.")
+    # building cl100k/o200k takes a second on first use: off the event loop
+    rows = await anyio.to_thread.run_sync(encodings.compare, text)
+    most = max(r.count for r in rows) or 1
+    return partial(request, "partials/_compare.html", rows=rows, most=most, max_chips=MAX_COMPARE_CHIPS)
+
+
+async def vocab_context(engine: Engine, q: str, page: int) -> dict:
+    result = await engine.vocab(q, (page - 1) * VOCAB_PAGE, VOCAB_PAGE)
+    pages = max(1, math.ceil(result.total / VOCAB_PAGE))
+    if page > pages:  # past the end (a stale link): show the last page
+        return await vocab_context(engine, q, pages)
+    return {"result": result, "q": q, "page": page, "pages": pages}
+
+
+@router.get("/partials/vocab", response_class=HTMLResponse)
+async def vocab_partial(request: Request, q: str = "", page: Annotated[int, Query(ge=1, le=100_000)] = 1):
+    if len(q) > 100:
+        return message(request, "Search for at most 100 characters: no token is longer than that.")
+    return partial(request, "partials/_vocab.html", **await vocab_context(engine_of(request), q, page))
+
+
+# ---------------------------------------------------------------- loss (training)
+
+async def loss_context(engine: Engine, text: str) -> dict:
+    """Each token's loss, scoring at most what the context holds (from <|endoftext|>, so the first counts)."""
+    ids = await engine.encode(text)
+    room = engine.info().n_ctx - 1
+    r = await engine.score(s.ScoreRequest(ids=ids[:room], prepend_eos=True))
+    worst = sorted(r.predictions, key=lambda p: p.loss, reverse=True)[:5]
+    return {"score": r, "n_tokens": len(ids), "truncated": len(ids) > room, "room": room, "worst": worst,
+            "uniform": math.log(engine.info().vocab_size)}
+
+
+async def try_loss(engine: Engine, text: str) -> dict:
+    if not text.strip():
+        return {"error": "Type or paste some text above to see how surprised the model is by each token.",
+                "kind": "info"}
+    try:
+        return await loss_context(engine, text)
+    except InputError as e:
+        return {"error": f"{e}.", "kind": "error"}
+    except Busy as e:
+        return {"error": f"The model is busy ({e}); try again in a moment.", "kind": "error"}
+
+
+@router.get("/loss", response_class=HTMLResponse)
+async def loss(request: Request, text: str = DEFAULT_LOSS_TEXT):
+    result = await try_loss(engine_of(request), text)
+    return render(request, "loss.html", "loss", text=text, examples=LOSS_EXAMPLES, legend=LOSS_LEGEND,
+                  default_text=DEFAULT_LOSS_TEXT, info=engine_of(request).info(), **result)
+
+
+@router.post("/partials/loss", response_class=HTMLResponse)
+async def loss_partial(request: Request, text: Text = ""):
+    result = await try_loss(engine_of(request), text)
+    if "error" in result:
+        return message(request, result["error"], result["kind"])
+    return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, **result)
+
+
+# ---------------------------------------------------------------- lab pages: internals, inference, playground
+# These pages draw in the browser (static/js/internals.js, inference.js, playground.js) from the JSON API;
+# the server renders the controls with the URL's settings, so a prepared demo is a link.
+
+DEFAULT_INTERNALS_PROMPT = "Tom and his dog went to the park. Tom threw the ball and the dog"
+DEFAULT_INFERENCE_PROMPT = "Once upon a time, there was a little"
+DEFAULT_PLAYGROUND_PROMPT = "Once upon a time"
+INFERENCE_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 42, "n": 10}
+INFERENCE_BARS = (5, 10, 15, 20, 30)
+PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_tokens": 80}
+STOP_CHOICES = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
+                ("para", "a blank line", ["\n\n"]))
+COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
+PLAYGROUND_PRESETS = (
+    {"label": "Once upon a time", "prompt": "Once upon a time", "temperature": 0.8, "max_new_tokens": 80,
+     "stop": "none"},
+    {"label": "Tom and his dog", "prompt": "Tom and his dog", "temperature": 0.8, "max_new_tokens": 80,
+     "stop": "none"},
+    {"label": "English → French (few-shot)",
+     "prompt": "sea otter => loutre de mer\ncheese => fromage\nplush giraffe => girafe en peluche\ncat =>",
+     "temperature": 0.0, "max_new_tokens": 10, "stop": "line"},
+    {"label": "Opposites (few-shot)", "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
+     "temperature": 0.0, "max_new_tokens": 6, "stop": "line"},
+    {"label": "Human / Assistant chat",
+     "prompt": "Human: Hi! Who are you?\nAssistant: I am a helpful assistant. How can I help?\n"
+               "Human: What colour is the sky?\nAssistant:",
+     "temperature": 0.7, "max_new_tokens": 40, "stop": "line"},
+)
+
+
+def query_number(request: Request, name: str, default: float, lo: float, hi: float) -> float:
+    """A numeric URL setting, clamped to what the control allows; a mangled one falls back to the default
+    (a page answers a hand-edited link with its defaults, not a 422)."""
+    try:
+        v = float(request.query_params.get(name, default))
+    except ValueError:
+        return default
+    return min(hi, max(lo, v)) if math.isfinite(v) else default
+
+
+def architecture(info: s.ModelInfo) -> dict:
+    """Per-part parameter counts of one block and the final layer norm, from the totals by part
+    (every block has the same shape; the final layer norm is a scale and a shift per width)."""
+    L, C, p = info.n_layer, info.n_embd, info.parameters
+    final_ln = 2 * C
+    block_ln = (p["layer_norm"] - final_ln) // L
+    shown = list(range(L)) if L <= 4 else [0, 1, L - 1]  # a deep model: the first two, "…", the last
+    return {"attention": p["attention"] // L, "mlp": p["mlp"] // L, "block_ln": block_ln, "final_ln": final_ln,
+            "block": (p["attention"] + p["mlp"]) // L + block_ln, "head_size": C // info.n_head,
+            "hidden": 4 * C, "shown": shown, "hidden_blocks": L - len(shown),
+            "bytes": p["total"] * {"float16": 2, "bfloat16": 2}.get(info.dtype, 4)}
+
+
+@router.get("/internals", response_class=HTMLResponse)
+async def internals(request: Request, prompt: str = DEFAULT_INTERNALS_PROMPT):
+    info = engine_of(request).info()
+    return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
+                  default_prompt=DEFAULT_INTERNALS_PROMPT,
+                  layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
+                  head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
+                  pos=int(query_number(request, "pos", -1, -1, info.n_ctx - 1)))
+
+
+@router.get("/inference", response_class=HTMLResponse)
+async def inference(request: Request, prompt: str = DEFAULT_INFERENCE_PROMPT):
+    d = INFERENCE_DEFAULTS
+    n = int(query_number(request, "n", d["n"], 1, max(INFERENCE_BARS)))
+    return render(request, "inference.html", "inference", info=engine_of(request).info(), prompt=prompt,
+                  default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=d, n_choices=INFERENCE_BARS,
+                  temperature=query_number(request, "temperature", d["temperature"], 0, 2),
+                  top_k=int(query_number(request, "top_k", d["top_k"], 0, 50)),
+                  top_p=query_number(request, "top_p", d["top_p"], 0.05, 1),
+                  seed=int(query_number(request, "seed", d["seed"], 0, 999_999)),
+                  n=n if n in INFERENCE_BARS else d["n"])
+
+
+@router.get("/playground", response_class=HTMLResponse)
+async def playground(request: Request, prompt: str = DEFAULT_PLAYGROUND_PROMPT, seed: str = "", stop: str = "none"):
+    d = PLAYGROUND_DEFAULTS
+    cap = request.app.state.settings.max_new_tokens
+    return render(request, "playground.html", "playground", info=engine_of(request).info(), prompt=prompt,
+                  default_prompt=DEFAULT_PLAYGROUND_PROMPT, defaults=d, presets=PLAYGROUND_PRESETS,
+                  stops=STOP_CHOICES, stop=stop if stop in {k for k, _, _ in STOP_CHOICES} else "none",
+                  compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND,
+                  seed=seed if seed.isdigit() and len(seed) <= 9 else "",
+                  temperature=query_number(request, "temperature", d["temperature"], 0, 2),
+                  top_k=int(query_number(request, "top_k", d["top_k"], 0, 100)),
+                  top_p=query_number(request, "top_p", d["top_p"], 0.05, 1),
+                  max_new_tokens=int(query_number(request, "max_new_tokens", min(d["max_new_tokens"], cap), 1, cap)))

@@ -1,0 +1,108 @@
+/* The byte-pair merge stepper on the tokenizer page (partials/_bpe.html).
+ *
+ * The JSON block is the engine's BPE history (/api/bpe's shape): pretokens,
+ * initial (each pretoken's byte tokens), steps (each merge and the pretokens it
+ * changed), tokens, pieces (id -> text). Every state is computed once up front,
+ * so Back is as cheap as Step.
+ */
+(function () {
+  "use strict";
+  const PLAY_MS = 700;
+
+  function quoted(text) {
+    return DeepDive.el("span", { class: "chip c5" }, DeepDive.visible(text));
+  }
+
+  function init(box) {
+    const h = DeepDive.readJSON(box.dataset.bpe);
+    const textOf = new Map(h.pieces.map(function (p) { return [p.id, p.text]; }));
+    const states = [h.initial];
+    h.steps.forEach(function (st) {
+      const next = states[states.length - 1].slice();
+      st.changes.forEach(function (c) { next[c.pretoken] = c.symbols; });
+      states.push(next);
+    });
+    const last = states.length - 1;
+    const words = box.querySelector("[data-bpe-words]");
+    const status = box.querySelector("[data-bpe-status]");
+    const slider = box.querySelector("[data-bpe-slider]");
+    const play = box.querySelector('[data-bpe-action="play"]');
+    const nBytes = h.initial.reduce(function (n, w) { return n + w.length; }, 0);
+    let k = 0;
+    let timer = null;
+
+    function describe() {
+      const D = DeepDive;
+      if (k === 0) {
+        return [D.el("strong", {}, "Start: "), nBytes + " bytes, one token each, in " + h.pretokens.length +
+          " pieces. A pattern first splits the text into words, numbers, punctuation and spaces; merges never cross pieces. " +
+          h.steps.length + " merges to go."];
+      }
+      const st = h.steps[k - 1];
+      const parts = [D.el("strong", {}, "Step " + k + " of " + last + ": "), quoted(st.left), " + ", quoted(st.right),
+        " → ", quoted(st.merged), " (id " + st.token_id + ")" + (st.count > 1 ? ", " + st.count + " times" : "") + ". "];
+      parts.push(k === last
+        ? "Done: " + h.tokens.length + " tokens, the same as above."
+        : "Lower ids were learned earlier, so they merge first.");
+      return parts;
+    }
+
+    function render() {
+      const changed = new Set(k ? h.steps[k - 1].changes.map(function (c) { return c.pretoken; }) : []);
+      const merged = k ? h.steps[k - 1].token_id : null;
+      const frag = document.createDocumentFragment();
+      states[k].forEach(function (symbols, w) {
+        const word = DeepDive.el("span", { class: "bpe-word" });
+        symbols.forEach(function (id, i) {
+          const isNew = changed.has(w) && id === merged;
+          const c = DeepDive.chip(textOf.get(id), i, isNew ? "merged" : "");
+          c.title = "id " + id + (isNew ? " · just merged" : "");
+          word.append(c);
+        });
+        frag.append(word);
+      });
+      words.replaceChildren(frag);
+      const first = words.querySelector(".chip");
+      if (first) first.tabIndex = 0;
+      status.replaceChildren(...describe());
+      slider.value = String(k);
+      slider.setAttribute("aria-valuetext", "step " + k + " of " + last);
+    }
+
+    function go(to) {
+      k = Math.max(0, Math.min(last, to));
+      render();
+      if (k === last) stop();
+    }
+    function stop() {
+      clearInterval(timer);
+      timer = null;
+      play.setAttribute("aria-pressed", "false");
+      play.textContent = "▶ Play";
+    }
+    function start() {
+      if (k === last) go(0);
+      play.setAttribute("aria-pressed", "true");
+      play.textContent = "Pause";
+      timer = setInterval(function () {
+        if (!box.isConnected) return stop(); // replaced by a new text
+        go(k + 1);
+      }, PLAY_MS);
+    }
+
+    box.addEventListener("click", function (evt) {
+      const b = evt.target.closest("[data-bpe-action]");
+      if (!b) return;
+      const action = b.dataset.bpeAction;
+      if (action === "play") return timer ? stop() : start();
+      stop();
+      go({ first: 0, back: k - 1, step: k + 1, last: last }[action]);
+    });
+    slider.addEventListener("input", function () { stop(); go(Number(slider.value)); });
+    render();
+  }
+
+  DeepDive.onLoad(function (root) {
+    DeepDive.within(root, "[data-bpe]").forEach(init);
+  });
+})();

@@ -1,0 +1,95 @@
+/* Shared by the internals, inference and playground pages: talking to the JSON API,
+ * reading its Server-Sent Events, and small formatting helpers.
+ *
+ *   Lab.post(url, body, signal)        JSON in, JSON out; a non-2xx answer throws an
+ *                                      Error carrying the server's own message
+ *   Lab.stream(url, body, onEvent, signal)
+ *                                      POSTs and calls onEvent(name, data) for each SSE
+ *                                      event (EventSource cannot POST, so fetch reads it)
+ *   Lab.debounce(fn, ms)
+ *   Lab.pct(p)                         a probability a student can read ("42.1%")
+ *   Lab.shown(text)                    text with · ↵ → for whitespace, for SVG labels
+ *   Lab.isTyping(evt)                  true when a key goes to a text field
+ *   Lab.number(input)                  an <input>'s value as a number
+ */
+(function () {
+  "use strict";
+
+  async function failure(res) {
+    let message = "The server answered " + res.status + " " + res.statusText + ".";
+    try {
+      const body = await res.json();
+      if (body && body.message) message = body.message;
+    } catch (e) { /* not JSON: keep the status line */ }
+    const err = new Error(message);
+    err.status = res.status;
+    return err;
+  }
+
+  async function post(url, body, signal) {
+    const res = await fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal: signal,
+    });
+    if (!res.ok) throw await failure(res);
+    return res.json();
+  }
+
+  async function stream(url, body, onEvent, signal) {
+    const res = await fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify(body), signal: signal,
+    });
+    if (!res.ok) throw await failure(res);
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let name = "message";
+        const data = [];
+        block.split("\n").forEach(function (line) {
+          if (line.startsWith("event:")) name = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        });
+        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+      }
+    }
+  }
+
+  function debounce(fn, ms) {
+    let timer = null;
+    return function () {
+      const args = arguments;
+      clearTimeout(timer);
+      timer = setTimeout(function () { fn.apply(null, args); }, ms);
+    };
+  }
+
+  function pct(p) {
+    if (p >= 0.995) return Math.round(p * 100) + "%";
+    if (p >= 0.1) return (p * 100).toFixed(1) + "%";
+    if (p >= 0.001) return (p * 100).toFixed(2) + "%";
+    return p > 0 ? (p * 100).toPrecision(2) + "%" : "0%";
+  }
+
+  const MARKS = { " ": "·", "\n": "↵", "\t": "→", "\r": "␍" };
+  function shown(text) {
+    return text.replace(/[ \n\t\r]/g, function (c) { return MARKS[c]; });
+  }
+
+  function isTyping(evt) {
+    const t = evt.target;
+    return !!(t && t.closest && t.closest("input, textarea, select, [contenteditable]"));
+  }
+
+  function number(input) {
+    return Number(input.value);
+  }
+
+  window.Lab = { post, stream, debounce, pct, shown, isTyping, number };
+})();

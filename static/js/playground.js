@@ -1,0 +1,172 @@
+/* The playground: streamed generation from /api/generate, tokens coloured by
+ * the model's own probability, a Stop that aborts the request (the server
+ * stops generating when the connection closes), and the same prompt at
+ * several temperatures side by side.
+ */
+(function () {
+  "use strict";
+  const el = DeepDive.el;
+  const $ = function (id) { return document.getElementById(id); };
+  const form = $("pg-form");
+  const prompt = $("pg-prompt");
+  const stopButton = $("pg-halt");
+  const TEMPERATURES = JSON.parse(form.dataset.compare);
+  const STOPS = { none: [], line: ["\n"], para: ["\n\n"] };
+  const BINS = [0.5, 0.2, 0.05, 0.01, 0.001]; // the training page's loss colours, as probabilities
+
+  let controller = null; // the running generation(s)
+
+  function settings() {
+    const f = form.elements;
+    return {
+      temperature: Number(f.temperature.value), top_k: Number(f.top_k.value), top_p: Number(f.top_p.value),
+      max_new_tokens: Math.max(1, Math.floor(Number(f.max_new_tokens.value)) || 1),
+      stop: STOPS[f.stop.value] || [],
+    };
+  }
+
+  function seed() {
+    const v = form.elements.seed.value.trim();
+    return v === "" ? Math.floor(Math.random() * 1e6) : Math.floor(Number(v));
+  }
+
+  function showSettings() {
+    const s = settings();
+    form.querySelectorAll("[data-show]").forEach(function (o) {
+      const v = s[o.dataset.show];
+      o.textContent = o.dataset.show === "temperature" ? v.toFixed(2)
+        : o.dataset.show === "top_k" ? (v === 0 ? "off" : String(v)) : (v >= 1 ? "off" : v.toFixed(2));
+    });
+  }
+
+  function lossClass(p) {
+    return "loss-" + BINS.filter(function (b) { return p <= b; }).length;
+  }
+
+  const REASONS = {
+    length: "Stopped at the token limit.",
+    eos: "The model chose <|endoftext|>: it thinks the text is finished.",
+    stop: "Stopped at the stop text.",
+  };
+
+  /* ---------------------------------------------------------- one stream into one output */
+  // out: {text (the .tokens element), stats (element holding [data-stat] fields) }
+  async function run(out, body, signal) {
+    out.text.replaceChildren(el("span", { class: "lab-prompt-text" }, body.prompt));
+    const stat = function (name, value) {
+      const node = out.stats.querySelector("[data-stat=" + name + "]");
+      if (node) { node.textContent = value; node.classList.remove("error"); }
+      return node;
+    };
+    ["tokens", "speed", "first"].forEach(function (k) { stat(k, "–"); });
+    stat("seed", String(body.seed));
+    stat("finish", "Writing…");
+    let count = 0;
+    try {
+      await Lab.stream("/api/generate", body, function (name, data) {
+        if (name === "token") {
+          count += 1;
+          stat("tokens", String(count));
+          if (!data.text) return; // part of a character: its text comes with the next token
+          const alternatives = data.after.map(function (c) { return "“" + c.text + "” " + Lab.pct(c.prob); }).join(", ");
+          const chip = el("span", {
+            class: "chip " + lossClass(data.raw_prob), tabindex: out.text.querySelector(".chip") ? "-1" : "0",
+            title: "chance " + Lab.pct(data.prob) + " · the model's own probability " + Lab.pct(data.raw_prob) +
+              " · token " + (data.step + 1) + (alternatives ? " · the dice chose among: " + alternatives : ""),
+          }, DeepDive.visible(data.text));
+          out.text.append(chip);
+        } else if (name === "done") {
+          if (data.text) out.text.append(el("span", {}, data.text));
+          stat("tokens", String(data.completion_tokens));
+          stat("speed", data.timings.tokens_per_second.toFixed(1));
+          stat("first", data.timings.first_token_ms === null ? "–" : Math.round(data.timings.first_token_ms) + " ms");
+          const f = stat("finish", data.finish_reason === "error" ? data.message || "Generation failed."
+            : REASONS[data.finish_reason] + " " + data.prompt_tokens + " prompt tokens, " +
+              data.completion_tokens + " written.");
+          if (f && data.finish_reason === "error") f.classList.add("error");
+        }
+      }, signal);
+    } catch (err) {
+      const f = stat("finish", err.name === "AbortError" ? "Stopped by you after " + count + " tokens." : err.message);
+      if (f && err.name !== "AbortError") f.classList.add("error");
+    }
+  }
+
+  function temperatureNote(t) {
+    if (t === 0) return "no dice: always the most likely token";
+    if (t < 1) return "likely tokens made likelier";
+    if (t === 1) return "the model's own probabilities";
+    return "flattened: long shots get a real chance";
+  }
+
+  /* ---------------------------------------------------------- running */
+  async function start(kind) {
+    if (controller) controller.abort();
+    const mine = new AbortController();
+    controller = mine;
+    stopButton.disabled = false;
+    form.querySelectorAll("[data-run]").forEach(function (b) { b.disabled = true; });
+    const base = Object.assign({ prompt: prompt.value, seed: seed(), n_top: 5 }, settings());
+    try {
+      if (kind === "one") {
+        $("pg-compare").hidden = true;
+        await run({ text: $("pg-output"), stats: $("pg-one") }, base, mine.signal);
+      } else {
+        $("pg-compare").hidden = false;
+        const columns = TEMPERATURES.map(function (t) {
+          const text = el("div", { class: "tokens lab-output", "data-chips": "", "data-detail": "pg-cmp-detail" });
+          const col = el("section", { class: "lab-column", "aria-label": "temperature " + t },
+            el("h3", {}, "Temperature " + t), el("p", { class: "hint" }, temperatureNote(t)), text,
+            el("p", { class: "lab-status" },
+              el("span", { "data-stat": "tokens" }), " tokens · seed ", el("span", { "data-stat": "seed" }),
+              " · ", el("span", { "data-stat": "speed" }), " tokens/s"),
+            el("p", { class: "lab-status", "data-stat": "finish" }));
+          return { col: col, out: { text: text, stats: col }, temperature: t };
+        });
+        $("pg-columns").replaceChildren(...columns.map(function (c) { return c.col; }));
+        await Promise.all(columns.map(function (c) {
+          return run(c.out, Object.assign({}, base, { temperature: c.temperature }), mine.signal);
+        }));
+      }
+    } finally {
+      if (controller === mine) {
+        controller = null;
+        stopButton.disabled = true;
+        form.querySelectorAll("[data-run]").forEach(function (b) { b.disabled = false; });
+      }
+    }
+  }
+
+  /* ---------------------------------------------------------- wiring */
+  form.addEventListener("submit", function (evt) {
+    evt.preventDefault();
+    start("one");
+  });
+  form.addEventListener("click", function (evt) {
+    const run = evt.target.closest("button[data-run=compare]");
+    if (run) start("compare");
+    if (evt.target.closest("#pg-halt") && controller) controller.abort();
+    const preset = evt.target.closest("[data-preset]");
+    if (!preset) return;
+    const d = preset.dataset;
+    prompt.value = d.prompt;
+    if (d.temperature !== undefined) form.elements.temperature.value = d.temperature;
+    if (d.max !== undefined) form.elements.max_new_tokens.value = d.max;
+    if (d.stop !== undefined) form.elements.stop.value = d.stop;
+    showSettings();
+    prompt.dispatchEvent(new Event("input", { bubbles: true })); // the URL follows (deepdive.js)
+    prompt.focus();
+    prompt.setSelectionRange(prompt.value.length, prompt.value.length);
+  });
+  form.addEventListener("input", function (evt) {
+    showSettings();
+    if (evt.target === prompt && !controller) {
+      $("pg-output").replaceChildren(el("span", { class: "lab-prompt-text" }, prompt.value));
+    }
+  });
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key === "Escape" && controller) controller.abort();
+  });
+  showSettings();
+  $("pg-output").replaceChildren(el("span", { class: "lab-prompt-text" }, prompt.value));
+})();

@@ -1,0 +1,238 @@
+"""The internals, inference and playground pages in real headless Chromium, against a real server
+with the tiny test model and a strict Content-Security-Policy (no inline script or style element).
+
+Each test fails on any console error or uncaught exception, which includes CSP violations.
+Screenshots go to /tmp/shots/lab-*.png.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.engine import Engine
+from app.main import create_app
+from tests.live_server import serve
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+expect.set_options(timeout=30_000)  # a busy laptop (or CI box) is slow; a hang still fails
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SHOTS = Path("/tmp/shots")
+SLOW = threading.Event()  # set: each forward pass sleeps, so a test can press Stop mid-stream
+
+
+def with_csp(app):
+    """The app, answering every HTTP request with the strict policy above."""
+    async def wrapped(scope, receive, send):
+        async def send_with_csp(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"content-security-policy", CSP.encode())]
+            await send(message)
+        await app(scope, receive, send_with_csp if scope["type"] == "http" else send)
+    return wrapped
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_checkpoint) -> Iterator[str]:
+    settings = Settings(model=str(tiny_checkpoint), max_new_tokens=40)
+    engine = Engine.load(settings)
+    model = engine.loaded.model
+    plain = model.forward
+
+    def forward(*args, **kwargs):
+        if SLOW.is_set():
+            time.sleep(0.5)
+        return plain(*args, **kwargs)
+
+    model.forward = forward
+    with serve(with_csp(create_app(settings, engine))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, base_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base_url)
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    yield pg
+    SLOW.clear()
+    context.close()
+    assert not problems, problems
+
+
+def shot(pg, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"lab-{name}.png"), full_page=True)
+
+
+def set_range(pg, selector: str, value: str) -> None:
+    """Move a slider as a user does: the value changes and an input event follows."""
+    pg.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+                        value)
+
+
+def values(pg) -> list[str]:
+    return pg.locator("#inf-bars button.lab-bar .lab-bar-value").all_inner_texts()
+
+
+# ---------------------------------------------------------------- inference
+
+def test_inference_bars_follow_the_settings(page) -> None:
+    page.goto("/inference?prompt=Once%20upon%20a%20time")
+    bars = page.locator("#inf-bars button.lab-bar")
+    bars.first.wait_for()
+    assert bars.count() == 10
+    assert page.locator("#inf-entropy").inner_text().endswith("nats")
+    before = values(page)
+
+    set_range(page, "#inf-temperature", "0.3")
+    expect(page.locator("#inf-bars button.lab-bar .lab-bar-value")).not_to_have_text(before)
+    assert "temperature=0.3" in page.url
+    assert page.locator("output[for=inf-temperature]").inner_text() == "0.30"
+
+    set_range(page, "#inf-top_k", "3")
+    page.locator("#inf-bars button.lab-bar.cut").nth(6).wait_for()
+    assert page.locator("#inf-bars button.lab-bar.cut").count() == 7  # ranks 4 to 10 greyed out
+    assert page.locator("#inf-bars button.lab-bar").nth(3).locator(".lab-bar-value").inner_text() == "cut by top-k"
+    assert page.locator("#inf-support").inner_text() == "3"
+    shot(page, "inference-topk")
+
+
+def test_inference_click_and_keys(page) -> None:
+    page.goto("/inference?prompt=Once%20upon%20a%20time&seed=5")
+    history = page.locator("#inf-history tr")
+    third = page.locator("#inf-bars button.lab-bar").nth(2)
+    third.wait_for()
+    token = third.locator(".lab-bar-token").inner_text()
+    third.click()
+    history.first.wait_for()
+    assert history.count() == 1 and "chosen by hand" in history.first.inner_text()
+    assert page.locator("#inf-sofar .lab-new").inner_text() == token
+
+    page.locator("h1").click()  # focus out of the bars: keys go to the page
+    page.keyboard.press("ArrowRight")
+    expect(history).to_have_count(2)
+    assert "the most likely" in history.first.inner_text()
+
+    page.keyboard.press(" ")
+    expect(history).to_have_count(3)
+    assert "sampled, seed 7" in history.first.inner_text()  # seed 5 + step 2
+    sampled = history.first.locator("td").nth(1).inner_text()
+
+    page.keyboard.press("ArrowLeft")
+    expect(history).to_have_count(2)
+    page.keyboard.press(" ")  # the same seed and settings: the same token
+    expect(history).to_have_count(3)
+    assert history.first.locator("td").nth(1).inner_text() == sampled
+    assert "seed 5 + step 3 = 8" in page.locator("#inf-seed-now").inner_text()
+
+    page.locator("#inf-prompt").press("End")
+    page.keyboard.press(" ")  # typing in the prompt is typing, not a step (and starts over)
+    assert page.locator("#inf-prompt").input_value() == "Once upon a time "
+    expect(history).to_have_count(0)
+    shot(page, "inference")
+
+
+# ---------------------------------------------------------------- internals
+
+def test_internals_heatmap_and_logit_lens(page) -> None:
+    page.goto("/internals")
+    page.locator("#int-lens tbody tr").first.wait_for()
+    page.locator("#int-prompt").fill("The cat sat on the mat")
+    expect(page.locator("#int-lens thead th")).to_have_count(1 + 6)
+    assert page.locator("#int-lens tbody tr").count() == 3  # the embeddings and after each of 2 blocks
+    assert page.locator("#int-lens tbody tr").last.locator("th").inner_text().endswith("= the prediction")
+    assert page.locator("#int-attn rect[data-r]").count() == 6 * 7 // 2  # a lower triangle of 6 tokens
+    assert page.locator("#int-norms rect[data-r]").count() == 3 * 6
+    assert page.locator("#int-neurons tbody tr").count() == 2
+    assert "prompt=The+cat+sat" in page.url
+
+    page.locator("#int-attn rect[data-r='5'][data-c='1']").hover()
+    readout = page.locator("#int-attn-readout").inner_text()
+    assert "“ mat” (position 5)" in readout and "“ cat” (position 1)" in readout
+
+    page.locator("label.lab-head").nth(2).click()
+    assert page.locator("#int-attn").get_attribute("aria-label").endswith("head 2")
+    assert "head=2" in page.url
+    page.select_option("#int-layer", "0")
+    expect(page.locator("#int-attn")).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
+
+    page.locator("#int-tokens .chip").nth(1).click()  # " cat": the neurons follow
+    assert "“ cat”" in page.locator("#int-neurons caption").inner_text()
+    assert "pos=1" in page.url
+    shot(page, "internals")
+
+
+# ---------------------------------------------------------------- playground
+
+def test_playground_streams_and_reports(page) -> None:
+    page.goto("/playground?max_new_tokens=4&seed=3")
+    page.get_by_role("button", name="Generate").click()
+    finish = page.locator("#pg-one [data-stat=finish]")
+    expect(finish).to_contain_text("written")
+    assert page.locator("#pg-output .chip").count() >= 1
+    assert page.locator("#pg-output .lab-prompt-text").inner_text() == "Once upon a time"
+    assert int(page.locator("#pg-one [data-stat=tokens]").inner_text()) >= 1
+    assert float(page.locator("#pg-one [data-stat=speed]").inner_text()) > 0
+    assert page.locator("#pg-one [data-stat=seed]").inner_text() == "3"
+    assert "prompt tokens" in finish.inner_text()
+    page.locator("#pg-output .chip").first.hover()
+    assert "chance" in page.locator("#pg-detail").inner_text()
+    assert page.get_by_role("button", name="Stop").is_disabled()
+    shot(page, "playground")
+
+
+def test_playground_stop_aborts_the_stream(page) -> None:
+    page.goto("/playground?max_new_tokens=40")
+    SLOW.set()
+    page.get_by_role("button", name="Generate").click()
+    page.locator("#pg-output .chip").first.wait_for()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#pg-one [data-stat=finish]")).to_contain_text("Stopped by you")
+    n = page.locator("#pg-output .chip").count()
+    assert n < 40
+    page.wait_for_timeout(500)
+    assert page.locator("#pg-output .chip").count() == n  # nothing more arrives
+    assert page.get_by_role("button", name="Generate").is_enabled()
+
+
+def test_playground_preset_and_compare_temperatures(page) -> None:
+    page.goto("/playground")
+    page.get_by_role("button", name="English → French (few-shot)").click()
+    assert page.locator("#pg-prompt").input_value().endswith("cat =>")
+    assert page.locator("#pg-stop").input_value() == "line"
+    assert "stop=line" in page.url
+    page.locator("#pg-max").fill("3")
+    page.get_by_role("button", name="Compare temperatures").click()
+    columns = page.locator("#pg-columns .lab-column")
+    expect(columns).to_have_count(4)
+    for i in range(4):
+        expect(columns.nth(i).locator("[data-stat=finish]")).to_contain_text(".")  # "Writing…" has none
+    assert columns.count() == 4
+    assert columns.first.locator("h3").inner_text().startswith("Temperature 0")
+    shot(page, "playground-compare")

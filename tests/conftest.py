@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny random GPT-2 and the same model saved as a checkpoint.
+
+Session-scoped so the suite builds them once: treat them as read-only (copy the
+checkpoint directory before breaking it, deepcopy the model before changing it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.gpt2 import GPT, GPTConfig
+from model.loading import save_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> GPTConfig:
+    # GPT-2's real vocabulary, so the tokenizer's ids are valid inputs
+    return GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=64, vocab_size=50257)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config: GPTConfig) -> GPT:
+    """Our GPT with seeded random weights, in eval mode.
+
+    Biases and layer-norm parameters are random too (GPT's init makes them 0
+    and 1), so a mix-up between, say, ln_1 and ln_2 changes the outputs.
+    """
+    with torch.random.fork_rng():  # leave the global RNG as other tests expect it
+        torch.manual_seed(0)
+        model = GPT(tiny_config)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim == 1:
+                    p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model: GPT, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with config.json + model.safetensors holding tiny_model."""
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("tiny-gpt2"))

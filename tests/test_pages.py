@@ -1,0 +1,290 @@
+"""The HTML pages and htmx partials, through TestClient against a tiny random model.
+
+The checkpoint gets a training log and a model card, as the shipped model has,
+so the data page shows its curve; one test takes them away again.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.engine import Engine
+from app.main import create_app
+from app.routes import pages
+
+MAX_CHARS = 5000
+
+LOG = [
+    {"step": 100, "tokens": 409600, "train_loss": 7.9, "val_loss": 8.0,
+     "val_losses": {"tinystories": 8.0, "tales": 8.4}, "lr": 1e-3, "elapsed_s": 300.0,
+     "samples": {"Once upon a time": "Once upon a time the the <b>the</b>"}},
+    {"step": 200, "tokens": 819200, "train_loss": 4.1, "val_loss": 4.3,
+     "val_losses": {"tinystories": 4.3, "tales": 5.0}, "lr": 1e-3, "elapsed_s": 600.0},
+    {"step": 250, "tokens": 1024000, "lr": 1e-3, "samples": {"Once upon a time": "Once upon a time there was a cat."}},
+    {"step": 300, "tokens": "many", "val_loss": None, "samples": "not a dict"},  # a damaged line is skipped
+]
+CARD = {"name": "deepdive-test", "description": "A tiny test model.",
+        "corpus": {"tinystories": {"weight": 3, "train_documents": 1000, "val_documents": 10,
+                                   "train_characters": 800000, "train_tokens": 200000, "val_tokens": 2000},
+                   "tales": {"weight": 1, "train_documents": 5, "val_documents": 1,
+                             "train_characters": 90000, "train_tokens": 22000, "val_tokens": 900}}}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pages") / "deepdive-test"
+    shutil.copytree(tiny_checkpoint, path)
+    (path / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in LOG) + "not json\n")
+    (path / "model_card.json").write_text(json.dumps(CARD))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint: Path) -> Engine:
+    return Engine.load(Settings(model=str(checkpoint), max_text_chars=MAX_CHARS))
+
+
+@pytest.fixture(scope="module")
+def client(engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine.settings, engine)) as c:
+        yield c
+
+
+def post(client: TestClient, path: str, text: str) -> str:
+    r = client.post(path, data={"text": text})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def chip_ids(body: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<span class="tid">(\d+)</span>', body)]
+
+
+# ---------------------------------------------------------------- every page
+
+PAGES = [
+    ("/", "one token at a time", "/data"),
+    ("/data", "joined into one long stream of tokens", "/tokenizer"),
+    ("/tokenizer", "A model never sees letters", "/loss"),
+    ("/loss", "classification over the whole vocabulary", "/internals"),
+]
+
+
+@pytest.mark.parametrize("path,explanation,next_path", PAGES)
+def test_page_explains_and_links_on(client: TestClient, path: str, explanation: str, next_path: str):
+    r = client.get(path)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    body = r.text
+    assert explanation in body
+    assert re.search(rf'<a href="{re.escape(next_path)}" rel="next">Next stage: \w+ →</a>', body)
+    # the nav lists every stage in order and marks this one
+    labels = re.findall(r'<li><a href="[^"]*"(?: aria-current="page")?>([^<]+)</a></li>', body)
+    assert labels == [s.label for s in pages.STAGES]
+    assert re.search(rf'<a href="{re.escape(path)}" aria-current="page">', body)
+
+
+@pytest.mark.parametrize("path", [p for p, _, _ in PAGES])
+def test_page_has_no_inline_script_or_handler(client: TestClient, path: str):
+    """The Content-Security-Policy forbids both: scripts come from /static, data from JSON blocks."""
+    body = client.get(path).text
+    for tag in re.findall(r"<script\b[^>]*>", body):
+        assert "src=" in tag or 'type="application/json"' in tag, tag
+    assert not re.search(r"\son[a-z]+\s*=", body)
+    assert "style=" not in body  # bars are SVG with width attributes, so even style-src 'self' holds
+    assert 'name="htmx-config"' in body and '"includeIndicatorStyles":false' in body
+
+
+def test_presentation_mode_from_url(client: TestClient):
+    assert '<html lang="en" class="present">' in client.get("/?present=1").text
+    assert '<html lang="en">' in client.get("/").text
+
+
+def test_overview_shows_the_model(client: TestClient, engine: Engine):
+    body = client.get("/").text
+    info = engine.info()
+    assert f"{info.parameters['total']:,}" in body
+    assert "A tiny test model." in body
+    for href in ("/tokenizer", "/internals", "/inference", "/playground", "/data", "/loss"):
+        assert f'<a href="{href}"><strong>' in body
+
+
+# ---------------------------------------------------------------- tokenizer
+
+def test_tokens_partial_counts_and_ids(client: TestClient):
+    body = post(client, "/partials/tokens", "Hello world")
+    assert chip_ids(body) == [15496, 995]
+    assert 'data-count="tokens">2<' in body
+    assert 'data-count="characters">11<' in body
+    assert 'data-count="bytes">11<' in body
+    assert 'data-count="characters-per-token">5.50<' in body
+    assert 'title="token 2 of 2 · id 995 · bytes 20 77 6f 72 6c 64 · characters 6–11"' in body
+
+
+def test_tokens_partial_escapes_html(client: TestClient):
+    body = post(client, "/partials/tokens", "<script>alert(1)</script>")
+    assert "<script>" not in body and "</script>" not in body
+    assert '>&lt;<span class="tid">' in body  # the chip "<", escaped
+    stream = body.split('class="tokens"')[1].split('id="tok-detail"')[0]
+    shown = html.unescape(re.sub(r'<span class="tid">\d+</span>|<[^>]+>', "", stream))
+    assert "<script>alert(1)</script>" in shown
+
+
+def test_tokens_partial_marks_whitespace_and_partial_bytes(client: TestClient):
+    body = post(client, "/partials/tokens", "a b\n\tc🙂")
+    assert '<span class="ws ws-sp"><span class="ws-raw"> </span><span class="ws-mark" aria-hidden="true">·</span></span>' in body
+    assert '<span class="ws-mark" aria-hidden="true">↵</span><span class="ws-raw">\n</span>' in body
+    assert '<span class="ws-mark" aria-hidden="true">→</span>' in body
+    assert "partial" in body and r"\xf0\x9f" in body  # the emoji's first bytes, as bytes
+
+
+@pytest.mark.parametrize("text,kind,words", [
+    ("", "message", "Type or paste some text"),
+    ("x" * (MAX_CHARS + 1), "message error", "the limit is 5,000"),
+])
+def test_tokens_partial_bad_input_is_a_friendly_message(client: TestClient, text: str, kind: str, words: str):
+    body = post(client, "/partials/tokens", text)
+    assert f'<p class="{kind}"' in body and words in body
+
+
+def test_tokenizer_page_state_from_url(client: TestClient):
+    body = client.get("/tokenizer", params={"text": "Hi <b>there</b>", "ids": "1", "ws": "0", "q": "cat"}).text
+    assert 'id="tokenizer-views" class="show-ids"' in body
+    assert "Hi &lt;b&gt;there&lt;/b&gt;</textarea>" in body
+    assert 'name="q" value="cat"' in body
+    assert "<b>there" not in body
+
+
+def test_bpe_partial_embeds_history_safely(client: TestClient, engine: Engine):
+    body = post(client, "/partials/bpe", "lower </script><b>")
+    block = re.search(r'<script type="application/json" id="bpe-data">(.*?)</script>', body, re.S).group(1)
+    assert "</" not in block and "<b>" not in block  # tojson escapes < and >
+    history = json.loads(block)
+    assert history["pretokens"][0] == "lower"
+    assert history["tokens"] == engine.tokenizer.encode("lower </script><b>")
+    assert len(history["steps"]) > 0 and 'max="' + str(len(history["steps"])) + '"' in body
+
+
+def test_bpe_partial_covers_a_prefix_of_long_text(client: TestClient):
+    body = post(client, "/partials/bpe", "word " * 100)
+    assert f"first {pages.BPE_CHARS} characters" in body
+    history = json.loads(re.search(r'id="bpe-data">(.*?)</script>', body, re.S).group(1))
+    assert "".join(history["pretokens"]) == ("word " * 100)[: pages.BPE_CHARS]
+
+
+def test_bpe_partial_empty(client: TestClient):
+    assert "watch its bytes merge" in post(client, "/partials/bpe", "")
+
+
+def test_compare_partial_three_vocabularies(client: TestClient):
+    body = post(client, "/partials/compare", "Hello world, <tokenizers>!")
+    for name, size in (("GPT-2", "50,257"), ("cl100k_base", "100,277"), ("o200k_base", "200,019")):
+        assert name in body and f"vocabulary of {size}" in body
+    assert re.search(r'data-count="gpt2">\d+ tokens<', body)
+    assert "<tokenizers>" not in body and "&lt;" in body
+
+
+def test_vocab_search_finds_the(client: TestClient):
+    body = client.get("/partials/vocab", params={"q": " the"}).text
+    assert '<span class="vid">262</span>' in body
+    assert 'data-url-param="vpage" data-url-value="1"' in body
+
+
+def test_vocab_by_id_and_paging(client: TestClient):
+    body = client.get("/partials/vocab", params={"q": "50256"}).text
+    assert '<span class="vid">50256</span>' in body and "&lt;|endoftext|&gt;" in body
+    everything = client.get("/partials/vocab", params={"q": "", "page": 2}).text
+    first_id = int(re.search(r'<span class="vid">(\d+)</span>', everything).group(1))
+    assert first_id == pages.VOCAB_PAGE
+    past_end = client.get("/partials/vocab", params={"q": "", "page": 99999}).text
+    last = -(-50257 // pages.VOCAB_PAGE)
+    assert f"page {last:,} of {last:,}" in past_end
+
+
+def test_vocab_search_without_match_or_too_long(client: TestClient):
+    assert "No token contains" in client.get("/partials/vocab", params={"q": "zzqqxxjj<i>"}).text
+    assert "&lt;i&gt;" in client.get("/partials/vocab", params={"q": "zzqqxxjj<i>"}).text
+    assert "at most 100 characters" in client.get("/partials/vocab", params={"q": "x" * 101}).text
+
+
+# ---------------------------------------------------------------- loss
+
+def test_loss_partial_colours_every_token(client: TestClient, engine: Engine):
+    body = post(client, "/partials/loss", "Once upon a time <i>")
+    chips = re.findall(r'<span class="chip c\d (loss-\d)" tabindex="-?\d" title="p = [^"]+ · loss ([\d.]+) nats', body)
+    assert len(chips) == len(engine.tokenizer.encode("Once upon a time <i>"))
+    for cls, loss in chips:
+        assert cls == pages.loss_class(float(loss))
+    assert re.search(r'data-stat="mean-loss">\d+\.\d\d<', body)
+    assert re.search(r'data-stat="perplexity">[\d.]+<', body)
+    assert "&lt;" in body and "<i>" not in body
+
+
+def test_loss_partial_long_text_is_truncated_to_the_context(client: TestClient, engine: Engine):
+    body = post(client, "/partials/loss", "one two three " * 40)
+    room = engine.info().n_ctx - 1
+    assert f"only the first {room} of your" in body
+    assert len(re.findall(r'title="p = ', body)) == room
+
+
+@pytest.mark.parametrize("text,words", [("", "Type or paste some text"), ("   ", "Type or paste some text"),
+                                        ("x" * (MAX_CHARS + 1), "the limit is 5,000")])
+def test_loss_partial_bad_input(client: TestClient, text: str, words: str):
+    assert words in post(client, "/partials/loss", text)
+
+
+def test_loss_bins():
+    assert [pages.loss_class(x) for x in (0.1, 1.0, 2.0, 4.0, 6.0, 9.0)] == [f"loss-{i}" for i in range(6)]
+
+
+# ---------------------------------------------------------------- data
+
+def test_data_page_stream_curve_and_samples(client: TestClient):
+    body = client.get("/data").text
+    eots = re.findall(r'<span class="chip c\d eot"[^>]*>&lt;\|endoftext\|&gt;<span class="tid">50256</span></span>', body)
+    assert len(eots) >= 1
+    assert len(re.findall(r'<span class="chip c\d', body)) == pages.DATA_TOKENS
+    spec = json.loads(re.search(r'<script type="application/json" id="curve-data">(.*?)</script>', body, re.S).group(1))
+    assert [s["label"] for s in spec["series"]] == [
+        "training loss", "validation loss (held-out stories)", "validation loss (tales)"]
+    assert spec["series"][0]["points"] == [[409600, 7.9], [819200, 4.1]]
+    assert "After 250 steps" in body and "there was a cat." in body
+    assert "&lt;b&gt;the&lt;/b&gt;" in body  # samples are escaped
+    assert "75%" in body and "200,000" in body  # corpus from the model card
+
+
+def test_data_page_counts_the_committed_samples(client: TestClient, engine: Engine):
+    body = client.get("/data").text
+    from model.train import documents
+    docs = documents(pages.SAMPLES / "wizard_of_oz_excerpt.txt")
+    tokens = sum(len(engine.tokenizer.encode(d)) + 1 for d in docs)
+    assert f"<td class=\"r\">{tokens:,}</td>" in body
+
+
+def test_data_page_without_log_says_so(client: TestClient, engine: Engine, tiny_checkpoint: Path,
+                                       monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(engine.loaded, "path", tiny_checkpoint)
+    monkeypatch.setattr(engine.loaded, "card", None)
+    body = client.get("/data").text
+    assert "came without a training log" in body
+    assert "curve-data" not in body
+    assert "no model card" in body
+
+
+# ---------------------------------------------------------------- helpers
+
+def test_ws_segments_and_pct():
+    assert pages.ws_segments("a  b\n\n\tc") == [("text", "a"), ("sp", "  "), ("text", "b"), ("nl", "\n\n"),
+                                                  ("tab", "\t"), ("text", "c")]
+    assert pages.pct(0.5) == "50.0%" and pages.pct(0.999) == "100%"
+    assert pages.pct(0.0123) == "1.23%" and pages.pct(1e-5) == "0.001% (1 in 100,000)"
+    assert pages.si(6_963_200) == "6.96 M" and pages.si(512) == "512"
