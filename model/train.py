@@ -251,12 +251,14 @@ def train(args: argparse.Namespace) -> Path:
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, args)
     step, best = 0, {"val_loss": float("inf"), "step": -1}
+    loss_acc, n_acc = 0.0, 0  # train loss summed since the last evaluation
     ckpt, log_path = out / "ckpt.pt", out / "log.jsonl"
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
+        loss_acc, n_acc = state["loss_acc"], state["n_acc"]
         print(f"resuming from step {step}", file=sys.stderr)
     # the log holds exactly the steps that led to the checkpoint we resume from
     lines = log_path.read_text().splitlines() if log_path.exists() else []
@@ -274,8 +276,9 @@ def train(args: argparse.Namespace) -> Path:
     loss_fn = torch.compile(batch_loss) if args.compile else batch_loss
     model.train()
     bar = tqdm(total=args.max_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stderr)
-    t_last, loss_acc, n_acc = time.time(), 0.0, 0
-    while step < args.max_steps:
+    t_last = time.time()
+    stop_at = min(args.max_steps, step + args.stop_after) if args.stop_after else args.max_steps
+    while step < stop_at:
         torch.manual_seed(args.seed + step)  # dropout masks depend on the step alone
         lr = lr_at(step, args)
         for g in optimizer.param_groups:
@@ -285,7 +288,7 @@ def train(args: argparse.Namespace) -> Path:
             x, y = train_batches.get(step, micro, args.batch_size)
             loss = loss_fn(x.to(device), y.to(device))
             (loss / args.grad_accum).backward()
-            step_loss += float(loss) / args.grad_accum
+            step_loss += loss.item() / args.grad_accum
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -313,12 +316,12 @@ def train(args: argparse.Namespace) -> Path:
         if record:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-        if step % args.checkpoint_interval == 0 or step == args.max_steps:
+        if step % args.checkpoint_interval == 0 or step == stop_at:
             save_state(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "step": step, "best": best})
+                              "step": step, "best": best, "loss_acc": loss_acc, "n_acc": n_acc})
     bar.close()
 
-    if args.export:
+    if args.export and step == args.max_steps:
         state = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         export = Path(args.export)
@@ -369,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--main-val", default="tinystories", help="the source whose validation loss picks the best weights")
     rp.add_argument("--sample-interval", type=int, default=250)
     rp.add_argument("--checkpoint-interval", type=int, default=50)
+    rp.add_argument("--stop-after", type=int, default=0,
+                    help="train at most this many steps in this sitting, then checkpoint and exit (rerun to resume)")
     rp.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     rp.add_argument("--threads", type=int, default=0)
     rp.add_argument("--compile", action="store_true", help="torch.compile the model (faster steps, slow start)")

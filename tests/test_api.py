@@ -285,7 +285,7 @@ BAD = [
     ("/api/next-token", {"text": ""}, 422, "the input is empty"),
     ("/api/next-token", {"text": " ".join(["word"] * 70)}, 422, "prompt is 70 tokens; this model reads at most 64"),
     ("/api/next-token", {"text": "x", "top_k": -1}, 422, "top_k: Input should be greater than or equal to 0"),
-    ("/api/next-token", {"text": "x", "top_p": 0}, 422, "top_p: Input should be greater than or equal to 1e-06"),
+    ("/api/next-token", {"text": "x", "top_p": 0}, 422, "top_p: Input should be greater than or equal to 0.000001"),
     ("/api/next-token", {"text": "x", "temperature": "hot"}, 422, "temperature: Input should be a valid number"),
     ("/api/next-token", {"text": "x", "targets": ["hello world"]}, 422, "is 2 tokens"),
     ("/api/score", {"text": "Hi"}, 422, "scoring needs at least two tokens"),

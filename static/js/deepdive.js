@@ -202,9 +202,13 @@
   document.addEventListener("click", function (evt) {
     if (evt.target.closest("[data-present-toggle]")) setPresent(!present);
   });
+  // typing: sync once the keys pause (browsers throttle bursts of history updates)
+  const pending = new WeakMap();
   document.addEventListener("input", function (evt) {
     const form = evt.target.form || evt.target.closest("form");
-    if (form && form.hasAttribute("data-url-state")) syncForm(form);
+    if (!form || !form.hasAttribute("data-url-state")) return;
+    clearTimeout(pending.get(form));
+    pending.set(form, setTimeout(function () { syncForm(form); }, 250));
   });
   document.addEventListener("change", function (evt) {
     const t = evt.target;

@@ -248,9 +248,6 @@
     showSettings();
     refreshSoon();
   });
-  form.addEventListener("change", function (evt) {
-    if (evt.target.name === "n") refresh();
-  });
   form.addEventListener("click", function (evt) {
     const b = evt.target.closest("button[data-action]");
     if (b) ({ sample: sample, greedy: greedy, undo: undo, reset: reset })[b.dataset.action]();

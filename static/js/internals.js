@@ -54,7 +54,8 @@
 
   /* ---------------------------------------------------------- heatmap (SVG) */
   // o: rows, cols (label texts), value(r, c) -> number | null, shade(v) -> 0..1,
-  //    describe(r, c) -> readout text, readout (element), numbers (print values in cells)
+  //    describe(r, c) -> readout text, readout (element), idle (its text until a cell is picked),
+  //    numbers (v -> the text printed in a cell, when cells are big enough)
   function heatmap(svg, o) {
     const cell = o.cols.length > 24 ? 22 : 34;
     const font = 13;
@@ -83,6 +84,7 @@
         }
       });
     });
+    o.readout.textContent = o.idle;
     const mark = svgEl("rect", { class: "cell-mark", width: cell - 1, height: cell - 1, visibility: "hidden" });
     svg.append(mark);
     let at = null;
@@ -136,6 +138,7 @@
       shade: Math.sqrt, // small weights stay visible; the readout gives the exact value
       numbers: main.tokens.length <= 12 ? function (v) { return v >= 0.005 ? v.toFixed(2).replace(/^0/, "") : ""; } : null,
       readout: $("int-attn-readout"),
+      idle: "Hover over a cell, or focus the chart and use the arrow keys, to read a weight.",
       describe: function (q, k) {
         if (k > q) return tokenName(q) + " cannot look ahead at " + tokenName(k) + ".";
         return "Block " + layer + ", head " + head() + ": " + tokenName(q) + " gives " + Lab.pct(rows[q][k]) +
@@ -157,12 +160,12 @@
       shade: function (v) { return hi > lo ? (v - lo) / (hi - lo) : 0.5; },
       numbers: main.tokens.length <= 10 ? function (v) { return v >= 100 ? v.toFixed(0) : v.toFixed(1); } : null,
       readout: $("int-norms-readout"),
+      idle: "Lightest " + lo.toFixed(1) + ", darkest " + hi.toFixed(1) +
+        ". Hover over a cell, or focus the chart and use the arrow keys.",
       describe: function (s, p) {
         return tokenName(p) + ", " + r.labels[s] + ": length " + r.norms[s][p].toFixed(2) + ".";
       },
     });
-    $("int-norms-readout").textContent = "Lightest " + lo.toFixed(1) + ", darkest " + hi.toFixed(1) +
-      ". Hover over a cell, or focus the chart and use the arrow keys.";
   }
 
   function pos() {
@@ -173,14 +176,14 @@
   function drawLens() {
     const ids = main.tokens.map(function (t) { return t.id; });
     const p0 = pos();
-    const head = el("tr", {}, el("th", { scope: "col" }, "after ↓ / at token →"));
+    const head = el("tr", {}, el("th", { scope: "col" }, "at token →"));
     main.tokens.forEach(function (t, p) {
       head.append(el("th", { scope: "col", class: p === p0 ? "chosen" : null, "data-pos": p,
         title: "position " + p }, DeepDive.chip(t.text, p)));
     });
     const body = main.logit_lens.map(function (state, s) {
       const row = el("tr", {}, el("th", { scope: "row" },
-        s === main.logit_lens.length - 1 ? state.label + " = the prediction" : state.label));
+        s === main.logit_lens.length - 1 ? state.label + ": the prediction" : state.label));
       state.top.forEach(function (top, p) {
         const best = top[0];
         const hit = p + 1 < ids.length && best.id === ids[p + 1];

@@ -9,8 +9,7 @@
  *   Lab.debounce(fn, ms)
  *   Lab.pct(p)                         a probability a student can read ("42.1%")
  *   Lab.shown(text)                    text with · ↵ → for whitespace, for SVG labels
- *   Lab.isTyping(evt)                  true when a key goes to a text field
- *   Lab.number(input)                  an <input>'s value as a number
+ *   Lab.isTyping(evt)                  true when a key goes to a form field
  */
 (function () {
   "use strict";
@@ -87,9 +86,5 @@
     return !!(t && t.closest && t.closest("input, textarea, select, [contenteditable]"));
   }
 
-  function number(input) {
-    return Number(input.value);
-  }
-
-  window.Lab = { post, stream, debounce, pct, shown, isTyping, number };
+  window.Lab = { post, stream, debounce, pct, shown, isTyping };
 })();

@@ -96,7 +96,7 @@
     if (t === 0) return "no dice: always the most likely token";
     if (t < 1) return "likely tokens made likelier";
     if (t === 1) return "the model's own probabilities";
-    return "flattened: long shots get a real chance";
+    return "flatter: surprises more likely";
   }
 
   /* ---------------------------------------------------------- running */

@@ -87,7 +87,7 @@ def page(browser, server_url: str):
     problems: list[str] = []
     pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.set_default_timeout(10_000)
+    pg.set_default_timeout(30_000)  # generous: the suite may share a busy machine
     yield pg
     context.close()
     assert not problems, problems

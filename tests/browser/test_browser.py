@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)
 SHOTS = Path("/tmp/shots")
 
 
@@ -20,7 +21,7 @@ def test_every_page_loads_cleanly(page: Page):
         page.goto(path)
         expect(page.locator("nav.next-stage a")).to_contain_text("Next stage")
         if name == "tokenizer":  # the parts htmx loads after the page
-            expect(page.locator("#compare-result .count")).to_have_count(3, timeout=30_000)
+            expect(page.locator("#compare-result .count")).to_have_count(3)
             expect(page.locator("[data-bpe-status]")).to_contain_text("Start")
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
@@ -35,7 +36,8 @@ def test_tokenizer_typing_updates_chips_and_counts(page: Page):
     expect(page.locator('[data-count="tokens"]')).to_have_text("2")
     expect(page.locator('[data-count="characters"]')).to_have_text("11")
     # the state is in the URL, so the link can be shared
-    assert re.search(r"[?&]text=Hello\+world(&|$)", page.url) and "ids=1" in page.url
+    page.wait_for_url(re.compile(r"[?&]text=Hello\+world(&|$)"))
+    assert "ids=1" in page.url
     # focusing a chip (keyboard) fills the detail panel; arrow keys move on
     chips.first.focus()
     page.keyboard.press("ArrowRight")
@@ -91,7 +93,7 @@ def test_vocab_search_and_paging(page: Page):
 def test_compare_shows_three_vocabularies(page: Page):
     page.goto("/tokenizer?text=internationalization")
     counts = page.locator("#compare-result .count")
-    expect(counts).to_have_count(3, timeout=30_000)
+    expect(counts).to_have_count(3)
     assert [int(t.split()[0]) for t in counts.all_inner_texts()][0] >= 2
 
 

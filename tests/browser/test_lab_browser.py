@@ -1,108 +1,43 @@
-"""The internals, inference and playground pages in real headless Chromium, against a real server
-with the tiny test model and a strict Content-Security-Policy (no inline script or style element).
+"""The internals, inference and playground pages in real headless Chromium.
 
-Each test fails on any console error or uncaught exception, which includes CSP violations.
+The server, browser and page fixtures are tests/browser/conftest.py's: the tiny
+random model behind a strict Content-Security-Policy, and a page whose console
+errors (CSP violations included) and uncaught exceptions fail the test.
 Screenshots go to /tmp/shots/lab-*.png.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page, expect
 
-from app.config import Settings
-from app.engine import Engine
-from app.main import create_app
-from tests.live_server import serve
+from model.gpt2 import GPT
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-expect.set_options(timeout=30_000)  # a busy laptop (or CI box) is slow; a hang still fails
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+expect.set_options(timeout=30_000)  # a busy laptop is slow; a hang still fails
 SHOTS = Path("/tmp/shots")
-SLOW = threading.Event()  # set: each forward pass sleeps, so a test can press Stop mid-stream
 
 
-def with_csp(app):
-    """The app, answering every HTTP request with the strict policy above."""
-    async def wrapped(scope, receive, send):
-        async def send_with_csp(message):
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"content-security-policy", CSP.encode())]
-            await send(message)
-        await app(scope, receive, send_with_csp if scope["type"] == "http" else send)
-    return wrapped
-
-
-@pytest.fixture(scope="module")
-def base_url(tiny_checkpoint) -> Iterator[str]:
-    settings = Settings(model=str(tiny_checkpoint), max_new_tokens=40)
-    engine = Engine.load(settings)
-    model = engine.loaded.model
-    plain = model.forward
-
-    def forward(*args, **kwargs):
-        if SLOW.is_set():
-            time.sleep(0.5)
-        return plain(*args, **kwargs)
-
-    model.forward = forward
-    with serve(with_csp(create_app(settings, engine))) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, base_url):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base_url)
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    problems: list[str] = []
-    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    yield pg
-    SLOW.clear()
-    context.close()
-    assert not problems, problems
-
-
-def shot(pg, name: str) -> None:
-    SHOTS.mkdir(exist_ok=True)
+def shot(pg: Page, name: str) -> None:
     pg.screenshot(path=str(SHOTS / f"lab-{name}.png"), full_page=True)
 
 
-def set_range(pg, selector: str, value: str) -> None:
+def set_range(pg: Page, selector: str, value: str) -> None:
     """Move a slider as a user does: the value changes and an input event follows."""
     pg.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
                         value)
 
 
-def values(pg) -> list[str]:
+def values(pg: Page) -> list[str]:
     return pg.locator("#inf-bars button.lab-bar .lab-bar-value").all_inner_texts()
 
 
 # ---------------------------------------------------------------- inference
 
-def test_inference_bars_follow_the_settings(page) -> None:
+def test_inference_bars_follow_the_settings(page: Page) -> None:
     page.goto("/inference?prompt=Once%20upon%20a%20time")
     bars = page.locator("#inf-bars button.lab-bar")
     bars.first.wait_for()
@@ -123,7 +58,7 @@ def test_inference_bars_follow_the_settings(page) -> None:
     shot(page, "inference-topk")
 
 
-def test_inference_click_and_keys(page) -> None:
+def test_inference_click_and_keys(page: Page) -> None:
     page.goto("/inference?prompt=Once%20upon%20a%20time&seed=5")
     history = page.locator("#inf-history tr")
     third = page.locator("#inf-bars button.lab-bar").nth(2)
@@ -160,13 +95,13 @@ def test_inference_click_and_keys(page) -> None:
 
 # ---------------------------------------------------------------- internals
 
-def test_internals_heatmap_and_logit_lens(page) -> None:
+def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     page.goto("/internals")
     page.locator("#int-lens tbody tr").first.wait_for()
     page.locator("#int-prompt").fill("The cat sat on the mat")
     expect(page.locator("#int-lens thead th")).to_have_count(1 + 6)
     assert page.locator("#int-lens tbody tr").count() == 3  # the embeddings and after each of 2 blocks
-    assert page.locator("#int-lens tbody tr").last.locator("th").inner_text().endswith("= the prediction")
+    assert page.locator("#int-lens tbody tr").last.locator("th").inner_text().endswith(": the prediction")
     assert page.locator("#int-attn rect[data-r]").count() == 6 * 7 // 2  # a lower triangle of 6 tokens
     assert page.locator("#int-norms rect[data-r]").count() == 3 * 6
     assert page.locator("#int-neurons tbody tr").count() == 2
@@ -190,7 +125,7 @@ def test_internals_heatmap_and_logit_lens(page) -> None:
 
 # ---------------------------------------------------------------- playground
 
-def test_playground_streams_and_reports(page) -> None:
+def test_playground_streams_and_reports(page: Page) -> None:
     page.goto("/playground?max_new_tokens=4&seed=3")
     page.get_by_role("button", name="Generate").click()
     finish = page.locator("#pg-one [data-stat=finish]")
@@ -207,9 +142,15 @@ def test_playground_streams_and_reports(page) -> None:
     shot(page, "playground")
 
 
-def test_playground_stop_aborts_the_stream(page) -> None:
+def test_playground_stop_aborts_the_stream(page: Page, monkeypatch: pytest.MonkeyPatch) -> None:
     page.goto("/playground?max_new_tokens=40")
-    SLOW.set()
+    plain = GPT.forward
+
+    def slow_forward(self, *args, **kwargs):  # the server runs in this process: slow its model down
+        time.sleep(0.5)
+        return plain(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", slow_forward)
     page.get_by_role("button", name="Generate").click()
     page.locator("#pg-output .chip").first.wait_for()
     page.get_by_role("button", name="Stop").click()
@@ -221,7 +162,7 @@ def test_playground_stop_aborts_the_stream(page) -> None:
     assert page.get_by_role("button", name="Generate").is_enabled()
 
 
-def test_playground_preset_and_compare_temperatures(page) -> None:
+def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     page.goto("/playground")
     page.get_by_role("button", name="English → French (few-shot)").click()
     assert page.locator("#pg-prompt").input_value().endswith("cat =>")
