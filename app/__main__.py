@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"deepdive: cannot load the model: {err}", file=sys.stderr)
         sys.exit(2)
     app = create_app(settings, engine)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # open streams get a few seconds to finish on Ctrl-C, not forever
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":

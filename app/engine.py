@@ -291,9 +291,16 @@ class Generation:
         texts = TextStream(self.stop)
         first: float | None = None
         count, reason, message = 0, "length", None
+        deadline = self._started + self.engine.settings.generation_timeout_s
         try:
             while True:
-                item = await self._queue.get()
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.perf_counter()))
+                except TimeoutError:
+                    reason = "error"
+                    message = (f"generation stopped after {self.engine.settings.generation_timeout_s:g} s, "
+                               "this server's limit per request; ask for fewer tokens")
+                    break
                 if item[0] == "end":
                     _, reason, message = item
                     break
@@ -467,7 +474,13 @@ class Engine:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn on the model thread and wait for it without blocking the event loop."""
-        return await asyncio.wrap_future(self.model_thread.submit(lambda: fn(*args, **kwargs)))
+        limit = self.settings.request_timeout_s
+        try:  # a timeout cancels the job if it has not started; one already running finishes unheard
+            return await asyncio.wait_for(asyncio.wrap_future(self.model_thread.submit(lambda: fn(*args, **kwargs))),
+                                          limit)
+        except TimeoutError:
+            raise Busy(f"the model did not answer within {limit:g} s, this server's limit per request; "
+                       "it is busy, try again in a moment") from None
 
     # ---- generation ----
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
-from app import errors, schemas
+from app import errors, schemas, security
 from app.config import Settings
 from app.engine import Engine
 from app.routes import api, openai, pages
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     errors.install(app, settings.max_body_bytes)
+    security.install(app, settings)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.include_router(api.router)
     app.include_router(openai.router)

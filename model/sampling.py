@@ -71,7 +71,8 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
             break
         k = min(4 * k, V)
     # a token stays when the tokens before it fall short of p; the top token always stays
-    n_keep = ((cum - top) < p).sum(dim=-1, keepdim=True)
+    # (a p below float32's resolution would keep none: clamp to the top token)
+    n_keep = ((cum - top) < p).sum(dim=-1, keepdim=True).clamp_(min=1)
     edge = top_logits.gather(-1, n_keep - 1)
     return logits.masked_fill(logits < edge, float("-inf"))
 

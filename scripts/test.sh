@@ -16,4 +16,7 @@ fi
 # torch is pinned to the CPU build first, so nothing later can pull a CUDA build
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[test]'
+# the suite runs servers, Chromium and torch side by side on few cores: one torch thread each
+# avoids the oversubscription that makes multi-threaded torch crawl
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec .venv/bin/python -m pytest "$@"

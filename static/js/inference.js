@@ -108,8 +108,9 @@
     });
     // the rest of the vocabulary, so the bars visibly do not add up to everything
     const shownNow = r.before.reduce(function (sum, c) { return sum + (used.get(c.id) || 0); }, 0);
-    const restNow = Math.max(0, 1 - shownNow);
-    const restModel = Math.max(0, 1 - r.mass);
+    const rest = function (covered) { return covered > 1 - 1e-6 ? 0 : 1 - covered; }; // no float dust
+    const restNow = rest(shownNow);
+    const restModel = rest(r.mass);
     const rm = el("span", { class: "lab-bar-model" });
     const rn = el("span", { class: "lab-bar-used" });
     rm.style.width = (restModel * 100) + "%";

@@ -73,7 +73,8 @@
     if (p >= 0.995) return Math.round(p * 100) + "%";
     if (p >= 0.1) return (p * 100).toFixed(1) + "%";
     if (p >= 0.001) return (p * 100).toFixed(2) + "%";
-    return p > 0 ? (p * 100).toPrecision(2) + "%" : "0%";
+    if (p >= 1e-6) return (p * 100).toPrecision(2) + "%";
+    return p > 0 ? "< 0.0001%" : "0%";
   }
 
   const MARKS = { " ": "·", "\n": "↵", "\t": "→", "\r": "␍" };

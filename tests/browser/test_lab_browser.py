@@ -116,6 +116,11 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     assert "head=2" in page.url
     page.select_option("#int-layer", "0")
     expect(page.locator("#int-attn")).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
+    page.locator("#int-attn").focus()  # the keyboard reads it too: arrows move a marked cell
+    page.keyboard.press("ArrowUp")  # the first key marks the bottom-left cell
+    expect(page.locator("#int-attn-readout")).to_contain_text("Block 0, head 2: “ mat” (position 5) gives")
+    page.keyboard.press("ArrowUp")
+    expect(page.locator("#int-attn-readout")).to_contain_text("“ the” (position 4) gives")
 
     page.locator("#int-tokens .chip").nth(1).click()  # " cat": the neurons follow
     assert "“ cat”" in page.locator("#int-neurons caption").inner_text()
