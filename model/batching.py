@@ -2,9 +2,10 @@
 
 Each sequence keeps its own sampling settings, its own seeded generator and its
 own row of one shared KV cache. A step feeds every running row its last token
-in one forward (rows of different lengths, masked per row), then samples each
-row alone with model/sampling.sample_step, so a row's tokens are those that
-model/generate.generate() gives for the same prompt, seed and settings. (Up to
+in one forward (rows of different lengths, masked per row), then samples all rows
+with model/sampling.sample_steps: row by row in effect, each with its own settings
+and generator (one stream runs the same code with one row), so a row's tokens are
+those that model/generate.generate() gives for the same prompt, seed and settings. (Up to
 float rounding: a batched matmul, or attention over a longer masked row, may
 differ from the one-row computation in the last bits, which can only flip a
 token at a near-tie; in tests on CPU every token matches.)
@@ -27,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from model.gpt2 import GPT, KVCache
-from model.sampling import SamplingParams, Step, sample_step
+from model.sampling import SamplingParams, Step, sample_step, sample_steps
 
 
 class Event(NamedTuple):
@@ -126,7 +127,10 @@ class BatchDecoder:
             n = len(self._rows)
             idx = torch.tensor([[s.last] for s in self._rows], dtype=torch.long, device=self.device)
             logits = self.model(idx, cache=self._view(0, n), last_only=True)[:, -1]
-            events += [self._sample(s, logits[i]) for i, s in enumerate(self._rows)]
+            # every row sampled at once, each with its own settings and generator
+            steps = sample_steps(logits, [s.params for s in self._rows], [s.generator for s in self._rows],
+                                 [s.n_top for s in self._rows])
+            events += [self._advance(s, step) for s, step in zip(self._rows, steps)]
             # leave from the back, so the rows moved into the gaps are live ones
             for i in reversed(range(n)):
                 if self._rows[i].left == 0:
@@ -146,7 +150,10 @@ class BatchDecoder:
         return events
 
     def _sample(self, seq: _Sequence, logits: torch.Tensor) -> Event:
-        step = sample_step(logits, seq.params, seq.generator, n=seq.n_top)
+        return self._advance(seq, sample_step(logits, seq.params, seq.generator, n=seq.n_top))
+
+    @staticmethod
+    def _advance(seq: _Sequence, step: Step) -> Event:
         seq.last = step.id
         seq.left -= 1
         return Event(seq.id, step, seq.left == 0, seq.end_reason if seq.left == 0 else None)

@@ -71,6 +71,59 @@ class KVCache:
         out.lengths = self.lengths.index_select(0, idx)
         return out
 
+    def step(self, T: int) -> "CacheStep":
+        """Where the next forward's T new tokens go, worked out once for all layers."""
+        return CacheStep(self, T)
+
+
+class CacheStep:
+    """One forward's use of a KVCache: where each row's T new keys land, and what each query sees.
+
+    Worked out once per forward rather than in every layer (one look at the lengths,
+    one mask). When every row holds the same length, as for one stream, the new keys
+    are one slice copy and often no mask is needed at all: a single new query may see
+    every key in the cache, and a prompt fed to an empty cache is plain causal.
+    """
+
+    def __init__(self, cache: KVCache, T: int):
+        self.cache = cache
+        B, device = cache.batch_size, cache.lengths.device
+        lengths = cache.lengths.tolist()
+        self.S = max(lengths) + T  # keys the queries look at: the longest row's, cached + new
+        if self.S > cache.max_len:
+            raise ValueError(f"sequence of {self.S} tokens does not fit the cache of {cache.max_len}")
+        new = torch.arange(T, device=device)
+        self.start = lengths[0] if lengths.count(lengths[0]) == B else None  # rows in step: a slice
+        self.mask: torch.Tensor | None = None  # True where a query may look; None: see is_causal
+        self.is_causal = False
+        if self.start is not None:
+            self.positions = (self.start + new)[None]  # (1, T)
+            if T > 1 and self.start == 0:
+                self.is_causal = True
+            elif T > 1:  # query at position p sees keys 0..p
+                self.mask = torch.arange(self.S, device=device)[None, :] <= self.positions[0, :, None]  # (T, S)
+        else:
+            self.positions = cache.lengths[:, None] + new  # (B, T)
+            self.rows = torch.arange(B, device=device)[:, None].expand(B, T).reshape(-1)
+            self.mask = (torch.arange(self.S, device=device)[None, None, :] <= self.positions[:, :, None])[:, None]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys and values (B, H, T, D) of one layer; return all its keys and values (B, H, S, D)."""
+        ck, cv = self.cache.k[layer], self.cache.v[layer]
+        if self.start is not None:
+            T = k.shape[2]
+            ck[:, :, self.start:self.start + T] = k
+            cv[:, :, self.start:self.start + T] = v
+        else:  # each row at its own position: (B*T) scattered writes of (H, D)
+            B, H, T, D = k.shape
+            where = (self.rows, self.positions.reshape(-1))
+            ck.transpose(1, 2).index_put_(where, k.transpose(1, 2).reshape(B * T, H, D).to(ck.dtype))
+            cv.transpose(1, 2).index_put_(where, v.transpose(1, 2).reshape(B * T, H, D).to(cv.dtype))
+        return ck[:, :, :self.S].to(k.dtype), cv[:, :, :self.S].to(v.dtype)
+
+    def finish(self, T: int) -> None:
+        self.cache.lengths += T
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
@@ -81,7 +134,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None,
+    def forward(self, x: torch.Tensor, layer: int, kv: CacheStep | None,
                 rec: Recorder | None) -> torch.Tensor:
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
@@ -90,28 +143,25 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, H, D).transpose(1, 2)
         v = v.view(B, T, H, D).transpose(1, 2)
 
-        mask = None  # None means plain causal over the T new tokens
-        if cache is not None:
-            pos = cache.positions(T)  # (B, T)
-            rows = torch.arange(B, device=x.device)[:, None]
-            cache.k[layer][rows, :, pos] = k.transpose(1, 2).to(cache.k.dtype)
-            cache.v[layer][rows, :, pos] = v.transpose(1, 2).to(cache.v.dtype)
-            S = int(pos.max()) + 1
-            k, v = cache.k[layer][:, :, :S].to(q.dtype), cache.v[layer][:, :, :S].to(q.dtype)
-            # query at position p sees keys 0..p of its own row
-            mask = (torch.arange(S, device=x.device)[None, None, :] <= pos[:, :, None])[:, None]  # (B,1,T,S)
+        if kv is None:  # plain causal over the T new tokens
+            mask, is_causal = None, True
+        else:  # the new keys join the cached ones; kv says which keys each query sees
+            k, v = kv.update(layer, k, v)  # (B, H, S, D)
+            mask, is_causal = kv.mask, kv.is_causal
 
         if rec is not None and rec.wants(f"blocks.{layer}.attn.pattern"):
             # explicit softmax so the pattern can be recorded
             att = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, S)
-            if mask is None:
+            if is_causal:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
+            att = att.softmax(dim=-1)
             rec.store(f"blocks.{layer}.attn.pattern", att)
             y = F.dropout(att, self.dropout, self.training) @ v
         else:
             drop = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=drop)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
         return self.c_proj(y)
 
@@ -140,14 +190,14 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: CacheStep | None = None, rec: Recorder | None = None) -> torch.Tensor:
         if rec is None:
-            x = x + self.drop(self.attn(self.ln_1(x), self.layer, cache, None))
+            x = x + self.drop(self.attn(self.ln_1(x), self.layer, kv, None))
             x = x + self.drop(self.mlp(self.ln_2(x), self.layer, None))
             return x
         i = self.layer
         rec.store(f"blocks.{i}.resid_pre", x)
-        a = self.drop(self.attn(self.ln_1(x), i, cache, rec))
+        a = self.drop(self.attn(self.ln_1(x), i, kv, rec))
         rec.store(f"blocks.{i}.attn_out", a)
         x = x + a
         rec.store(f"blocks.{i}.resid_mid", x)
@@ -197,11 +247,10 @@ class GPT(nn.Module):
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None) -> torch.Tensor:
         """Token ids (B, T) -> final layer-normed hidden states (B, T, C)."""
         B, T = idx.shape
+        kv = None
         if cache is not None:
-            pos = cache.positions(T)  # (B, T)
-            length = int(cache.lengths.max()) + T
-            if length > cache.max_len:
-                raise ValueError(f"sequence of {length} tokens does not fit the cache of {cache.max_len}")
+            kv = cache.step(T)  # where the new keys go and what each query sees, for every layer
+            pos, length = kv.positions, kv.S  # (B or 1, T)
         else:
             pos = torch.arange(T, device=idx.device)[None]  # (1, T)
             length = T
@@ -214,9 +263,9 @@ class GPT(nn.Module):
             rec.store("pos_embed", pe.expand_as(tok))
         x = self.drop(tok + pe)
         for block in self.h:
-            x = block(x, cache, rec)
-        if cache is not None:
-            cache.lengths += T
+            x = block(x, kv, rec)
+        if kv is not None:
+            kv.finish(T)
         x = self.ln_f(x)
         if rec is not None:
             rec.store("ln_final", x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +40,13 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         return logits
     t = max(temperature, torch.finfo(logits.dtype).tiny)  # a T that rounds to 0 would give 0/0
     scaled = logits / t
-    if not torch.isfinite(scaled.amax(dim=-1)).all():
+    overflowed = ~torch.isfinite(scaled.amax(dim=-1, keepdim=True))
+    if overflowed.any():
         # a tiny T overflowed the top logits to ±inf, where softmax gives nan: move the top
-        # logit to 0 first (softmax is unchanged), then only the others can overflow, to -inf
-        scaled = (logits - logits.amax(dim=-1, keepdim=True)) / t
+        # logit to 0 first (softmax is unchanged), then only the others can overflow, to -inf.
+        # Row by row, so in a batch no row's result depends on another's.
+        shifted = (logits - logits.amax(dim=-1, keepdim=True)) / t
+        scaled = torch.where(overflowed, shifted, scaled)
     return scaled
 
 
@@ -136,20 +140,84 @@ def entropy(logits: torch.Tensor) -> float:
 def sample_step(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None,
                 n: int = 10, forced: int | None = None) -> Step:
     """One decision from a single position's logits (V,). `forced` takes that token instead of sampling."""
+    return sample_steps(logits[None], [params], [generator], [n], forced=[forced])[0]
+
+
+def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
+                 generators: Sequence[torch.Generator | None], ns: Sequence[int],
+                 forced: Sequence[int | None] | None = None) -> list[Step]:
+    """sample_step for every row of logits (B, V), computed together (one stream is B = 1).
+
+    Row i gets what it would get alone: rows are warped in groups that share settings
+    (every operation works row by row), and each row draws from its own generator,
+    so no row's token or numbers depend on which other rows share the batch.
+    """
     logits = logits.float()
+    B = logits.shape[0]
+    forced = list(forced) if forced is not None else [None] * B
     raw = logits.softmax(dim=-1)
-    warped = warp(logits, params)
-    after = warped.softmax(dim=-1)
-    token = int(choose(warped, generator, params.greedy)) if forced is None else forced
-    return Step(
-        id=token,
-        prob=float(after[token]),
-        raw_prob=float(raw[token]),
-        before=top_n(logits, raw, n),
-        after=top_n(warped, after, n),
-        entropy=entropy(logits),
-        support=int(torch.isfinite(warped).sum()),
-    )
+    entropies = torch.special.entr(raw).sum(dim=-1).tolist()  # -sum p ln p, 0 ln 0 = 0
+    ids, probs, afters, supports = [0] * B, [0.0] * B, [[] for _ in range(B)], [0] * B
+    groups: dict[tuple[SamplingParams, int], list[int]] = {}
+    for i, (p, n) in enumerate(zip(params, ns)):
+        groups.setdefault((p, n), []).append(i)
+    for (p, n), rows in groups.items():
+        index = torch.tensor(rows, device=logits.device)
+        sub = logits if len(rows) == B else logits.index_select(0, index)  # (G, V)
+        if p.greedy:
+            # warp() would leave only the argmax, at logit 0 and probability 1: say so without the work
+            top = sub.argmax(dim=-1).tolist()
+            for i, t in zip(rows, top):
+                ids[i] = t if forced[i] is None else forced[i]
+                probs[i] = 1.0 if ids[i] == t else 0.0
+                afters[i] = [Candidate(t, 1.0, 0.0)] if n > 0 else []
+                supports[i] = 1
+            continue
+        warped = warp(sub, p)
+        after = warped.softmax(dim=-1)
+        drawn = _draw(after, [generators[i] for i in rows]) if any(forced[i] is None for i in rows) else None
+        for j, i in enumerate(rows):
+            ids[i] = int(drawn[j]) if forced[i] is None else forced[i]
+        chosen = torch.tensor([ids[i] for i in rows], device=logits.device)[:, None]
+        for i, q in zip(rows, after.gather(-1, chosen)[:, 0].tolist()):
+            probs[i] = q
+        for i, c in zip(rows, torch.isfinite(warped).sum(dim=-1).tolist()):
+            supports[i] = c
+        for i, cands in zip(rows, top_n_rows(warped, after, n)):
+            afters[i] = cands
+    # the model's own distribution: its top-n and the chosen token's share, rows grouped by n
+    raw_probs = raw.gather(-1, torch.tensor(ids, device=logits.device)[:, None])[:, 0].tolist()
+    befores: list[list[Candidate]] = [[] for _ in range(B)]
+    by_n: dict[int, list[int]] = {}
+    for i, n in enumerate(ns):
+        by_n.setdefault(n, []).append(i)
+    for n, rows in by_n.items():
+        index = torch.tensor(rows, device=logits.device)
+        sub_logits, sub_raw = (logits, raw) if len(rows) == B else (logits[index], raw[index])
+        for i, cands in zip(rows, top_n_rows(sub_logits, sub_raw, n)):
+            befores[i] = cands
+    return [Step(id=ids[i], prob=probs[i], raw_prob=raw_probs[i], before=befores[i], after=afters[i],
+                 entropy=entropies[i], support=supports[i]) for i in range(B)]
+
+
+def top_n_rows(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[list[Candidate]]:
+    """top_n for each row of (G, V): one topk for all rows."""
+    if n <= 0:
+        return [[] for _ in range(probs.shape[0])]
+    p, ids = torch.topk(probs, min(n, probs.shape[-1]), dim=-1)
+    z = logits.gather(-1, ids)
+    return [[Candidate(i, q, v) for i, q, v in zip(ri, rp, rz) if q > 0]
+            for ri, rp, rz in zip(ids.tolist(), p.tolist(), z.tolist())]
+
+
+def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> list[int]:
+    """choose() for rows of probabilities (G, V) that each have their own generator: one number per row."""
+    cdf = probs.cumsum(dim=-1)
+    total = cdf[:, -1:].contiguous()
+    u = torch.cat([torch.rand((1,), generator=g, device=cdf.device, dtype=cdf.dtype) for g in generators])
+    u = u[:, None] * total
+    last = torch.searchsorted(cdf, total)
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), last)[:, 0].tolist()
 
 
 class Utf8Stream:

@@ -62,6 +62,7 @@
     stat("seed", String(body.seed));
     stat("finish", "Writing…");
     let count = 0;
+    let done = false;
     try {
       await Lab.stream("/api/generate", body, function (name, data) {
         if (name === "token") {
@@ -76,6 +77,7 @@
           }, DeepDive.visible(data.text));
           out.text.append(chip);
         } else if (name === "done") {
+          done = true;
           if (data.text) out.text.append(el("span", {}, data.text));
           stat("tokens", String(data.completion_tokens));
           stat("speed", data.timings.tokens_per_second.toFixed(1));
@@ -86,6 +88,7 @@
           if (f && data.finish_reason === "error") f.classList.add("error");
         }
       }, signal);
+      if (!done) throw new Error("The stream ended early: the server may have stopped. Try again.");
     } catch (err) {
       const f = stat("finish", err.name === "AbortError" ? "Stopped by you after " + count + " tokens." : err.message);
       if (f && err.name !== "AbortError") f.classList.add("error");

@@ -8,6 +8,7 @@ Screenshots go to /tmp/shots/lab-*.png.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_inference_bars_follow_the_settings(page: Page) -> None:
 
     set_range(page, "#inf-temperature", "0.3")
     expect(page.locator("#inf-bars button.lab-bar .lab-bar-value")).not_to_have_text(before)
-    assert "temperature=0.3" in page.url
+    expect(page).to_have_url(re.compile(r"[?&]temperature=0\.3(&|$)"))  # the demo is a link
     assert page.locator("output[for=inf-temperature]").inner_text() == "0.30"
 
     set_range(page, "#inf-top_k", "3")
@@ -105,7 +106,7 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     assert page.locator("#int-attn rect[data-r]").count() == 6 * 7 // 2  # a lower triangle of 6 tokens
     assert page.locator("#int-norms rect[data-r]").count() == 3 * 6
     assert page.locator("#int-neurons tbody tr").count() == 2
-    assert "prompt=The+cat+sat" in page.url
+    expect(page).to_have_url(re.compile(r"prompt=The\+cat\+sat"))
 
     page.locator("#int-attn rect[data-r='5'][data-c='1']").hover()
     readout = page.locator("#int-attn-readout").inner_text()
@@ -113,7 +114,7 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
 
     page.locator("label.lab-head").nth(2).click()
     assert page.locator("#int-attn").get_attribute("aria-label").endswith("head 2")
-    assert "head=2" in page.url
+    expect(page).to_have_url(re.compile(r"[?&]head=2(&|$)"))
     page.select_option("#int-layer", "0")
     expect(page.locator("#int-attn")).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
     page.locator("#int-attn").focus()  # the keyboard reads it too: arrows move a marked cell
@@ -124,7 +125,7 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
 
     page.locator("#int-tokens .chip").nth(1).click()  # " cat": the neurons follow
     assert "“ cat”" in page.locator("#int-neurons caption").inner_text()
-    assert "pos=1" in page.url
+    expect(page).to_have_url(re.compile(r"[?&]pos=1(&|$)"))
     shot(page, "internals")
 
 
@@ -172,13 +173,14 @@ def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     page.get_by_role("button", name="English → French (few-shot)").click()
     assert page.locator("#pg-prompt").input_value().endswith("cat =>")
     assert page.locator("#pg-stop").input_value() == "line"
-    assert "stop=line" in page.url
-    page.locator("#pg-max").fill("3")
+    expect(page).to_have_url(re.compile(r"[?&]stop=line(&|$)"))
+    page.locator("#pg-max").fill("2")
     page.get_by_role("button", name="Compare temperatures").click()
     columns = page.locator("#pg-columns .lab-column")
     expect(columns).to_have_count(4)
     for i in range(4):
-        expect(columns.nth(i).locator("[data-stat=finish]")).to_contain_text(".")  # "Writing…" has none
+        # four streams at once: slow on a busy two-core laptop. "Writing…" has no full stop
+        expect(columns.nth(i).locator("[data-stat=finish]")).to_contain_text(".", timeout=90_000)
     assert columns.count() == 4
     assert columns.first.locator("h3").inner_text().startswith("Temperature 0")
     shot(page, "playground-compare")
