@@ -128,9 +128,12 @@
     $("inf-entropy").textContent = r.entropy.toFixed(2) + " nats";
     $("inf-entropy-after").textContent = r.entropy_after.toFixed(2) + " nats";
     $("inf-support").textContent = r.support.toLocaleString();
+    const among = function (h) {
+      const n = Math.max(1, Math.round(Math.exp(h)));
+      return n.toLocaleString() + (n === 1 ? " token" : " tokens");
+    };
     $("inf-entropy-note").textContent = "The model is as unsure as if it had to choose fairly among about " +
-      Math.max(1, Math.round(Math.exp(r.entropy))).toLocaleString() + " tokens; after the settings, about " +
-      Math.max(1, Math.round(Math.exp(r.entropy_after))).toLocaleString() + ".";
+      among(r.entropy) + "; after the settings, about " + among(r.entropy_after) + ".";
   }
 
   /* ---------------------------------------------------------- steps */
