@@ -9,6 +9,7 @@ ratio holds when the absolute figures do not.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -51,14 +52,81 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny settings: checks the benchmark runs, measures nothing")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--wait-quiet", type=float, default=120, metavar="S",
+                   help="wait up to S seconds for other processes to leave the CPUs before starting "
+                        "(default: %(default)s)")
     return p
 
 
 def setup(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
+    if not args.quick and args.wait_quiet > 0:
+        wait_quiet(args.wait_quiet)
     facts = machine_facts()
     print_facts(facts)
+    OTHERS.start()
+    atexit.register(report_others)
     return facts
+
+
+# ---- other processes on the CPUs ----
+
+def _cpu_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherLoad:
+    """How many cores other processes kept busy while the benchmark ran. Servers the benchmark
+    started count as its own once they have exited (os.times counts children that were waited for)."""
+
+    def __init__(self) -> None:
+        self._t0: tuple[float, float, float] | None = None
+
+    def start(self) -> None:
+        self._t0 = (time.perf_counter(), _cpu_busy()[0], _own_cpu())
+
+    def cores(self) -> float:
+        if self._t0 is None:
+            return float("nan")
+        wall0, busy0, own0 = self._t0
+        wall = time.perf_counter() - wall0
+        return max(0.0, (_cpu_busy()[0] - busy0 - (_own_cpu() - own0)) / wall) if wall > 0 else float("nan")
+
+
+OTHERS = OtherLoad()
+
+
+def report_others() -> None:
+    cores = OTHERS.cores()
+    if cores == cores:
+        flag = "  <- figures distorted" if cores > 0.2 else ""
+        print(f"\n# other processes kept {cores:.2f} of {os.cpu_count()} cores busy during this run{flag}")
+
+
+def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> None:
+    """Wait (up to max_wait_s) until other processes use less than `threshold` cores over a 2-second look."""
+    deadline = time.perf_counter() + max_wait_s
+    while True:
+        busy0, own0, t0 = _cpu_busy()[0], _own_cpu(), time.perf_counter()
+        time.sleep(2)
+        others = (_cpu_busy()[0] - busy0 - (_own_cpu() - own0)) / (time.perf_counter() - t0)
+        if others < threshold:
+            return
+        if time.perf_counter() > deadline:
+            print(f"# (gave up waiting for a quiet machine: other processes use {others:.2f} cores)")
+            return
+        print(f"# waiting for a quiet machine: other processes use {others:.2f} cores", flush=True)
+        time.sleep(5)
 
 
 @dataclass

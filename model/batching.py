@@ -31,6 +31,9 @@ from model.gpt2 import GPT, KVCache
 from model.sampling import SamplingParams, Step, sample_step, sample_steps
 
 
+SAMPLE_ROWS = 4  # rows sampled together (measured on a 2-core CPU: 4 x 50k floats beat 1 and 40)
+
+
 class Event(NamedTuple):
     seq_id: int
     step: Step
@@ -127,10 +130,13 @@ class BatchDecoder:
             n = len(self._rows)
             idx = torch.tensor([[s.last] for s in self._rows], dtype=torch.long, device=self.device)
             logits = self.model(idx, cache=self._view(0, n), last_only=True)[:, -1]
-            # every row sampled at once, each with its own settings and generator
-            steps = sample_steps(logits, [s.params for s in self._rows], [s.generator for s in self._rows],
-                                 [s.n_top for s in self._rows])
-            events += [self._advance(s, step) for s, step in zip(self._rows, steps)]
+            # a few rows at a time, each with its own settings and generator: rows x vocabulary
+            # stays in cache, where all rows at once would stream megabytes through memory
+            for a in range(0, n, SAMPLE_ROWS):
+                rows = self._rows[a:a + SAMPLE_ROWS]
+                steps = sample_steps(logits[a:a + SAMPLE_ROWS], [s.params for s in rows],
+                                     [s.generator for s in rows], [s.n_top for s in rows])
+                events += [self._advance(s, step) for s, step in zip(rows, steps)]
             # leave from the back, so the rows moved into the gaps are live ones
             for i in reversed(range(n)):
                 if self._rows[i].left == 0:

@@ -217,6 +217,8 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self._head_t: torch.Tensor | None = None  # wte.weight transposed, for inference (see unembed)
+        self._head_key: tuple | None = None
         self.apply(self._init_weights)
         # GPT-2's scaled init for the projections that write into the residual stream
         for name, p in self.named_parameters():
@@ -271,6 +273,23 @@ class GPT(nn.Module):
             rec.store("ln_final", x)
         return x
 
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (..., C) -> logits (..., V): the lm head, tied to the token embedding.
+
+        Training multiplies by wte.weight (V, C) itself, so gradients reach it. Without
+        gradients the same weights are read from a transposed copy (C, V): one position's
+        logits then stream through the weights in memory order, about 3x faster on a CPU
+        (and the lm head is most of a small model's weights). The copy is made once, and
+        made again whenever the weights change.
+        """
+        w = self.wte.weight
+        if torch.is_grad_enabled():
+            return F.linear(x, w)
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self._head_key != key:
+            self._head_t, self._head_key = w.detach().t().contiguous(), key
+        return x @ self._head_t
+
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None,
                 last_only: bool = False) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) with last_only.
@@ -281,7 +300,7 @@ class GPT(nn.Module):
         x = self.hidden(idx, cache, rec)
         if last_only:
             x = x[:, -1:]
-        logits = F.linear(x, self.wte.weight)  # lm head tied to the token embedding
+        logits = self.unembed(x)
         if rec is not None:
             rec.store("logits", logits)
         return logits

@@ -148,66 +148,91 @@ def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
                  forced: Sequence[int | None] | None = None) -> list[Step]:
     """sample_step for every row of logits (B, V), computed together (one stream is B = 1).
 
-    Row i gets what it would get alone: rows are warped in groups that share settings
-    (every operation works row by row), and each row draws from its own generator,
-    so no row's token or numbers depend on which other rows share the batch.
+    Row i gets what it would get alone: every operation that decides a token works
+    row by row (softmax, topk, cumsum over the last dimension), rows that share settings
+    are warped together, and each row draws from its own generator, so no row's token
+    depends on which other rows share the batch.
+
+    Cheap over a 50k vocabulary: one topk per row serves the greedy choice and both
+    top-n lists (the warpers keep the order of the logits, so the top tokens after
+    them are the top tokens before, minus those they removed); the entropy comes
+    from one product with the probabilities; nothing is sorted.
     """
     logits = logits.float()
-    B = logits.shape[0]
+    B, V = logits.shape
+    device = logits.device
     forced = list(forced) if forced is not None else [None] * B
     raw = logits.softmax(dim=-1)
-    entropies = torch.special.entr(raw).sum(dim=-1).tolist()  # -sum p ln p, 0 ln 0 = 0
-    ids, probs, afters, supports = [0] * B, [0.0] * B, [[] for _ in range(B)], [0] * B
-    groups: dict[tuple[SamplingParams, int], list[int]] = {}
-    for i, (p, n) in enumerate(zip(params, ns)):
-        groups.setdefault((p, n), []).append(i)
-    for (p, n), rows in groups.items():
-        index = torch.tensor(rows, device=logits.device)
-        sub = logits if len(rows) == B else logits.index_select(0, index)  # (G, V)
-        if p.greedy:
-            # warp() would leave only the argmax, at logit 0 and probability 1: say so without the work
-            top = sub.argmax(dim=-1).tolist()
-            for i, t in zip(rows, top):
-                ids[i] = t if forced[i] is None else forced[i]
-                probs[i] = 1.0 if ids[i] == t else 0.0
-                afters[i] = [Candidate(t, 1.0, 0.0)] if n > 0 else []
-                supports[i] = 1
-            continue
-        warped = warp(sub, p)
-        after = warped.softmax(dim=-1)
-        drawn = _draw(after, [generators[i] for i in rows]) if any(forced[i] is None for i in rows) else None
-        for j, i in enumerate(rows):
-            ids[i] = int(drawn[j]) if forced[i] is None else forced[i]
-        chosen = torch.tensor([ids[i] for i in rows], device=logits.device)[:, None]
-        for i, q in zip(rows, after.gather(-1, chosen)[:, 0].tolist()):
-            probs[i] = q
-        for i, c in zip(rows, torch.isfinite(warped).sum(dim=-1).tolist()):
-            supports[i] = c
-        for i, cands in zip(rows, top_n_rows(warped, after, n)):
-            afters[i] = cands
-    # the model's own distribution: its top-n and the chosen token's share, rows grouped by n
-    raw_probs = raw.gather(-1, torch.tensor(ids, device=logits.device)[:, None])[:, 0].tolist()
-    befores: list[list[Candidate]] = [[] for _ in range(B)]
+
+    # the model's own top tokens, rows grouped by n so a row's list never depends on the others'
+    top_ids: list[list[int]] = [[] for _ in range(B)]
+    top_logits: list[list[float]] = [[] for _ in range(B)]
     by_n: dict[int, list[int]] = {}
     for i, n in enumerate(ns):
-        by_n.setdefault(n, []).append(i)
-    for n, rows in by_n.items():
-        index = torch.tensor(rows, device=logits.device)
-        sub_logits, sub_raw = (logits, raw) if len(rows) == B else (logits[index], raw[index])
-        for i, cands in zip(rows, top_n_rows(sub_logits, sub_raw, n)):
-            befores[i] = cands
-    return [Step(id=ids[i], prob=probs[i], raw_prob=raw_probs[i], before=befores[i], after=afters[i],
-                 entropy=entropies[i], support=supports[i]) for i in range(B)]
+        by_n.setdefault(max(n, 2), []).append(i)  # at least 2: the greedy choice checks for a tie
+    for k, rows in by_n.items():
+        sub = logits if len(rows) == B else logits.index_select(0, torch.tensor(rows, device=device))
+        values, ids = torch.topk(sub, min(k, V), dim=-1)
+        for i, ri, rv in zip(rows, ids.tolist(), values.tolist()):
+            top_ids[i], top_logits[i] = ri, rv
 
+    # entropy -sum p ln p = sum p (lse - z) = -ln p_top + sum p (z_top - z), z_top the largest logit:
+    # both terms ≥ 0, so nothing cancels even when one token takes nearly all the mass
+    top1 = torch.tensor([r[0] for r in top_ids], device=device)[:, None]
+    below_top = logits.gather(-1, top1) - logits  # (B, V), ≥ 0
+    entropies = (torch.linalg.vecdot(raw, below_top) - raw.gather(-1, top1)[:, 0].log()).tolist()
+    for i, h in enumerate(entropies):
+        if not math.isfinite(h):  # a -inf logit makes 0 * -inf: the long way round for that row
+            entropies[i] = entropy(logits[i])
 
-def top_n_rows(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[list[Candidate]]:
-    """top_n for each row of (G, V): one topk for all rows."""
-    if n <= 0:
-        return [[] for _ in range(probs.shape[0])]
-    p, ids = torch.topk(probs, min(n, probs.shape[-1]), dim=-1)
-    z = logits.gather(-1, ids)
-    return [[Candidate(i, q, v) for i, q, v in zip(ri, rp, rz) if q > 0]
-            for ri, rp, rz in zip(ids.tolist(), p.tolist(), z.tolist())]
+    ids, probs, afters, supports = [0] * B, [0.0] * B, [[] for _ in range(B)], [0] * B
+    groups: dict[SamplingParams, list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault(p, []).append(i)
+    for p, rows in groups.items():
+        if p.greedy:  # warp() would leave only the argmax, at logit 0 and probability 1
+            for i in rows:
+                best = top_ids[i][0] if V < 2 or top_logits[i][0] > top_logits[i][1] else int(logits[i].argmax())
+                ids[i] = best if forced[i] is None else forced[i]
+                probs[i], supports[i] = float(ids[i] == best), 1
+                afters[i] = [Candidate(best, 1.0, 0.0)] if ns[i] > 0 else []
+            continue
+        index = torch.tensor(rows, device=device)
+        sub = logits if len(rows) == B else logits.index_select(0, index)  # (G, V)
+        warped = warp(sub, p)
+        if warped is sub:  # temperature 1, no cuts: the distribution is the model's own
+            after = raw if len(rows) == B else raw.index_select(0, index)
+        else:
+            after = warped.softmax(dim=-1)
+        if any(forced[i] is None for i in rows):
+            for i, t in zip(rows, _draw(after, [generators[i] for i in rows])):
+                ids[i] = t if forced[i] is None else forced[i]
+        else:
+            for i in rows:
+                ids[i] = forced[i]
+        chosen = torch.tensor([ids[i] for i in rows], device=device)[:, None]
+        probs_g = after.gather(-1, chosen)[:, 0].tolist()
+        # support: every token left finite; a finite row sum says all V are (the common case)
+        finite = torch.isfinite(warped.sum(dim=-1)).tolist()
+        counts = None if all(finite) else torch.isfinite(warped).sum(dim=-1).tolist()
+        # after: the top tokens of the model that the warpers kept, with their warped logits
+        n_max = max(ns[i] for i in rows)
+        cand = torch.tensor([(top_ids[i] + top_ids[i][:1] * n_max)[:n_max] for i in rows], device=device,
+                            dtype=torch.long).view(len(rows), n_max)
+        cand_p, cand_z = after.gather(-1, cand).tolist(), warped.gather(-1, cand).tolist()
+        for j, i in enumerate(rows):
+            probs[i] = probs_g[j]
+            supports[i] = V if finite[j] else counts[j]
+            afters[i] = [Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], cand_p[j], cand_z[j]) if q > 0]
+
+    raw_probs = raw.gather(-1, torch.tensor(ids, device=device)[:, None])[:, 0].tolist()
+    m = max(ns)
+    raw_top = raw.gather(-1, torch.tensor([(r + r[:1] * m)[:m] for r in top_ids], device=device,
+                                          dtype=torch.long).view(B, m)).tolist()
+    return [Step(id=ids[i], prob=probs[i], raw_prob=raw_probs[i],
+                 before=[Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], raw_top[i], top_logits[i])
+                         if q > 0],
+                 after=afters[i], entropy=entropies[i], support=supports[i]) for i in range(B)]
 
 
 def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> list[int]:
@@ -216,6 +241,8 @@ def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> 
     total = cdf[:, -1:].contiguous()
     u = torch.cat([torch.rand((1,), generator=g, device=cdf.device, dtype=cdf.dtype) for g in generators])
     u = u[:, None] * total
+    # the first token whose cumulative mass passes u (right=True skips tokens of probability 0);
+    # if rounding put u at the very top, the last token that has any probability
     last = torch.searchsorted(cdf, total)
     return torch.minimum(torch.searchsorted(cdf, u, right=True), last)[:, 0].tolist()
 

@@ -285,13 +285,18 @@ def test_one_client_cannot_take_the_whole_model(settings: Settings) -> None:
         assert c.post("/api/next-token", json={"text": "x"}).status_code == 200
 
 
-def test_a_dropped_stream_gives_back_its_share(settings: Settings, slow_steps) -> None:
+def test_a_dropped_stream_gives_back_its_share(settings: Settings) -> None:
     one = settings.model_copy(update={"per_client_requests": 1})
     engine = Engine.load(one)
     with serve(create_app(one, engine)) as url, httpx.Client(base_url=url, timeout=30) as c:
-        with c.stream("POST", "/api/generate", json={"prompt": "x", "max_new_tokens": 20}) as r:
-            next(r.iter_lines())
-            assert c.post("/api/next-token", json={"text": "x"}).status_code == 429
+        release = threading.Event()
+        engine.model_thread.submit(lambda: release.wait(20))  # the stream cannot end while this holds the model
+        try:
+            with c.stream("POST", "/api/generate", json={"prompt": "x", "max_new_tokens": 20}) as r:
+                assert r.status_code == 200
+                assert c.post("/api/next-token", json={"text": "x"}).status_code == 429
+        finally:
+            release.set()
         deadline = time.monotonic() + 5
         while engine.model_thread.streams and time.monotonic() < deadline:
             time.sleep(0.01)
