@@ -110,7 +110,8 @@ def report_others() -> None:
     cores = OTHERS.cores()
     if cores == cores:
         flag = "  <- figures distorted" if cores > 0.2 else ""
-        print(f"\n# other processes kept {cores:.2f} of {os.cpu_count()} cores busy during this run{flag}")
+        print(f"\n# other processes kept {cores:.2f} of {os.cpu_count()} cores busy during this run{flag}; "
+              f"{NOISY_ROUNDS[0]} timing rounds were thrown away and run again because of them")
 
 
 def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> None:
@@ -246,25 +247,43 @@ def print_facts(facts: dict) -> None:
 # ---- timing ----
 
 def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1,
-                budget_s: float | None = None) -> dict[str, list[float]]:
+                budget_s: float | None = None, on_round: Callable[[bool], None] | None = None) -> dict[str, list[float]]:
     """Time each fn `repeat` times, in alternation (order reversed every round), after `warmup` untimed rounds.
 
-    Stops early (after at least 3 rounds) once budget_s seconds have gone by.
+    A round during which other processes kept more than 0.25 of a core busy is thrown away
+    and run again (up to `repeat` extra rounds); on_round(kept) hears of each round.
+    Stops early (after at least 3 kept rounds) once budget_s seconds have gone by.
     """
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
-    start = time.perf_counter()
-    for r in range(repeat):
-        for name in (names if r % 2 == 0 else names[::-1]):
+    start, kept, tries = time.perf_counter(), 0, 0
+    while kept < repeat:
+        busy0, own0, wall0 = _cpu_busy()[0], _own_cpu(), time.perf_counter()
+        got = {}
+        for name in (names if tries % 2 == 0 else names[::-1]):
             t0 = time.perf_counter()
             fns[name]()
-            times[name].append(time.perf_counter() - t0)
-        if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
+            got[name] = time.perf_counter() - t0
+        tries += 1
+        others = (_cpu_busy()[0] - busy0 - (_own_cpu() - own0)) / (time.perf_counter() - wall0)
+        ok = others < 0.25 or tries > repeat + 3  # past that, a busy machine is the machine we have
+        if on_round:
+            on_round(ok)
+        if ok:
+            kept += 1
+            for name, t in got.items():
+                times[name].append(t)
+        else:
+            NOISY_ROUNDS[0] += 1
+        if budget_s is not None and kept >= 3 and time.perf_counter() - start > budget_s:
             break
     return times
+
+
+NOISY_ROUNDS = [0]  # rounds thrown away because other processes were busy
 
 
 def median(xs: Sequence[float]) -> float:

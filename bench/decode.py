@@ -20,6 +20,7 @@ import torch
 
 from bench import common as c
 from model.generate import generate
+from model.loading import load_model
 from model.sampling import SamplingParams
 
 PROMPT_TOKENS = 32
@@ -72,12 +73,26 @@ def summarize(runs: list[dict]) -> dict:
             "first_token_ms": c.median([r["stamps"][0] - r["t0"] for r in runs]) * 1e3}
 
 
+@torch.inference_mode()
+def accuracy_cost(ours, low, prompt: list[int], ids: list[int]) -> dict:
+    """How far 16-bit weights move the model: over the fp32 greedy text, the mean KL divergence of
+    next-token distributions, how often the top token agrees, and the largest change in a
+    displayed probability."""
+    x = torch.tensor([prompt + ids])
+    a = ours(x).float().log_softmax(-1)[0]
+    b = low(x).float().log_softmax(-1)[0]
+    return {"kl_nats": float((a.exp() * (a - b)).sum(-1).mean()),
+            "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
+            "max_prob_change": float((a.exp() - b.exp()).abs().max())}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--new", type=int, default=128, help="new tokens per run (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs of each (default: %(default)s)")
     p.add_argument("--n-top", type=int, default=5,
                    help="alternatives our steps list, as the generate endpoint's default (default: %(default)s)")
+    p.add_argument("--no-bf16", action="store_true", help="skip the row with our model in bfloat16")
     args = p.parse_args(argv)
     if args.quick:
         args.new, args.repeat = 8, 1
@@ -85,6 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for ref_model in c.model_refs(args):
         ours, ref = c.load_ours(ref_model.path), c.load_reference(ref_model.path)
+        low = None if args.no_bf16 else load_model(ref_model.path, dtype=torch.bfloat16).model
         ref.generation_config.eos_token_id = None  # run to --new tokens, as ours does
         cfg = ours.config
         print(f"\n{ref_model.label}: {cfg.n_layer} layers x {cfg.n_embd} wide, {ref_model.note}; "
@@ -93,28 +109,55 @@ def main(argv: list[str] | None = None) -> list[dict]:
         prompt = torch.randint(0, cfg.vocab_size, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1)).tolist()
         rows = []
         for mode, (params, kwargs) in MODES.items():
-            got: dict[str, list[dict]] = {"ours": [], "ref": []}
+            got: dict[str, list[dict]] = {"ours": [], "ref": [], "bf16": []}
+            pending: dict[str, dict] = {}
             seeds = iter(range(10**6))
-            fns = {"ours": lambda: got["ours"].append(run_ours(ours, prompt, params, new, args.n_top, next(seeds))),
-                   "ref": lambda: got["ref"].append(run_ref(ref, prompt, kwargs, new, next(seeds)))}
-            c.interleaved(fns, repeat=args.repeat, warmup=1)
-            got = {k: v[1:] for k, v in got.items()}  # drop the warm-up run
+            fns = {"ours": lambda: pending.__setitem__("ours", run_ours(ours, prompt, params, new, args.n_top,
+                                                                        next(seeds))),
+                   "ref": lambda: pending.__setitem__("ref", run_ref(ref, prompt, kwargs, new, next(seeds)))}
+            if low is not None:
+                fns["bf16"] = lambda: pending.__setitem__("bf16", run_ours(low, prompt, params, new, args.n_top,
+                                                                           next(seeds)))
+
+            def on_round(kept: bool) -> None:
+                if kept:
+                    for k, v in pending.items():
+                        got[k].append(v)
+                pending.clear()
+
+            c.interleaved(fns, repeat=args.repeat, warmup=1, on_round=on_round)
             if params.greedy:  # same weights, same argmax: a check that both did the same work
                 agree = sum(a == b for a, b in zip(got["ours"][0]["ids"], got["ref"][0]["ids"])) / new
             else:
                 agree = float("nan")
             o, r = summarize(got["ours"]), summarize(got["ref"])
             speedup = o["tokens_per_s"] / r["tokens_per_s"]
-            results.append({"model": ref_model.label, "mode": mode, "new_tokens": new, "runs": len(got["ours"]),
-                            "ours": o, "ref": r, "speedup": speedup, "greedy_agreement": agree})
-            rows.append([mode, f"{o['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
+            results.append({"model": ref_model.label, "mode": mode, "weights": "fp32", "new_tokens": new,
+                            "runs": len(got["ours"]), "ours": o, "ref": r, "speedup": speedup,
+                            "greedy_agreement": agree})
+            rows.append([mode, "fp32", f"{o['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
                          f"{o['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{o['first_token_ms']:.1f}",
                          f"{r['first_token_ms']:.1f}", "—" if agree != agree else f"{agree:.0%}"])
-        c.table(["mode", "ours tok/s", "transformers tok/s", "ours / ref (goal ≥ 1.2×)", "ours step ms",
-                 "ref step ms", "ours 1st token ms", "ref 1st token ms", "same greedy tokens"], rows,
+            if low is not None:
+                b = summarize(got["bf16"])
+                speedup = b["tokens_per_s"] / r["tokens_per_s"]
+                results.append({"model": ref_model.label, "mode": mode, "weights": "bf16", "new_tokens": new,
+                                "runs": len(got["bf16"]), "ours": b, "ref": r, "speedup": speedup})
+                rows.append([mode, "bf16", f"{b['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
+                             f"{b['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{b['first_token_ms']:.1f}",
+                             f"{r['first_token_ms']:.1f}", ""])
+        c.table(["mode", "our weights", "ours tok/s", "transformers tok/s (fp32)", "ours / ref (goal ≥ 1.2×)",
+                 "ours step ms", "ref step ms", "ours 1st token ms", "ref 1st token ms", "same greedy tokens"], rows,
                 title=f"Single-stream decode, {ref_model.label} model: {PROMPT_TOKENS}-token prompt + {new} new "
                       f"tokens, median of {args.repeat} interleaved runs")
-        del ours, ref
+        if low is not None:
+            greedy_ids = run_ours(ours, prompt, MODES["greedy"][0], new, 0, 0)["ids"]
+            cost = accuracy_cost(ours, low, prompt, greedy_ids)
+            results.append({"model": ref_model.label, "bf16_accuracy": cost})
+            print(f"\nbf16 weights, accuracy cost over the {PROMPT_TOKENS + new}-token greedy text: mean KL(fp32 || bf16) "
+                  f"{cost['kl_nats']:.2e} nats per token; top token agrees at {cost['top1_agreement']:.1%} of "
+                  f"positions; largest change in any probability {cost['max_prob_change']:.4f}")
+        del ours, ref, low
     c.write_json(args.json, facts, results)
     return results
 
