@@ -11,7 +11,10 @@ split once as a flat uint16 token file with <|endoftext|> after every document.
 `run` trains with AdamW, warm-up then cosine decay, gradient clipping and
 accumulation, bf16 autocast or fp32, evaluates and samples at intervals,
 checkpoints so an interrupted run resumes at the same step with the same data,
-and exports the best weights in the Hugging Face layout.
+and exports the best weights in the Hugging Face layout. `run --init-from RUN`
+starts a second stage from another run's best weights, with its own warm-up and
+cosine (and its own data mixture if DATA differs): steps, tokens and the log
+carry on from where that run's best weights were saved.
 """
 
 from __future__ import annotations
@@ -252,6 +255,8 @@ def train(args: argparse.Namespace) -> Path:
     optimizer = make_optimizer(model, args)
     step, best = 0, {"val_loss": float("inf"), "step": -1}
     loss_acc, n_acc = 0.0, 0  # train loss summed since the last evaluation
+    # a second stage counts on from the first: `step` is this run's, base + step the model's
+    base = {"step": 0, "tokens": 0, "elapsed_s": 0.0}
     ckpt, log_path = out / "ckpt.pt", out / "log.jsonl"
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
@@ -259,10 +264,25 @@ def train(args: argparse.Namespace) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
         loss_acc, n_acc = state["loss_acc"], state["n_acc"]
+        base = state.get("base", base)
         print(f"resuming from step {step}", file=sys.stderr)
-    # the log holds exactly the steps that led to the checkpoint we resume from
+    elif args.init_from:
+        source = Path(args.init_from)
+        state = torch.load(source / "best.pt", map_location=device, weights_only=True)
+        shape = {k: v for k, v in config.to_dict().items() if k != "dropout"}  # dropout may change between stages
+        theirs = {k: v for k, v in state["config"].items() if k != "dropout"}
+        if theirs != shape:
+            raise SystemExit(f"--init-from {source}: its model is {theirs}, this run's is {shape}")
+        model.load_state_dict(state["model"])
+        earlier = [json.loads(l) for l in (source / "log.jsonl").read_text().splitlines()]
+        earlier = [r for r in earlier if r["step"] <= state["step"]]
+        base = {"step": state["step"], "tokens": earlier[-1]["tokens"], "elapsed_s": earlier[-1].get("elapsed_s", 0.0)}
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in earlier))
+        print(f"starting from the weights of {source} at step {base['step']}", file=sys.stderr)
+    # the log holds exactly the steps that led to the checkpoint we resume from (its own step's
+    # record included: a record is written before the checkpoint of the same step)
     lines = log_path.read_text().splitlines() if log_path.exists() else []
-    log_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] < step))
+    log_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= base["step"] + step))
 
     data = Path(args.data)
     train_batches = Batches(data, "train", config.n_ctx, args.seed)
@@ -279,13 +299,14 @@ def train(args: argparse.Namespace) -> Path:
     t_last = time.time()
     stop_at = min(args.max_steps, step + args.stop_after) if args.stop_after else args.max_steps
     while step < stop_at:
-        torch.manual_seed(args.seed + step)  # dropout masks depend on the step alone
+        at = base["step"] + step  # data and dropout carry on from a first stage's, not repeat them
+        torch.manual_seed(args.seed + at)  # dropout masks depend on the step alone
         lr = lr_at(step, args)
         for g in optimizer.param_groups:
             g["lr"] = lr
         step_loss = 0.0
         for micro in range(args.grad_accum):
-            x, y = train_batches.get(step, micro, args.batch_size)
+            x, y = train_batches.get(at, micro, args.batch_size)
             loss = loss_fn(x.to(device), y.to(device))
             (loss / args.grad_accum).backward()
             step_loss += loss.item() / args.grad_accum
@@ -302,23 +323,25 @@ def train(args: argparse.Namespace) -> Path:
         if step % args.eval_interval == 0 or step == args.max_steps:
             val = evaluate(model, val_batches, args, device)
             main = val.get(args.main_val, next(iter(val.values())))
-            record = {"step": step, "tokens": step * tokens_per_step, "train_loss": round(loss_acc / n_acc, 4),
+            record = {"step": base["step"] + step, "tokens": base["tokens"] + step * tokens_per_step,
+                      "train_loss": round(loss_acc / n_acc, 4),
                       "val_loss": round(main, 4), "val_losses": {k: round(v, 4) for k, v in val.items()},
-                      "lr": lr, "elapsed_s": round(bar.format_dict["elapsed"], 1)}
+                      "lr": lr, "elapsed_s": round(base["elapsed_s"] + bar.format_dict["elapsed"], 1)}
             loss_acc, n_acc = 0.0, 0
             if main < best["val_loss"]:
-                best = {"val_loss": main, "step": step}
-                save_state(out / "best.pt", {"model": model.state_dict(), "config": config.to_dict(), "step": step})
+                best = {"val_loss": main, "step": base["step"] + step}
+                save_state(out / "best.pt", {"model": model.state_dict(), "config": config.to_dict(),
+                                             "step": base["step"] + step})
             bar.write(f"step {step}: train {record['train_loss']:.3f} val {main:.3f} lr {lr:.2e}")
         if step % args.sample_interval == 0 or step == args.max_steps:
-            record = record or {"step": step, "tokens": step * tokens_per_step, "lr": lr}
+            record = record or {"step": base["step"] + step, "tokens": base["tokens"] + step * tokens_per_step, "lr": lr}
             record["samples"] = samples(model, device, args.seed)
         if record:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
         if step % args.checkpoint_interval == 0 or step == stop_at:
             save_state(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "step": step, "best": best, "loss_acc": loss_acc, "n_acc": n_acc})
+                              "step": step, "best": best, "loss_acc": loss_acc, "n_acc": n_acc, "base": base})
     bar.close()
 
     if args.export and step == args.max_steps:
@@ -377,6 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     rp.add_argument("--threads", type=int, default=0)
     rp.add_argument("--compile", action="store_true", help="torch.compile the model (faster steps, slow start)")
+    rp.add_argument("--init-from", metavar="RUN",
+                    help="start from the best weights of an earlier run folder (same model shape); "
+                         "steps and the log carry on from it")
 
     args = p.parse_args(argv)
     if args.command == "prepare":

@@ -86,3 +86,27 @@ def test_an_interrupted_run_resumes_at_the_same_step_with_the_same_data(data, tm
     w2 = torch.load(tmp_path / "parts" / "ckpt.pt", weights_only=True)["model"]
     for name in w1:
         torch.testing.assert_close(w1[name], w2[name], atol=1e-6, rtol=0)
+
+
+def test_a_second_stage_starts_from_the_first_runs_best_weights_and_carries_its_log_on(data, tmp_path):
+    first = run(data, tmp_path / "first")
+    best = torch.load(tmp_path / "first" / "best.pt", weights_only=True)
+    second = run(data, tmp_path / "second", "--init-from", str(tmp_path / "first"), "--lr", "1e-3",
+                 "--dropout", "0.1", "--stop-after", "4")
+    # the log opens with the first stage's records up to its best weights, then counts on from there
+    kept = [r for r in first if r["step"] <= best["step"]]
+    assert second[:len(kept)] == kept
+    assert [r["step"] for r in second[len(kept):]] == [best["step"] + 4]
+    assert second[-1]["tokens"] == kept[-1]["tokens"] + 4 * 4 * 32
+    # at a small learning rate, the second stage starts near where the first one's best weights were
+    assert second[-1]["val_loss"] < first[0]["val_loss"]
+    # and it resumes like any run: the finished sitting's log is kept, not restarted from the first stage's
+    resumed = run(data, tmp_path / "second", "--init-from", str(tmp_path / "first"), "--lr", "1e-3", "--dropout", "0.1")
+    assert [r["step"] for r in resumed if "val_loss" in r] == [r["step"] for r in kept if "val_loss" in r] + [
+        best["step"] + 4 * i for i in (1, 2, 3)]
+
+
+def test_a_second_stage_refuses_weights_of_another_shape(data, tmp_path):
+    run(data, tmp_path / "first", "--stop-after", "4")
+    with pytest.raises(SystemExit, match="its model is"):
+        run(data, tmp_path / "second", "--init-from", str(tmp_path / "first"), "--n-embd", "64")
