@@ -297,7 +297,7 @@ class Generation:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.perf_counter()))
                 except TimeoutError:
-                    reason = "error"
+                    reason = "timeout"
                     message = (f"generation stopped after {self.engine.settings.generation_timeout_s:g} s, "
                                "this server's limit per request; ask for fewer tokens")
                     break

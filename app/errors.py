@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.engine import Busy, InputError
+from app.security import HEADERS
 
 log = logging.getLogger("deepdive.errors")
 JSON_PATHS = ("/api/", "/v1/")  # where errors are JSON; pages keep FastAPI's own
@@ -116,8 +117,10 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # this answer is sent from outside every middleware, so it carries the security headers itself
         return error_response(request.url.path, 500, f"internal error ({type(exc).__name__}); "
-                                                     "the server log has the details")
+                                                     "the server log has the details",
+                              headers={name.decode(): value.decode() for name, value in HEADERS})
 
 
 def require_json(request: Request) -> None:

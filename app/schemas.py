@@ -395,12 +395,14 @@ class Timings(BaseModel):
 class DoneEvent(BaseModel):
     """data of the final `event: done`."""
 
-    finish_reason: Literal["length", "eos", "stop", "error"]
+    finish_reason: Literal["length", "eos", "stop", "timeout", "error"] = Field(
+        description="length: max_new_tokens or the context's end; eos: <|endoftext|>; stop: a stop string; "
+                    "timeout: the server's time limit per request; error: see message")
     prompt_tokens: int
     completion_tokens: int
     text: str = Field(description="text held back until the end (at most a few characters); append it too")
     timings: Timings
-    message: str | None = Field(None, description="what went wrong, with finish_reason \"error\"")
+    message: str | None = Field(None, description="what went wrong, with finish_reason \"timeout\" or \"error\"")
 
 
 # ---- OpenAI-compatible ----

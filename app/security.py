@@ -26,7 +26,7 @@ HEADERS = [
 ]
 # routes whose work runs on the model thread; each request holds a share until its response ends
 MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate",
-               "/v1/completions", "/v1/chat/completions")
+               "/v1/completions", "/v1/chat/completions", "/partials/loss")
 
 
 class SecurityHeaders:
@@ -75,13 +75,16 @@ class ClientShare:
     async def _refuse(self, scope: Scope, send: Send) -> None:
         message = (f"you already have {self.limit} model requests running, the most one computer may have "
                    "at once; wait for one to finish (or stop a generation) and try again")
+        kind = b"application/json"
         if scope["path"].startswith("/v1/"):
-            body = {"error": {"message": message, "type": "rate_limit_exceeded", "param": None, "code": None}}
-        else:
-            body = {"message": message, "detail": None}
-        data = json.dumps(body).encode()
+            data = json.dumps({"error": {"message": message, "type": "rate_limit_exceeded", "param": None,
+                                         "code": None}}).encode()
+        elif scope["path"].startswith("/api/"):
+            data = json.dumps({"message": message, "detail": None}).encode()
+        else:  # a page's partial: the page shows the sentence in place of the result
+            kind, data = b"text/plain; charset=utf-8", (message[0].upper() + message[1:] + ".").encode()
         await send({"type": "http.response.start", "status": 429,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                    "headers": [(b"content-type", kind), (b"content-length", str(len(data)).encode()),
                                 (b"retry-after", b"2")]})
         await send({"type": "http.response.body", "body": data})
 

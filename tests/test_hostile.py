@@ -252,7 +252,7 @@ def test_generation_past_its_time_budget_ends_with_a_message(settings: Settings,
     with TestClient(create_app(short, engine)) as c:
         r = c.post("/api/generate", json={"prompt": "x", "max_new_tokens": 20})
         done = json.loads(r.text.strip().split("\n\n")[-1].split("data: ", 1)[1])
-        assert done["finish_reason"] == "error" and "stopped after 0.5 s" in done["message"]
+        assert done["finish_reason"] == "timeout" and "stopped after 0.5 s" in done["message"]
         assert done["completion_tokens"] < 20
         deadline = time.monotonic() + 5
         while engine.model_thread.streams and time.monotonic() < deadline:
@@ -279,6 +279,10 @@ def test_one_client_cannot_take_the_whole_model(settings: Settings) -> None:
             r = c.post("/v1/completions", json={"model": "x", "prompt": "x"})
             assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_exceeded"
             assert c.post("/api/tokenize", json={"text": "x"}).status_code == 200  # no model: no share
+            # the loss page's partial runs on the model too: the page is refused in words it can show
+            r = c.post("/partials/loss", data={"text": "x"})
+            assert r.status_code == 429 and r.headers["content-type"].startswith("text/plain")
+            assert r.text.startswith("You already have 2 model requests running")
         finally:
             release.set()
         assert [f.result(timeout=20).status_code for f in waiting] == [200, 200]

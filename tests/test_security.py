@@ -50,6 +50,18 @@ ANSWERS = [
 ]
 
 
+def test_an_unexpected_failure_is_a_sentence_with_the_security_headers(settings, engine, monkeypatch) -> None:
+    async def broken(text: str):
+        raise RuntimeError("a fault no check foresaw")
+
+    monkeypatch.setattr(engine, "tokenize", broken)
+    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as c:
+        r = c.post("/api/tokenize", json={"text": "hi"})
+    assert r.status_code == 500
+    assert r.json()["message"] == "internal error (RuntimeError); the server log has the details"
+    assert r.headers["content-security-policy"] == CSP and r.headers["x-frame-options"] == "DENY"
+
+
 @pytest.mark.parametrize(("method", "path", "body"), ANSWERS, ids=[f"{m} {p}" for m, p, _ in ANSWERS])
 def test_security_headers_on_every_answer(client: TestClient, method: str, path: str, body) -> None:
     r = client.request(method, path, json=body)

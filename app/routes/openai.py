@@ -106,7 +106,7 @@ async def completions(req: s.CompletionRequest, engine: EngineDep) -> s.Completi
         else:
             collector.add(ev.text)
             done = ev
-    if done.finish_reason == "error":
+    if done.finish_reason in ("timeout", "error"):
         raise Busy(f"the completion was cut short ({done.message}); try again")
     return s.Completion(**meta, choices=[s.CompletionChoice(text=collector.text, logprobs=logprobs,
                                                             finish_reason=finish(done.finish_reason))],
@@ -127,7 +127,7 @@ async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool)
         if isinstance(ev, s.TokenEvent):
             yield chunk(ev.text, collector.logprobs(ev), None)
             collector.add(ev.text)
-        elif ev.finish_reason == "error":
+        elif ev.finish_reason in ("timeout", "error"):
             error = s.OpenAIError(error=s.OpenAIErrorBody(message=f"the completion was cut short ({ev.message})",
                                                           type="server_error"))
             yield f"data: {error.model_dump_json()}\n\n".encode()

@@ -230,7 +230,9 @@
   document.addEventListener("keydown", moveFocus);
   document.addEventListener("htmx:responseError", function (evt) {
     const xhr = evt.detail.xhr;
-    showError(evt.detail.target, "The server could not answer (" + xhr.status + " " + xhr.statusText +
+    // a refusal the server words for people (429: this computer's share is in use) is shown as it is
+    const said = /^text\/plain/.test(xhr.getResponseHeader("content-type") || "") ? xhr.responseText : "";
+    showError(evt.detail.target, said || "The server could not answer (" + xhr.status + " " + xhr.statusText +
       "). Try a shorter text, or reload the page.");
   });
   document.addEventListener("htmx:sendError", function (evt) {

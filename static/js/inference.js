@@ -207,7 +207,7 @@
         if (name === "token") token = data;
         else if (name === "done") done = data;
       });
-      if (done && done.finish_reason === "error") throw new Error(done.message || "Sampling failed.");
+      if (done && done.message) throw new Error(done.message || "Sampling failed.");
       if (!token) { ended(done ? done.finish_reason : "length"); return; }
       add({ text: token.text + (done ? done.text : ""), id: token.id, how: "sampled, seed " + seed,
         prob: token.prob, raw: token.raw_prob });

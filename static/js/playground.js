@@ -82,10 +82,10 @@
           stat("tokens", String(data.completion_tokens));
           stat("speed", data.timings.tokens_per_second.toFixed(1));
           stat("first", data.timings.first_token_ms === null ? "–" : Math.round(data.timings.first_token_ms) + " ms");
-          const f = stat("finish", data.finish_reason === "error" ? data.message || "Generation failed."
+          const f = stat("finish", data.message ? data.message || "Generation failed."
             : REASONS[data.finish_reason] + " " + data.prompt_tokens + " prompt tokens, " +
               data.completion_tokens + " written.");
-          if (f && data.finish_reason === "error") f.classList.add("error");
+          if (f && data.message) f.classList.add("error");
         }
       }, signal);
       if (!done) throw new Error("The stream ended early: the server may have stopped. Try again.");
