@@ -1,7 +1,10 @@
 """Write the model card of a trained checkpoint: its figures measured, not remembered.
 
-    python -m model.card --checkpoint model/checkpoints/deepdive-tiny --data data/default \
-        --command "python -m model.train run ..." --hardware "2-core CPU"
+    python -m model.card --checkpoint model/checkpoints/deepdive-tiny --hardware "2-core CPU" \
+        --stage data/default 1700 "python -m model.train prepare ... && python -m model.train run ..." \
+        [--stage data/anneal 1200 "... run --init-from ..."]
+
+One --stage per training stage, in order: its prepared data, its steps, its commands.
 
 Measures the validation loss on the whole held-out split and on the committed
 sample (model/samples/tinystories_valid.txt, which a test recomputes), the
@@ -68,11 +71,18 @@ def evaluations(log: Path) -> list[dict]:
     return [r for r in map(json.loads, log.read_text().splitlines()) if "val_loss" in r]
 
 
-def build_card(checkpoint: Path, data: Path, command: str, hardware: str) -> dict:
+def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: str) -> dict:
+    """stages: (prepared data, steps, commands) of each training stage, in order; every stage's data
+    holds the same sources (their mixture weights may differ)."""
     loaded = load_model(checkpoint)
     model = loaded.model
-    meta = json.loads((data / "meta.json").read_text())
+    metas = [json.loads((data / "meta.json").read_text()) for data, _, _ in stages]
+    meta, data = metas[-1], stages[-1][0]
     names = list(meta["sources"])
+    total_steps = sum(steps for _, steps, _ in stages)
+    # each source's share of all training batches, over the stages
+    share = {n: sum(m["sources"][n]["weight"] / sum(v["weight"] for v in m["sources"].values()) * steps
+                    for m, (_, steps, _) in zip(metas, stages)) / total_steps for n in names}
     val = load_tokens(data / "tinystories.val.bin")
     evals = evaluations(checkpoint / "training_log.jsonl")
     final = evals[-1]
@@ -82,7 +92,7 @@ def build_card(checkpoint: Path, data: Path, command: str, hardware: str) -> dic
         held = sample_tokens(HELD_OUT_SAMPLE)
         held_loss = token_loss(model, held)
     unigram = unigram_loss([np.asarray(load_tokens(data / f"{n}.train.bin")) for n in names],
-                           [meta["sources"][n]["weight"] for n in names], np.asarray(val))
+                           [share[n] for n in names], np.asarray(val))
     return {
         "name": checkpoint.name,
         "description": "A small GPT-2-architecture model pre-trained by Deep Dive's own training code "
@@ -92,8 +102,8 @@ def build_card(checkpoint: Path, data: Path, command: str, hardware: str) -> dic
                          "n_embd": loaded.config.n_embd, "n_ctx": loaded.config.n_ctx,
                          "vocab_size": loaded.config.vocab_size, "tokenizer": "GPT-2 BPE (tiktoken)"},
         "parameters": model.num_parameters(),
-        "corpus": {n: {k: meta["sources"][n][k] for k in
-                       ("weight", "train_documents", "val_documents", "train_characters", "train_tokens", "val_tokens")}
+        "corpus": {n: {"weight": round(share[n], 3), **{k: meta["sources"][n][k] for k in
+                       ("train_documents", "val_documents", "train_characters", "train_tokens", "val_tokens")}}
                    for n in names},
         "licences": {
             "tinystories": "TinyStories (Eldan & Li, 2023), CDLA-Sharing-1.0",
@@ -102,7 +112,10 @@ def build_card(checkpoint: Path, data: Path, command: str, hardware: str) -> dic
         },
         "training": {
             "tokens_seen": final["tokens"], "steps": final["step"], "best_step": best_step,
-            "wall_time_s": final.get("elapsed_s"), "hardware": hardware, "command": command,
+            "wall_time_s": final.get("elapsed_s"), "hardware": hardware,
+            "command": " && ".join(command for _, _, command in stages),
+            "stages": [{"steps": steps, "weights": {n: m["sources"][n]["weight"] for n in names}, "command": command}
+                       for m, (_, steps, command) in zip(metas, stages)],
             "final_train_loss": final["train_loss"], "final_val_loss": final["val_loss"],
         },
         "evaluation": {
@@ -137,13 +150,23 @@ def card_markdown(card: dict) -> str:
         f"| baseline: uniform over the vocabulary (ln 50257) | {ev['baselines']['uniform']:.3f} |",
         f"| target set for this model | ≤ {ev['target']} |",
         "", "## Training data", "",
-        "| source | weight | documents (train / held out) | training tokens |", "|---|---|---|---|",
+        "| source | share of training batches | documents (train / held out) | training tokens |",
+        "|---|---|---|---|",
     ]
     for name, c in card["corpus"].items():
-        lines.append(f"| {name} | {c['weight']} | {c['train_documents']:,} / {c['val_documents']:,} | {c['train_tokens']:,} |")
+        lines.append(f"| {name} | {c['weight']:.0%} | {c['train_documents']:,} / {c['val_documents']:,} | {c['train_tokens']:,} |")
     lines += ["", "Licences: " + "; ".join(f"{k}: {v}" for k, v in card["licences"].items()) + ".", "",
-              "## Reproduce", "", "```", tr["command"], "```", "",
-              "## Samples (temperature 0.8)", ""]
+              "## Reproduce", ""]
+    stages = tr["stages"]
+    if len(stages) > 1:
+        lines += [f"Training ran in {len(stages)} stages, one after the other; each later stage starts from the "
+                  "best weights of the one before (`--init-from`), with its own warm-up, cosine and mixture.", ""]
+    for i, st in enumerate(stages, 1):
+        mixture = ", ".join(f"{n} {w}" for n, w in st["weights"].items())
+        if len(stages) > 1:
+            lines += [f"Stage {i}: {st['steps']:,} steps, mixture {mixture}.", ""]
+        lines += ["```", st["command"], "```", ""]
+    lines += ["## Samples (temperature 0.8)", ""]
     for s in card["samples"]:
         lines += [f"**{s['prompt']}** (seed {s['seed']}):", "", "> " + s["text"].replace("\n", "\n> "), ""]
     return "\n".join(lines)
@@ -152,12 +175,12 @@ def card_markdown(card: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m model.card")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True, help="the prepared data folder the model was trained on")
-    p.add_argument("--command", required=True, help="the command that reproduces the run")
+    p.add_argument("--stage", nargs=3, action="append", required=True, metavar=("DATA", "STEPS", "COMMAND"),
+                   help="one training stage, in order: its prepared data folder, its steps, the commands that ran it")
     p.add_argument("--hardware", required=True)
     args = p.parse_args()
     checkpoint = Path(args.checkpoint)
-    card = build_card(checkpoint, Path(args.data), args.command, args.hardware)
+    card = build_card(checkpoint, [(Path(d), int(n), c) for d, n, c in args.stage], args.hardware)
     (checkpoint / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     (checkpoint / "README.md").write_text(card_markdown(card) + "\n")
     print(json.dumps(card["evaluation"], indent=2))

@@ -1,6 +1,11 @@
-"""Schemathesis over the OpenAPI schema: generated requests never get a 5xx or an answer outside the schema."""
+"""Schemathesis over the OpenAPI schema: generated requests never get a 5xx or an answer outside the schema.
+
+CI tries 25 requests per operation; SCHEMA_EXAMPLES=N tries N (bench/README.md records a long run).
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import schemathesis
@@ -33,6 +38,6 @@ schema.config.generation.update(modes=list(schemathesis.GenerationMode))
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("SCHEMA_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case: schemathesis.Case, app: FastAPI) -> None:
     case.call_and_validate(app=app, checks=CHECKS)
