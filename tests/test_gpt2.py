@@ -196,3 +196,25 @@ def test_records_every_name_with_its_shape(tiny_model: GPT) -> None:
         pattern = rec[b + "attn.pattern"]
         torch.testing.assert_close(pattern.sum(-1), torch.ones(B, H, T))
         assert torch.all(pattern.triu(1) == 0)  # causal: nothing from the future
+
+
+def test_inference_copies_of_the_weights_follow_the_weights() -> None:
+    """Inference reads the projections and the lm head from copies laid out for speed: after a
+    training step or a load, it must compute with the new weights, exactly as training does."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval()
+    ids = torch.randint(0, 50257, (2, 9))
+    with torch.no_grad():
+        model(ids)  # makes the copies
+    other = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval()
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        after = model(ids)
+    torch.testing.assert_close(after, other(ids).detach(), **TOL)  # other computes with grad: the plain path
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(ids).logsumexp(-1).mean().backward()
+    opt.step()
+    with torch.no_grad():
+        stepped = model(ids)
+    torch.testing.assert_close(stepped, model(ids).detach(), **TOL)
+    assert not torch.allclose(stepped, after, atol=1e-3)

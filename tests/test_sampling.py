@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from model.generate import generate
 from model.gpt2 import GPT, GPTConfig
 from model.sampling import (SamplingParams, Utf8Stream, apply_temperature, apply_top_k, apply_top_p, choose,
-                            sample_step, warp)
+                            largest, sample_step, warp)
 from model.tokenizer import gpt2_encoding
 
 
@@ -284,3 +284,19 @@ def _cuts_a_character(piece: bytes) -> bool:
         return False
     except UnicodeDecodeError:
         return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 8), k=st.integers(1, 40), seed=st.integers(0, 10_000), ties=st.booleans(),
+       tail=st.integers(0, 127))
+def test_largest_finds_what_topk_finds(rows: int, k: int, seed: int, ties: bool, tail: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 128 * 200 + tail, generator=g)
+    if ties:  # many equal values, and the largest ones in the tail after the last whole block
+        x = (x * 2).round()
+        x[:, -tail or -1] = 100.0
+    values, ids = largest(x, k)
+    ref_values, _ = torch.topk(x, k, dim=-1)
+    assert torch.equal(values, ref_values)
+    assert torch.equal(x.gather(-1, ids), values)  # the ids point at those values
+    assert all(len(set(r)) == k for r in ids.tolist())  # each position once
