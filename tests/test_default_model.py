@@ -60,4 +60,7 @@ def test_card_states_what_it_is(card):
     assert "not OpenAI's GPT-2" in card["description"]
     assert card["parameters"]["total"] == sum(v for k, v in card["parameters"].items() if k != "total")
     assert card["training"]["command"].startswith("python -m model.train")
+    # the stages add up to the run the log records, and the mixture shares to one
+    assert sum(st["steps"] for st in card["training"]["stages"]) == card["training"]["steps"]
+    assert sum(c["weight"] for c in card["corpus"].values()) == pytest.approx(1, abs=0.002)
     assert "CDLA-Sharing-1.0" in card["licences"]["tinystories"]
