@@ -11,11 +11,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from model.gpt2 import GPT
 from model.record import Recorder
-from model.sampling import SamplingParams, entropy, warp
+from model.sampling import SamplingParams, entropy, largest, warp
 
 SIG = 6  # significant digits kept in payloads: enough for any plot, a third of float's text
 CHUNK = 256  # positions unembedded at once: a (CHUNK, V) block of logits, not (T, V)
@@ -36,7 +35,7 @@ def _ids(model: GPT, ids: Sequence[int]) -> torch.Tensor:
 
 def _unembed(model: GPT, x: torch.Tensor) -> torch.Tensor:
     """Layer-normed hidden states (..., C) -> logits (..., V), as GPT.forward does."""
-    return F.linear(x, model.wte.weight).float()
+    return model.unembed(x).float()
 
 
 def _candidates(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[dict]:
@@ -176,13 +175,17 @@ def activations(model: GPT, ids: Sequence[int], *, positions: Sequence[int] | No
                 [{"neuron": i, "value": rounded(v)} for i, v in zip(ri, rv)]
                 for ri, rv in zip(idx.tolist(), vals.tolist())]})
     if logit_lens:
-        out["logit_lens"] = []
-        for label, s in zip(stream_labels(L), states):
-            top = []
-            for c in range(0, s.shape[0], CHUNK):
-                probs = _unembed(model, model.ln_f(s[c:c + CHUNK])).softmax(dim=-1)
-                p, idx = probs.topk(min(logit_lens, probs.shape[-1]), dim=-1)
-                top += [[{"id": i, "prob": rounded(q)} for i, q in zip(ri, rp)]
-                        for ri, rp in zip(idx.tolist(), p.tolist())]
-            out["logit_lens"].append({"label": label, "top": top})
+        # every state's positions through the head together (fewer, larger products); the fused
+        # log_softmax then a block search for the top tokens (torch.topk over 50k is 4x slower)
+        stacked = torch.cat(states)  # (states * P, C)
+        top = []
+        for c in range(0, stacked.shape[0], CHUNK):
+            logp = _unembed(model, model.ln_f(stacked[c:c + CHUNK])).log_softmax(dim=-1)
+            values, idx = largest(logp, min(logit_lens, logp.shape[-1]))
+            probs = values.exp()
+            top += [[{"id": i, "prob": rounded(q)} for i, q in zip(ri, rp)]
+                    for ri, rp in zip(idx.tolist(), probs.tolist())]
+        P = len(pos)
+        out["logit_lens"] = [{"label": label, "top": top[i * P:(i + 1) * P]}
+                             for i, label in enumerate(stream_labels(L))]
     return out

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.gpt2 import GPT, GPTConfig, KVCache
+from model.gpt2 import GPT, GPTConfig, KVCache, Linear
 from model.loading import load_model
 from model.record import Recorder, all_names
 
@@ -198,9 +198,13 @@ def test_records_every_name_with_its_shape(tiny_model: GPT) -> None:
         assert torch.all(pattern.triu(1) == 0)  # causal: nothing from the future
 
 
-def test_inference_copies_of_the_weights_follow_the_weights() -> None:
+@pytest.mark.parametrize("packed", [False, True], ids=["gemm copies", "oneDNN packed copies"])
+def test_inference_copies_of_the_weights_follow_the_weights(packed: bool, monkeypatch) -> None:
     """Inference reads the projections and the lm head from copies laid out for speed: after a
-    training step or a load, it must compute with the new weights, exactly as training does."""
+    training step or a load, it must compute with the new weights, exactly as training does.
+    (Large layers use oneDNN's packed copy for several rows; here every layer does, if asked.)"""
+    if packed:
+        monkeypatch.setattr(Linear, "PACKED_MIN", 0)
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval()
     ids = torch.randint(0, 50257, (2, 9))
