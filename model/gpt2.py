@@ -253,7 +253,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, init: bool = True):
+        """init=False leaves torch's default initialisation (for weights about to be loaded)."""
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
@@ -263,6 +264,8 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self._head: torch.Tensor | None = None  # wte.weight laid out for inference (see unembed)
         self._head_key: tuple | None = None
+        if not init:
+            return
         self.apply(self._init_weights)
         # GPT-2's scaled init for the projections that write into the residual stream
         for name, p in self.named_parameters():

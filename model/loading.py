@@ -118,8 +118,9 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu",
         path = _hub_snapshot(name)
 
     config = read_config(path / "config.json")
-    with torch.device("meta"):  # shapes only: the weights come from the file, so skip the random init
-        model = GPT(config)
+    # the weights come from the file, so GPT-2's init is skipped; not built on the meta device, whose
+    # default init goes through Python decompositions that import torch._dynamo (1.3 s of start-up)
+    model = GPT(config, init=False)
     state = read_weights(path, model.state_dict(), dtype)
     model.load_state_dict(state, assign=True)
     return LoadedModel(model=model.to(device).eval(), name=name, source=source, path=path,
