@@ -13,6 +13,7 @@ import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -114,13 +115,18 @@ def report_others() -> None:
               f"{NOISY_ROUNDS[0]} timing rounds were thrown away and run again because of them")
 
 
+def _others_now(seconds: float) -> float:
+    """Cores other processes keep busy, over a look of `seconds`."""
+    busy0, own0, t0 = _cpu_busy()[0], _own_cpu(), time.perf_counter()
+    time.sleep(seconds)
+    return max(0.0, (_cpu_busy()[0] - busy0 - (_own_cpu() - own0)) / (time.perf_counter() - t0))
+
+
 def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> None:
     """Wait (up to max_wait_s) until other processes use less than `threshold` cores over a 2-second look."""
     deadline = time.perf_counter() + max_wait_s
     while True:
-        busy0, own0, t0 = _cpu_busy()[0], _own_cpu(), time.perf_counter()
-        time.sleep(2)
-        others = (_cpu_busy()[0] - busy0 - (_own_cpu() - own0)) / (time.perf_counter() - t0)
+        others = _others_now(2.0)
         if others < threshold:
             return
         if time.perf_counter() > deadline:
@@ -162,7 +168,10 @@ def random_checkpoint(shape: str, seed: int = 0) -> Path:
             model = GPT(config)
         tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
         save_checkpoint(model, tmp, dtype=dtype)
-        tmp.rename(directory)
+        try:
+            tmp.rename(directory)
+        except OSError:  # another benchmark made it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
@@ -228,9 +237,9 @@ def others_busy() -> str | None:
         out = ""
     if out.strip():
         return "a training run (model.train run) is using the CPUs: figures are distorted"
-    load = os.getloadavg()[0]
-    if load > 1.5:
-        return f"1-minute load average is {load:.1f} before the benchmark starts: figures may be distorted"
+    others = _others_now(1.0)
+    if others > 0.15:
+        return f"other processes use {others:.2f} cores as the benchmark starts: figures may be distorted"
     return None
 
 

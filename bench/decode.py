@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             results.append({"model": ref_model.label, "bf16_accuracy": cost})
             print(f"\nbf16 weights, accuracy cost over the {PROMPT_TOKENS + new}-token greedy text: mean KL(fp32 || bf16) "
                   f"{cost['kl_nats']:.2e} nats per token; top token agrees at {cost['top1_agreement']:.1%} of "
-                  f"positions; largest change in any probability {cost['max_prob_change']:.4f}")
+                  f"positions; largest change in any probability {cost['max_prob_change']:.2g}")
         del ours, ref, low
     c.write_json(args.json, facts, results)
     return results

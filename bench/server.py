@@ -30,9 +30,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: Path, threads: int | None = None, start_timeout_s: float = 90):
+    def __init__(self, model: Path, threads: int | None = None, start_timeout_s: float = 90,
+                 env: dict[str, str] | None = None):
         self.model = model
         self.threads = threads  # DEEPDIVE_THREADS for the server; None leaves the app's default
+        self.env = env or {}  # more settings for the server (DEEPDIVE_... variables)
         self.start_timeout_s = start_timeout_s
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
@@ -48,7 +50,7 @@ class Server:
         self.stop()
 
     def start(self) -> None:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.threads:
             env["DEEPDIVE_THREADS"] = str(self.threads)
         cmd = [sys.executable, "-m", "app", "--host", HOST, "--port", str(self.port), "--model", str(self.model)]
