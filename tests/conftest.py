@@ -1,15 +1,23 @@
-"""Shared fixtures: a tiny random GPT-2 and the same model saved as a checkpoint.
+"""Shared fixtures: a tiny random GPT-2 and the same model saved as a checkpoint; an engine
+and a test client for modules that define a `settings` fixture.
 
-Session-scoped so the suite builds them once: treat them as read-only (copy the
-checkpoint directory before breaking it, deepcopy the model before changing it).
+The model and checkpoint are session-scoped so the suite builds them once: treat them as
+read-only (copy the checkpoint directory before breaking it, deepcopy the model before
+changing it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.engine import Engine
+from app.main import create_app
 
 from model.gpt2 import GPT, GPTConfig
 from model.loading import save_checkpoint
@@ -42,3 +50,15 @@ def tiny_model(tiny_config: GPTConfig) -> GPT:
 def tiny_checkpoint(tiny_model: GPT, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with config.json + model.safetensors holding tiny_model."""
     return save_checkpoint(tiny_model, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+# for a module that defines `settings` (module-scoped): the app on those settings, started once
+@pytest.fixture(scope="module")
+def engine(settings: Settings) -> Engine:
+    return Engine.load(settings)
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, engine)) as c:
+        yield c

@@ -36,17 +36,6 @@ def settings(tiny_checkpoint) -> Settings:
                     max_activation_values=5_000)
 
 
-@pytest.fixture(scope="module")
-def engine(settings: Settings) -> Engine:
-    return Engine.load(settings)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine)) as c:
-        yield c
-
-
 def ids_of(text: str) -> list[int]:
     return gpt2_tokenizer().encode(text)
 

@@ -38,17 +38,6 @@ def settings(tiny_checkpoint) -> Settings:
                     max_new_tokens=20, max_activation_values=5_000)
 
 
-@pytest.fixture(scope="module")
-def engine(settings: Settings) -> Engine:
-    return Engine.load(settings)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine)) as c:
-        yield c
-
-
 @pytest.fixture(autouse=True)
 def still_serving(request: pytest.FixtureRequest) -> Iterator[None]:
     """After every hostile request, the server still answers an ordinary one."""

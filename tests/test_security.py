@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,6 @@ PAYLOAD = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 def settings(tiny_checkpoint) -> Settings:
     return Settings(model=str(tiny_checkpoint), threads=1, max_text_chars=5000, max_body_bytes=50_000,
                     max_new_tokens=20)
-
-
-@pytest.fixture(scope="module")
-def engine(settings: Settings) -> Engine:
-    return Engine.load(settings)
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine)) as c:
-        yield c
 
 
 ANSWERS = [
