@@ -157,8 +157,9 @@ class Linear(nn.Linear):
         if torch.is_grad_enabled() or self.weight.dtype != torch.float32:  # (16-bit: nn.Linear is faster)
             return super().forward(x)
         rows = x.reshape(-1, x.shape[-1])
-        if (rows.shape[0] > 1 and self.weight.numel() >= self.PACKED_MIN and x.device.type == "cpu"
-                and torch.backends.mkldnn.is_available()):
+        if (rows.shape[0] > 1 and self.weight.numel() >= self.PACKED_MIN and x.dtype == torch.float32
+                and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+                and torch.backends.mkldnn.is_available()):  # under autocast, do what autocast does
             y = torch._C._nn.mkldnn_linear(rows.contiguous().to_mkldnn(), self._copy("packed"), None).to_dense()
             y += self.bias
         else:
@@ -338,9 +339,11 @@ class GPT(nn.Module):
             onednn = w.device.type == "cpu" and w.dtype == torch.float32 and torch.backends.mkldnn.is_available()
             self._head = w.detach().to_mkldnn() if onednn else w.detach().t().contiguous()
             self._head_key = key
-        if self._head.is_mkldnn:
+        if self._head.is_mkldnn and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
             rows = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
             return torch._C._nn.mkldnn_linear(rows, self._head, None).to_dense().view(*x.shape[:-1], -1)
+        if self._head.is_mkldnn:  # 16-bit activations (autocast) multiply the weight itself, as autocast casts it
+            return F.linear(x, w)
         return x @ self._head
 
     def __getstate__(self) -> dict:  # copies and pickles leave the lm head's copy behind: it is remade on use

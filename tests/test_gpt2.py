@@ -222,3 +222,19 @@ def test_inference_copies_of_the_weights_follow_the_weights(packed: bool, monkey
         stepped = model(ids)
     torch.testing.assert_close(stepped, model(ids).detach(), **TOL)
     assert not torch.allclose(stepped, after, atol=1e-3)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["gemm copies", "oneDNN packed copies"])
+def test_evaluation_under_bf16_autocast_uses_the_plain_weights(packed: bool, monkeypatch) -> None:
+    """Training evaluates without gradients under autocast: it must compute what training computes
+    (autocast's bf16 products), not the fp32 inference copies, which autocast does not see."""
+    if packed:
+        monkeypatch.setattr(Linear, "PACKED_MIN", 0)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval()
+    ids = torch.randint(0, 50257, (2, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model(ids).float().detach()  # with gradients: nn.Linear's own path
+        with torch.no_grad():
+            logits = model(ids).float()
+    torch.testing.assert_close(logits, reference, atol=1e-5, rtol=1e-5)
