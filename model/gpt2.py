@@ -126,6 +126,36 @@ class CacheStep:
         self.cache.lengths += T
 
 
+class WeightCopies:
+    """Inference copies of one weight, laid out for speed: "t" stored (in, out), "packed" in
+    oneDNN's layout. Each is made on first use and again whenever the weight changes; copies
+    and pickles of a module leave them behind (see __getstate__ below), to be remade on use."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    def get(self, w: torch.Tensor, kind: str) -> torch.Tensor:
+        key = (w.data_ptr(), w._version)
+        held = self._held.get(kind)
+        if held is None or held[0] != key:
+            held = (key, w.detach().to_mkldnn() if kind == "packed" else w.detach().t().contiguous())
+            self._held[kind] = held
+        return held[1]
+
+
+def onednn_usable(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether x @ w.T may go through oneDNN's packed weight: fp32 on a CPU, and not under
+    autocast (whose bf16 products training expects, and which does not see oneDNN's)."""
+    return (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available())
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """x (..., in) times a packed weight (out, in), transposed: (..., out)."""
+    rows = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
+    return torch._C._nn.mkldnn_linear(rows, packed, None).to_dense().view(*x.shape[:-1], -1)
+
+
 class Linear(nn.Linear):
     """nn.Linear that, without gradients, multiplies by copies of its fp32 weight laid out for a CPU.
 
@@ -134,40 +164,25 @@ class Linear(nn.Linear):
     nn.Linear's (out, in). Several rows (a batched step) of a large layer go through oneDNN
     with its packed copy: MKL's gemm reads a large matrix 2-3x slower for 4-40 rows on a
     2-core CPU (a 124M-shaped model's batched step: 96 ms for 4 rows, against 38 ms packed).
-    Training uses the weight itself; each copy (as much memory again) is made on first use
-    without gradients, and again whenever the weight changes.
+    Training uses the weight itself; each copy takes as much memory again.
     """
 
     PACKED_MIN = 1 << 19  # entries: smaller matrices stay in cache, where gemm wins
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features)
-        self._copies: dict[str, tuple[tuple, torch.Tensor]] = {}
-
-    def _copy(self, kind: str) -> torch.Tensor:
-        w = self.weight
-        key = (w.data_ptr(), w._version)
-        held = self._copies.get(kind)
-        if held is None or held[0] != key:
-            held = (key, w.detach().to_mkldnn() if kind == "packed" else w.detach().t().contiguous())
-            self._copies[kind] = held
-        return held[1]
+        self._copies = WeightCopies()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or self.weight.dtype != torch.float32:  # (16-bit: nn.Linear is faster)
             return super().forward(x)
         rows = x.reshape(-1, x.shape[-1])
-        if (rows.shape[0] > 1 and self.weight.numel() >= self.PACKED_MIN and x.dtype == torch.float32
-                and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
-                and torch.backends.mkldnn.is_available()):  # under autocast, do what autocast does
-            y = torch._C._nn.mkldnn_linear(rows.contiguous().to_mkldnn(), self._copy("packed"), None).to_dense()
-            y += self.bias
-        else:
-            y = torch.addmm(self.bias, rows, self._copy("t"))
-        return y.view(*x.shape[:-1], -1)
+        if rows.shape[0] > 1 and self.weight.numel() >= self.PACKED_MIN and onednn_usable(x, self.weight):
+            return onednn_linear(x, self._copies.get(self.weight, "packed")) + self.bias
+        return torch.addmm(self.bias, rows, self._copies.get(self.weight, "t")).view(*x.shape[:-1], -1)
 
-    def __getstate__(self) -> dict:  # copies and pickles leave the inference copies behind: they are remade on use
-        return {**super().__getstate__(), "_copies": {}}
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_copies": WeightCopies()}
 
 
 class CausalSelfAttention(nn.Module):
@@ -263,8 +278,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self._head: torch.Tensor | None = None  # wte.weight laid out for inference (see unembed)
-        self._head_key: tuple | None = None
+        self._head = WeightCopies()  # wte.weight laid out for inference (see unembed)
         if not init:
             return
         self.apply(self._init_weights)
@@ -334,20 +348,13 @@ class GPT(nn.Module):
         w = self.wte.weight
         if torch.is_grad_enabled():
             return F.linear(x, w)
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
-        if self._head_key != key:
-            onednn = w.device.type == "cpu" and w.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            self._head = w.detach().to_mkldnn() if onednn else w.detach().t().contiguous()
-            self._head_key = key
-        if self._head.is_mkldnn and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
-            rows = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
-            return torch._C._nn.mkldnn_linear(rows, self._head, None).to_dense().view(*x.shape[:-1], -1)
-        if self._head.is_mkldnn:  # 16-bit activations (autocast) multiply the weight itself, as autocast casts it
-            return F.linear(x, w)
-        return x @ self._head
+        if w.device.type == "cpu" and w.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+            # 16-bit activations (autocast) multiply the weight itself, as autocast casts it
+            return onednn_linear(x, self._head.get(w, "packed")) if onednn_usable(x, w) else F.linear(x, w)
+        return x @ self._head.get(w, "t")
 
-    def __getstate__(self) -> dict:  # copies and pickles leave the lm head's copy behind: it is remade on use
-        return {**super().__getstate__(), "_head": None, "_head_key": None}
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_head": WeightCopies()}
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None,
                 last_only: bool = False) -> torch.Tensor:

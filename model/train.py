@@ -236,6 +236,11 @@ def samples(model: GPT, device: str, seed: int, max_new_tokens: int = 48) -> dic
     return out
 
 
+def model_shape(config: dict) -> dict:
+    """What two training stages must share: the config less dropout, which may change between them."""
+    return {k: v for k, v in config.items() if k != "dropout"}
+
+
 def save_state(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -269,8 +274,7 @@ def train(args: argparse.Namespace) -> Path:
     elif args.init_from:
         source = Path(args.init_from)
         state = torch.load(source / "best.pt", map_location=device, weights_only=True)
-        shape = {k: v for k, v in config.to_dict().items() if k != "dropout"}  # dropout may change between stages
-        theirs = {k: v for k, v in state["config"].items() if k != "dropout"}
+        shape, theirs = model_shape(config.to_dict()), model_shape(state["config"])
         if theirs != shape:
             raise SystemExit(f"--init-from {source}: its model is {theirs}, this run's is {shape}")
         model.load_state_dict(state["model"])
@@ -314,6 +318,7 @@ def train(args: argparse.Namespace) -> Path:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        done = {"step": base["step"] + step, "tokens": base["tokens"] + step * tokens_per_step}  # the model's
         loss_acc, n_acc = loss_acc + step_loss, n_acc + 1
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tokens_per_step / max(1e-9, time.time() - t_last):.0f}")
@@ -323,18 +328,17 @@ def train(args: argparse.Namespace) -> Path:
         if step % args.eval_interval == 0 or step == args.max_steps:
             val = evaluate(model, val_batches, args, device)
             main = val.get(args.main_val, next(iter(val.values())))
-            record = {"step": base["step"] + step, "tokens": base["tokens"] + step * tokens_per_step,
-                      "train_loss": round(loss_acc / n_acc, 4),
+            record = {**done, "train_loss": round(loss_acc / n_acc, 4),
                       "val_loss": round(main, 4), "val_losses": {k: round(v, 4) for k, v in val.items()},
                       "lr": lr, "elapsed_s": round(base["elapsed_s"] + bar.format_dict["elapsed"], 1)}
             loss_acc, n_acc = 0.0, 0
             if main < best["val_loss"]:
-                best = {"val_loss": main, "step": base["step"] + step}
+                best = {"val_loss": main, "step": done["step"]}
                 save_state(out / "best.pt", {"model": model.state_dict(), "config": config.to_dict(),
-                                             "step": base["step"] + step})
+                                             "step": done["step"]})
             bar.write(f"step {step}: train {record['train_loss']:.3f} val {main:.3f} lr {lr:.2e}")
         if step % args.sample_interval == 0 or step == args.max_steps:
-            record = record or {"step": base["step"] + step, "tokens": base["tokens"] + step * tokens_per_step, "lr": lr}
+            record = record or {**done, "lr": lr}
             record["samples"] = samples(model, device, args.seed)
         if record:
             with log_path.open("a") as f:
