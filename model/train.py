@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model import augment
 from model.generate import generate
 from model.gpt2 import GPT, GPTConfig
-from model.loading import save_checkpoint
+from model.incontext import measure
+from model.loading import load_model, save_checkpoint
 from model.sampling import SamplingParams
 from model.tokenizer import EOT, EOT_ID, gpt2_encoding
 
@@ -97,15 +99,24 @@ def parse_source(spec: str) -> SourceSpec:
 
 
 def prepare(sources: list[SourceSpec], held_out: dict[str, list[str]], out: Path,
-            val_fraction: float = 0.02, seed: int = 1337) -> dict:
-    """Tokenize each source into NAME.train.bin / NAME.val.bin, split by document."""
+            val_fraction: float = 0.02, seed: int = 1337, invent_names: frozenset[str] = frozenset()) -> dict:
+    """Tokenize each source into NAME.train.bin / NAME.val.bin, split by document.
+
+    Sources named in invent_names have their character names replaced by invented ones
+    (model/augment.py), in training and held-out documents alike.
+    """
     out.mkdir(parents=True, exist_ok=True)
     meta: dict = {"tokenizer": "gpt2", "sources": {}}
     for src in sources:
         docs = [d for f in text_files(src.paths) for d in documents(f)]
+        val_docs = [d for f in text_files(held_out[src.name]) for d in documents(f)] if src.name in held_out else []
+        if src.name in invent_names:
+            names = augment.character_names(docs)
+            rng = random.Random(seed)
+            docs = [augment.invent_names(d, names, rng) for d in docs]
+            val_docs = [augment.invent_names(d, names, rng) for d in val_docs]
         if src.name in held_out:
             train_docs = docs
-            val_docs = [d for f in text_files(held_out[src.name]) for d in documents(f)]
         else:
             # whole documents go to validation, never a cut through one
             order = list(range(len(docs)))
@@ -116,6 +127,7 @@ def prepare(sources: list[SourceSpec], held_out: dict[str, list[str]], out: Path
             val_docs = [d for i, d in enumerate(docs) if i in val_set]
         meta["sources"][src.name] = {
             "weight": src.weight,
+            "invented_names": src.name in invent_names,
             "files": [str(f) for f in text_files(src.paths)],
             "train_documents": len(train_docs),
             "val_documents": len(val_docs),
@@ -136,11 +148,14 @@ def load_tokens(path: Path) -> np.ndarray:
 class Batches:
     """Random windows from a weighted mixture of sources.
 
+    A share of rows (repeat_share) are repeated spans instead (model/augment.py): random
+    frequent tokens for repeat_random of them, pieces of the mixture's text for the rest.
     The batch for (step, micro) depends only on the seed and those two numbers,
     so a resumed run sees exactly the data it would have seen.
     """
 
-    def __init__(self, data: Path, split: str, n_ctx: int, seed: int):
+    def __init__(self, data: Path, split: str, n_ctx: int, seed: int,
+                 repeat_share: float = 0.0, repeat_random: float = 0.5):
         meta = json.loads((data / "meta.json").read_text())
         self.names = [n for n, s in meta["sources"].items() if s[f"{split}_tokens"] > n_ctx + 1]
         self.tokens = {n: load_tokens(data / f"{n}.{split}.bin") for n in self.names}
@@ -148,6 +163,8 @@ class Batches:
         self.weights = w / w.sum()
         self.n_ctx = n_ctx
         self.seed = seed
+        self.repeat_share, self.repeat_random = repeat_share, repeat_random
+        self.pool = augment.frequent_tokens(list(self.tokens.values()), exclude=EOT_ID) if repeat_share else None
 
     def get(self, step: int, micro: int, batch_size: int, source: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1009 + micro)
@@ -155,13 +172,19 @@ class Batches:
             picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=g).tolist()
         else:
             picks = [self.names.index(source)] * batch_size
-        rows = []
+        xs, ys = [], []
         for k in picks:
             toks = self.tokens[self.names[k]]
-            start = int(torch.randint(0, len(toks) - self.n_ctx - 1, (), generator=g))
-            rows.append(torch.from_numpy(toks[start:start + self.n_ctx + 1].astype(np.int64)))
-        xy = torch.stack(rows)
-        return xy[:, :-1], xy[:, 1:]
+            if source is None and float(torch.rand((), generator=g)) < self.repeat_share:
+                text = None if float(torch.rand((), generator=g)) < self.repeat_random else toks
+                x, y = augment.repeated_row(self.n_ctx, g, self.pool, text)
+            else:
+                start = int(torch.randint(0, len(toks) - self.n_ctx - 1, (), generator=g))
+                row = torch.from_numpy(toks[start:start + self.n_ctx + 1].astype(np.int64))
+                x, y = row[:-1], row[1:]
+            xs.append(x)
+            ys.append(y)
+        return torch.stack(xs), torch.stack(ys)
 
 
 # ---------------------------------------------------------------- training
@@ -220,6 +243,20 @@ def evaluate(model: GPT, val: Batches, args: argparse.Namespace, device: str) ->
     return losses
 
 
+def earlier_run(source: Path, device: str) -> tuple[dict, dict[str, torch.Tensor], list[dict]]:
+    """(config, weights, log records up to those weights) of a run folder's best weights,
+    or of an exported checkpoint (config.json, weights, training_log.jsonl)."""
+    if (source / "best.pt").exists():
+        state = torch.load(source / "best.pt", map_location=device, weights_only=True)
+        log, upto, config, weights = source / "log.jsonl", state["step"], state["config"], state["model"]
+    else:
+        loaded = load_model(source, device)
+        log, config, weights = source / "training_log.jsonl", loaded.config.to_dict(), loaded.model.state_dict()
+        upto = None
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return config, weights, [r for r in records if upto is None or r["step"] <= upto]
+
+
 def samples(model: GPT, device: str, seed: int, max_new_tokens: int = 48) -> dict[str, str]:
     enc = gpt2_encoding()
     model.eval()
@@ -273,14 +310,13 @@ def train(args: argparse.Namespace) -> Path:
         print(f"resuming from step {step}", file=sys.stderr)
     elif args.init_from:
         source = Path(args.init_from)
-        state = torch.load(source / "best.pt", map_location=device, weights_only=True)
-        shape, theirs = model_shape(config.to_dict()), model_shape(state["config"])
+        their_config, weights, earlier = earlier_run(source, device)
+        shape, theirs = model_shape(config.to_dict()), model_shape(their_config)
         if theirs != shape:
             raise SystemExit(f"--init-from {source}: its model is {theirs}, this run's is {shape}")
-        model.load_state_dict(state["model"])
-        earlier = [json.loads(l) for l in (source / "log.jsonl").read_text().splitlines()]
-        earlier = [r for r in earlier if r["step"] <= state["step"]]
-        base = {"step": state["step"], "tokens": earlier[-1]["tokens"], "elapsed_s": earlier[-1].get("elapsed_s", 0.0)}
+        model.load_state_dict(weights)
+        last = earlier[-1]
+        base = {"step": last["step"], "tokens": last["tokens"], "elapsed_s": last.get("elapsed_s", 0.0)}
         log_path.write_text("".join(json.dumps(r) + "\n" for r in earlier))
         print(f"starting from the weights of {source} at step {base['step']}", file=sys.stderr)
     # the log holds exactly the steps that led to the checkpoint we resume from (its own step's
@@ -289,13 +325,13 @@ def train(args: argparse.Namespace) -> Path:
     log_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= base["step"] + step))
 
     data = Path(args.data)
-    train_batches = Batches(data, "train", config.n_ctx, args.seed)
+    train_batches = Batches(data, "train", config.n_ctx, args.seed, args.repeat_share, args.repeat_random)
     val_batches = Batches(data, "val", config.n_ctx, args.seed)
     tokens_per_step = args.batch_size * args.grad_accum * config.n_ctx
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(device, args.dtype):
             logits = model(x)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=augment.IGNORE)
 
     loss_fn = torch.compile(batch_loss) if args.compile else batch_loss
     model.train()
@@ -331,12 +367,15 @@ def train(args: argparse.Namespace) -> Path:
             record = {**done, "train_loss": round(loss_acc / n_acc, 4),
                       "val_loss": round(main, 4), "val_losses": {k: round(v, 4) for k, v in val.items()},
                       "lr": lr, "elapsed_s": round(base["elapsed_s"] + bar.format_dict["elapsed"], 1)}
+            if args.incontext:
+                record["incontext"] = measure(model)
             loss_acc, n_acc = 0.0, 0
             if main < best["val_loss"]:
                 best = {"val_loss": main, "step": done["step"]}
                 save_state(out / "best.pt", {"model": model.state_dict(), "config": config.to_dict(),
                                              "step": done["step"]})
-            bar.write(f"step {step}: train {record['train_loss']:.3f} val {main:.3f} lr {lr:.2e}")
+            bar.write(f"step {step}: train {record['train_loss']:.3f} val {main:.3f} lr {lr:.2e}"
+                      + (f" incontext {json.dumps(record['incontext'])}" if args.incontext else ""))
         if step % args.sample_interval == 0 or step == args.max_steps:
             record = record or {**done, "lr": lr}
             record["samples"] = samples(model, device, args.seed)
@@ -349,12 +388,15 @@ def train(args: argparse.Namespace) -> Path:
     bar.close()
 
     if args.export and step == args.max_steps:
-        state = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        exported = base["step"] + step
+        if args.export_weights == "best":
+            state = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            exported = state["step"]
         export = Path(args.export)
         save_checkpoint(model.cpu(), export, dtype=torch.float16 if args.export_dtype == "fp16" else torch.float32)
         shutil.copy(log_path, export / "training_log.jsonl")
-        print(f"exported step {state['step']} (val {best['val_loss']:.4f}) to {export}", file=sys.stderr)
+        print(f"exported step {exported} to {export}", file=sys.stderr)
         return export
     return out
 
@@ -371,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     pp.add_argument("--val", action="append", default=[],
                     help="NAME:PATH[,PATH...] held-out documents for that source (else a fraction is held out)")
     pp.add_argument("--val-fraction", type=float, default=0.02)
+    pp.add_argument("--invent-names", action="append", default=[], metavar="NAME",
+                    help="replace this source's character names by invented ones, consistently within each story")
     pp.add_argument("--seed", type=int, default=1337)
     pp.add_argument("--out", required=True)
 
@@ -379,6 +423,14 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--out", required=True, help="run folder: checkpoint, best weights, log")
     rp.add_argument("--export", help="write the best weights here in the Hugging Face layout at the end")
     rp.add_argument("--export-dtype", choices=["fp16", "fp32"], default="fp16")
+    rp.add_argument("--export-weights", choices=["best", "last"], default="best",
+                    help="the weights with the lowest --main-val loss, or the last step's")
+    rp.add_argument("--repeat-share", type=float, default=0.0,
+                    help="share of training rows that are a span repeated to fill the row (model/augment.py)")
+    rp.add_argument("--repeat-random", type=float, default=0.5,
+                    help="of those, the share of random frequent tokens (the rest repeat a piece of text)")
+    rp.add_argument("--incontext", action="store_true",
+                    help="measure in-context copying (model/incontext.py) at every evaluation")
     rp.add_argument("--n-layer", type=int, default=6)
     rp.add_argument("--n-head", type=int, default=8)
     rp.add_argument("--n-embd", type=int, default=256)
@@ -405,8 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--threads", type=int, default=0)
     rp.add_argument("--compile", action="store_true", help="torch.compile the model (faster steps, slow start)")
     rp.add_argument("--init-from", metavar="RUN",
-                    help="start from the best weights of an earlier run folder (same model shape); "
-                         "steps and the log carry on from it")
+                    help="start from the best weights of an earlier run folder, or from an exported checkpoint "
+                         "with its training_log.jsonl (same model shape); steps and the log carry on from it")
 
     args = p.parse_args(argv)
     if args.command == "prepare":
@@ -414,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         for v in args.val:
             name, _, paths = v.partition(":")
             held[name] = paths.split(",")
-        meta = prepare(args.source, held, Path(args.out), args.val_fraction, args.seed)
+        meta = prepare(args.source, held, Path(args.out), args.val_fraction, args.seed, frozenset(args.invent_names))
         print(json.dumps(meta["sources"], indent=2))
     else:
         train(args)
