@@ -29,7 +29,7 @@ import torch
 
 from app import schemas as s
 from app.config import Settings
-from model import analysis
+from model import analysis, incontext
 from model.batching import BatchDecoder
 from model.loading import LoadedModel, load_model
 from model.sampling import SamplingParams, Step, Utf8Stream
@@ -338,6 +338,7 @@ class Engine:
         self.model_thread = ModelThread(loaded, settings)
         self.started = int(time.time())  # reported as the model's "created" time by /v1/models
         self._info = self._model_info()
+        self._probe_heads: list[dict] | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -471,6 +472,23 @@ class Engine:
         return await off_loop(lambda: s.ActivationsResponse(
             tokens=self.pieces(ids), positions=r["positions"], residual_norms=r.get("residual_norms"),
             attention=r.get("attention"), neurons=r.get("neurons"), logit_lens=lens if "logit_lens" in r else None))
+
+    async def heads(self, text: str) -> list[dict]:
+        """Every head's previous-token, induction and first-token scores on the text, most induction-like first."""
+        ids = await self.encode(text)
+        if len(ids) < 2:
+            raise InputError("the text needs at least two tokens for a head to look back at anything")
+        self.check_context(len(ids))
+        scores = await self.run(incontext.head_scores, self.loaded.model, [ids])
+        return incontext.ranked_heads(scores)
+
+    async def probe_heads(self) -> list[dict]:
+        """The same ranking on the built-in probe (random words said twice), measured once."""
+        if self._probe_heads is None:
+            model = self.loaded.model
+            scores = await self.run(incontext.head_scores, model, incontext.head_probe(model))
+            self._probe_heads = incontext.ranked_heads(scores)
+        return self._probe_heads
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn on the model thread and wait for it without blocking the event loop."""

@@ -8,7 +8,8 @@ One --stage per training stage, in order: its prepared data, its steps, its comm
 
 Measures the validation loss on the whole held-out split and on the committed
 sample (model/samples/tinystories_valid.txt, which a test recomputes), the
-unigram and uniform baselines, and samples from story openings; writes
+unigram and uniform baselines, in-context copying (model/incontext.py), and
+samples from story openings; lists every change made to the training text; writes
 model_card.json (read by the app) and README.md (read by people).
 """
 
@@ -17,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from model.incontext import measure
 from model.loading import load_model
 from model.sampling import SamplingParams
 from model.generate import generate
@@ -31,6 +34,8 @@ from model.train import documents, load_tokens, token_loss
 SAMPLES = Path(__file__).parent / "samples"
 HELD_OUT_SAMPLE = SAMPLES / "tinystories_valid.txt"
 CARD_PROMPTS = ("Once upon a time", "Tom and his dog", "Lily wanted to")
+TARGET_VALID_LOSS = 2.716  # the model before in-context training: copying must not cost story quality
+INCONTEXT_TARGETS = {"second_copy": 1.0, "name_later_uses": 1.5, "head_score": 0.5}
 
 
 def sample_tokens(path: Path) -> list[int]:
@@ -71,28 +76,58 @@ def evaluations(log: Path) -> list[dict]:
     return [r for r in map(json.loads, log.read_text().splitlines()) if "val_loss" in r]
 
 
-def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: str) -> dict:
-    """stages: (prepared data, steps, commands) of each training stage, in order; every stage's data
-    holds the same sources (their mixture weights may differ)."""
+def transformations(metas: list[dict], stages: list[tuple[Path, int, str]]) -> list[str]:
+    """Every change made to the text before training, as a sentence for the card."""
+    out = []
+    for i, (m, (_, steps, command)) in enumerate(zip(metas, stages), 1):
+        renamed = [n for n, src in m["sources"].items() if src.get("invented_names")]
+        if renamed:
+            out.append(f"Stage {i}: in source {', '.join(renamed)} (a second copy of the TinyStories stories, "
+                       "held-out ones included), each character name that the stories introduce with \"named X\" "
+                       "is replaced by an invented name made of random syllables, the same name throughout a "
+                       "story (model/augment.py). The names the in-context probe uses are never generated.")
+        share = re.search(r"--repeat-share ([0-9.]+)", command)
+        if share and float(share.group(1)) > 0:
+            rand = re.search(r"--repeat-random ([0-9.]+)", command)
+            rand = float(rand.group(1)) if rand else 0.5
+            out.append(f"Stage {i}: {float(share.group(1)):.0%} of training rows are a span of 8 to 64 tokens "
+                       "repeated to fill the row: for "
+                       f"{rand:.0%} of them random tokens among the 3,000 most frequent of the training text "
+                       "(the first copy is not scored), for the rest a piece of the training text.")
+    return out
+
+
+def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: str, exported: str = "best") -> dict:
+    """stages: (prepared data, steps, commands) of each training stage, in order; a source missing from a
+    stage's data had no share in it. exported: which weights of the last stage the run exported
+    (train.py's --export-weights)."""
     loaded = load_model(checkpoint)
     model = loaded.model
     metas = [json.loads((data / "meta.json").read_text()) for data, _, _ in stages]
     meta, data = metas[-1], stages[-1][0]
-    names = list(meta["sources"])
+    names = list(dict.fromkeys(n for m in metas for n in m["sources"]))
     total_steps = sum(steps for _, steps, _ in stages)
+
+    def weight(m: dict, n: str) -> float:
+        return m["sources"][n]["weight"] / sum(v["weight"] for v in m["sources"].values()) if n in m["sources"] else 0.0
+
     # each source's share of all training batches, over the stages
-    share = {n: sum(m["sources"][n]["weight"] / sum(v["weight"] for v in m["sources"].values()) * steps
-                    for m, (_, steps, _) in zip(metas, stages)) / total_steps for n in names}
+    share = {n: sum(weight(m, n) * steps for m, (_, steps, _) in zip(metas, stages)) / total_steps for n in names}
     val = load_tokens(data / "tinystories.val.bin")
     evals = evaluations(checkpoint / "training_log.jsonl")
     final = evals[-1]
-    best_step = min(evals, key=lambda r: r["val_loss"])["step"]  # the weights the run exported
+    best_step = min(evals, key=lambda r: r["val_loss"])["step"] if exported == "best" else final["step"]
     with torch.inference_mode():
         full_val = token_loss(model, val)
         held = sample_tokens(HELD_OUT_SAMPLE)
         held_loss = token_loss(model, held)
-    unigram = unigram_loss([np.asarray(load_tokens(data / f"{n}.train.bin")) for n in names],
-                           [share[n] for n in names], np.asarray(val))
+        copying = measure(model)
+    last = list(meta["sources"])
+    unigram = unigram_loss([np.asarray(load_tokens(data / f"{n}.train.bin")) for n in last],
+                           [share[n] for n in last], np.asarray(val))
+    def latest(n: str) -> dict:
+        return next(m["sources"][n] for m in reversed(metas) if n in m["sources"])
+
     return {
         "name": checkpoint.name,
         "description": "A small GPT-2-architecture model pre-trained by Deep Dive's own training code "
@@ -102,19 +137,21 @@ def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: 
                          "n_embd": loaded.config.n_embd, "n_ctx": loaded.config.n_ctx,
                          "vocab_size": loaded.config.vocab_size, "tokenizer": "GPT-2 BPE (tiktoken)"},
         "parameters": model.num_parameters(),
-        "corpus": {n: {"weight": round(share[n], 3), **{k: meta["sources"][n][k] for k in
+        "corpus": {n: {"weight": round(share[n], 3), **{k: latest(n)[k] for k in
                        ("train_documents", "val_documents", "train_characters", "train_tokens", "val_tokens")}}
                    for n in names},
-        "licences": {
+        "transformations": transformations(metas, stages),
+        "licences": {k: v for k, v in {
             "tinystories": "TinyStories (Eldan & Li, 2023), CDLA-Sharing-1.0",
+            "named": "TinyStories (Eldan & Li, 2023) with invented character names, CDLA-Sharing-1.0",
             "tales": "public-domain children's books (Project Gutenberg texts, boilerplate removed)",
             "model": "the weights are not data under CDLA; they carry no obligation from it",
-        },
+        }.items() if k in names or k == "model"},
         "training": {
             "tokens_seen": final["tokens"], "steps": final["step"], "best_step": best_step,
             "wall_time_s": final.get("elapsed_s"), "hardware": hardware,
             "command": " && ".join(command for _, _, command in stages),
-            "stages": [{"steps": steps, "weights": {n: m["sources"][n]["weight"] for n in names}, "command": command}
+            "stages": [{"steps": steps, "weights": {n: src["weight"] for n, src in m["sources"].items()}, "command": command}
                        for m, (_, steps, command) in zip(metas, stages)],
             "final_train_loss": final["train_loss"], "final_val_loss": final["val_loss"],
         },
@@ -124,10 +161,31 @@ def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: 
             "held_out_sample": {"file": "model/samples/tinystories_valid.txt", "tokens": len(held),
                                 "loss": round(held_loss, 4)},
             "baselines": {"unigram": round(unigram, 4), "uniform": round(math.log(loaded.config.vocab_size), 4)},
-            "target": 2.8,
+            "target": TARGET_VALID_LOSS,
         },
+        "incontext": {**copying, "targets": INCONTEXT_TARGETS},
         "samples": story_samples(model),
     }
+
+
+def incontext_rows(card: dict) -> list[str]:
+    ic = card.get("incontext")
+    if not ic:
+        return ["| not measured | | |"]
+    t = ic["targets"]
+    return [
+        f"| 20 random common words, then the same 20: the first copy (from its second word) | {ic['first_copy']:.2f} | |",
+        f"| … the second copy, from its second word (its first word cannot be copied) | **{ic['second_copy']:.2f}** | ≤ {t['second_copy']} |",
+        f"| … the second copy, all 20 words | {ic['second_copy_all_words']:.2f} | |",
+        f"| an invented name, its first use in a story | {ic['name_first_use']:.2f} | |",
+        f"| the same name when it comes back | **{ic['name_later_uses']:.2f}** | ≤ {t['name_later_uses']} |",
+        f"| best previous-token head (mean attention on the previous token) | {ic['previous_token_head']['head']}: "
+        f"{ic['previous_token_head']['score']:.2f} | ≥ {t['head_score']} |",
+        f"| best induction head (mean attention on the token after the earlier occurrence) | "
+        f"{ic['induction_head']['head']}: {ic['induction_head']['score']:.2f} | ≥ {t['head_score']} |",
+        f"| strongest first-token head (“attention sink”) | {ic['first_token_head']['head']}: "
+        f"{ic['first_token_head']['score']:.2f} | |",
+    ]
 
 
 def card_markdown(card: dict) -> str:
@@ -149,14 +207,20 @@ def card_markdown(card: dict) -> str:
         f"| baseline: unigram (token frequencies of the training text) | {ev['baselines']['unigram']:.3f} |",
         f"| baseline: uniform over the vocabulary (ln 50257) | {ev['baselines']['uniform']:.3f} |",
         f"| target set for this model | ≤ {ev['target']} |",
+        "", "## In-context copying (`python -m model.incontext`, nats per token)", "",
+        "| measure | figure | target |", "|---|---|---|",
+        *incontext_rows(card),
         "", "## Training data", "",
         "| source | share of training batches | documents (train / held out) | training tokens |",
         "|---|---|---|---|",
     ]
     for name, c in card["corpus"].items():
         lines.append(f"| {name} | {c['weight']:.0%} | {c['train_documents']:,} / {c['val_documents']:,} | {c['train_tokens']:,} |")
-    lines += ["", "Licences: " + "; ".join(f"{k}: {v}" for k, v in card["licences"].items()) + ".", "",
-              "## Reproduce", ""]
+    lines += ["", "Licences: " + "; ".join(f"{k}: {v}" for k, v in card["licences"].items()) + ".", ""]
+    if card.get("transformations"):
+        lines += ["Changes made to the text before training:", ""]
+        lines += [f"- {t}" for t in card["transformations"]] + [""]
+    lines += ["## Reproduce", ""]
     stages = tr["stages"]
     if len(stages) > 1:
         lines += [f"Training ran in {len(stages)} stages, one after the other; each later stage starts from the "
@@ -178,9 +242,11 @@ def main() -> None:
     p.add_argument("--stage", nargs=3, action="append", required=True, metavar=("DATA", "STEPS", "COMMAND"),
                    help="one training stage, in order: its prepared data folder, its steps, the commands that ran it")
     p.add_argument("--hardware", required=True)
+    p.add_argument("--exported", choices=["best", "last"], default="best",
+                   help="which weights of the last stage the run exported (its --export-weights)")
     args = p.parse_args()
     checkpoint = Path(args.checkpoint)
-    card = build_card(checkpoint, [(Path(d), int(n), c) for d, n, c in args.stage], args.hardware)
+    card = build_card(checkpoint, [(Path(d), int(n), c) for d, n, c in args.stage], args.hardware, args.exported)
     (checkpoint / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     (checkpoint / "README.md").write_text(card_markdown(card) + "\n")
     print(json.dumps(card["evaluation"], indent=2))

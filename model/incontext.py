@@ -8,9 +8,10 @@
   twentieth, which nothing earlier was followed by, so no copying can predict it.
 - invented names: short stories that introduce a name never seen in training
   (augment.RESERVED_NAMES) and use it again; the loss per token of its later uses.
-- heads: on random tokens repeated once, each head's mean attention on the previous
-  token (a previous-token head), on the token after the current token's earlier
-  occurrence (an induction head), and on the first token (an "attention sink").
+- heads: on random common words repeated once, each head's mean attention on the
+  previous token (a previous-token head), on the token after the current token's
+  earlier occurrence (an induction head), and on the first token (an "attention sink").
+  The same scores on any text rank the heads on the Internals page.
 
 Every probe is fixed (seeded), so figures are comparable across checkpoints.
 """
@@ -102,25 +103,94 @@ def invented_names(model: GPT, enc: tiktoken.Encoding) -> dict[str, float]:
             "name_later_uses": round(float(torch.cat(later).mean()), 3)}
 
 
+def random_words(n_words: int, seed: int = 0) -> str:
+    return " ".join(random.Random(seed).sample(COMMON_WORDS, n_words))
+
+
+def probe_words(n_words: int = 40, seed: int = 0) -> str:
+    """The head finder's probe as text: n_words random common words, then the same words again."""
+    line = random_words(n_words, seed)
+    return line + " " + line
+
+
+def expected_positions(ids: list[int]) -> dict[str, list[tuple[int, int]]]:
+    """(query, key) pairs each kind of head attends to: the previous token; the token after the
+    current token's most recent earlier occurrence (induction); the first token."""
+    last_seen: dict[int, int] = {}
+    induction = []
+    for t, tok in enumerate(ids):
+        j = last_seen.get(tok)
+        if j is not None and j + 1 < t:
+            induction.append((t, j + 1))
+        last_seen[tok] = t
+    T = len(ids)
+    return {"previous_token": [(t, t - 1) for t in range(1, T)], "induction": induction,
+            "first_token": [(t, 0) for t in range(1, T)]}
+
+
 @torch.no_grad()
-def head_scores(model: GPT, length: int = 50, trials: int = 8, seed: int = 0) -> HeadScores:
-    """Scores over `trials` sequences of <|endoftext|> + `length` random tokens + the same tokens again."""
-    g = torch.Generator().manual_seed(seed)
-    # ids 1,000-10,000: GPT-2's frequent merges, tokens any trained model has read
-    rand = torch.randint(1000, 10000, (trials, length), generator=g)
-    seq = torch.cat([torch.full((trials, 1), EOT_ID), rand, rand], dim=1).to(model.wte.weight.device)
+def head_scores(model: GPT, seqs: list[list[int]]) -> HeadScores:
+    """Each head's mean attention on the expected position of each kind, over the sequences
+    (of one length) and the positions where that kind expects something."""
+    x = torch.tensor(seqs, device=model.wte.weight.device)
     rec = Recorder(["blocks.*.attn.pattern"])
-    model(seq, rec=rec)
-    T = seq.shape[1]
-    t = torch.arange(1, T)
-    second = torch.arange(1 + length, T)
-    prev, ind, sink = [], [], []
-    for i in range(model.config.n_layer):
-        p = rec[f"blocks.{i}.attn.pattern"].float()            # (B, H, T, T)
-        prev.append(p[:, :, t, t - 1].mean(dim=(0, 2)))
-        ind.append(p[:, :, second, second - length + 1].mean(dim=(0, 2)))
-        sink.append(p[:, :, t, 0].mean(dim=(0, 2)))
-    return HeadScores(torch.stack(prev).cpu(), torch.stack(ind).cpu(), torch.stack(sink).cpu())
+    model(x, rec=rec)
+    pairs = [expected_positions(ids) for ids in seqs]
+    scores = {}
+    for kind in ("previous_token", "induction", "first_token"):
+        b = torch.tensor([i for i, p in enumerate(pairs) for _ in p[kind]], dtype=torch.long)
+        q = torch.tensor([t for p in pairs for t, _ in p[kind]], dtype=torch.long)
+        k = torch.tensor([j for p in pairs for _, j in p[kind]], dtype=torch.long)
+        per_layer = []
+        for i in range(model.config.n_layer):
+            pattern = rec[f"blocks.{i}.attn.pattern"].float().cpu()  # (B, H, T, T)
+            picked = pattern[b, :, q, k]                                 # (pairs, H)
+            per_layer.append(picked.mean(0) if len(b) else torch.zeros(pattern.shape[1]))
+        scores[kind] = torch.stack(per_layer)
+    return HeadScores(**scores)
+
+
+def repeated_tokens(length: int = 40, trials: int = 8, seed: int = 0) -> list[list[int]]:
+    """The card's head probe: <|endoftext|>, `length` random common words, the same words again."""
+    pool, rng = common_word_ids(gpt2_encoding()), random.Random(seed)
+    seqs = []
+    for _ in range(trials):
+        words = rng.sample(pool, length)
+        seqs.append([EOT_ID] + words + words)
+    return seqs
+
+
+def repeats(ids: list[int], losses: list[float]) -> dict | None:
+    """How much cheaper the text's repeated stretches were the second time.
+
+    Token t repeats if the pair (ids[t-1], ids[t]) came earlier; losses[t - 1] is its loss (as
+    token_losses gives them). Compares those tokens' losses with their earlier occurrences'."""
+    first_at: dict[tuple[int, int], int] = {}
+    again, before = [], []
+    for t in range(1, len(ids)):
+        pair = (ids[t - 1], ids[t])
+        if pair in first_at:
+            again.append(losses[t - 1])
+            before.append(losses[first_at[pair] - 1])
+        else:
+            first_at[pair] = t
+    if not again:
+        return None
+    return {"tokens": len(again), "first_time": sum(before) / len(before), "again": sum(again) / len(again)}
+
+
+def head_probe(model: GPT) -> list[list[int]]:
+    """repeated_tokens, as long as the model's context allows (40 words for any GPT-2)."""
+    return repeated_tokens(length=min(40, (model.config.n_ctx - 1) // 2))
+
+
+def ranked_heads(scores: HeadScores) -> list[dict]:
+    """Every head with its three scores, most induction-like first."""
+    L, H = scores.induction.shape
+    rows = [{"layer": i, "head": h, "previous_token": float(scores.previous_token[i, h]),
+             "induction": float(scores.induction[i, h]), "first_token": float(scores.first_token[i, h])}
+            for i in range(L) for h in range(H)]
+    return sorted(rows, key=lambda r: r["induction"], reverse=True)
 
 
 def best_head(scores: torch.Tensor) -> dict:
@@ -132,7 +202,7 @@ def measure(model: GPT, enc: tiktoken.Encoding | None = None) -> dict:
     enc = enc or gpt2_encoding()
     was_training = model.training
     model.eval()
-    heads = head_scores(model)
+    heads = head_scores(model, head_probe(model))
     out = {**repeated_words(model, enc), **invented_names(model, enc),
            "previous_token_head": best_head(heads.previous_token),
            "induction_head": best_head(heads.induction),

@@ -288,3 +288,58 @@ def test_ws_segments_and_pct():
     assert pages.pct(0.5) == "50.0%" and pages.pct(0.999) == "100%"
     assert pages.pct(0.0123) == "1.23%" and pages.pct(1e-5) == "0.001% (1 in 100,000)"
     assert pages.si(6_963_200) == "6.96 M" and pages.si(512) == "512"
+
+
+# ---------------------------------------------------------------- in-context copying on the pages
+
+def test_loss_partial_points_out_a_repeated_stretch(client: TestClient, engine: Engine):
+    text = dict(pages.LOSS_EXAMPLES)["random words, twice"]
+    first, second = text.split("\n")
+    assert first == second
+    body = post(client, "/partials/loss", text)
+    m = re.search(r"(\d+) tokens repeat a stretch that came earlier in this text\. The first\s+time they cost "
+                  r"([\d.]+) nats each on average; this time\s+([\d.]+)", body)
+    assert m, body
+    # every word of the second line after its first repeats a pair seen on the first line
+    assert int(m.group(1)) == len(engine.tokenizer.encode(second)) - 1
+    assert "data-repeats" not in post(client, "/partials/loss", "Once upon a time there was a cat.")
+
+
+def test_head_finder_ranks_every_head_on_the_probe_and_the_prompt(client: TestClient, engine: Engine):
+    info = engine.info()
+    body = client.post("/partials/heads", data={"on": "probe", "sort": "previous_token"}).text
+    rows = re.findall(r'data-layer="(\d+)" data-head="(\d+)"', body)
+    assert len(rows) == min(pages.HEAD_ROWS, info.n_layer * info.n_head)
+    scores = [float(x) for x in re.findall(r'<td class="r(?: strong)?">([\d.]+)</td>', body)][1::3]
+    assert scores == sorted(scores, reverse=True)  # ranked by the previous-token column
+    probe = pages.incontext.probe_words(info.n_ctx // 2 - 1)
+    assert 'data-probe-text="' + html.escape(probe) + '"' in body
+    body = client.post("/partials/heads", data={"on": "prompt", "prompt": "the cat sat. the cat sat."}).text
+    assert 'data-probe-text=""' in body and "the prompt above" in body
+    assert "at least two tokens" in client.post("/partials/heads", data={"on": "prompt", "prompt": "a"}).text
+    assert "Type a prompt" in client.post("/partials/heads", data={"on": "prompt", "prompt": " "}).text
+    too_long = client.post("/partials/heads", data={"on": "prompt", "prompt": "cat " * 300}).text
+    assert "reads at most" in too_long
+
+
+def test_internals_hint_claims_only_measured_heads(client: TestClient, engine: Engine):
+    body = client.get("/internals").text
+    hint = re.search(r"different habits\. (In this model, [^<]+)", body).group(1)
+    # a random model has no head that does either job, and the hint says so with the best scores
+    assert "no head clearly looks at the previous token" in hint
+    assert "no head clearly looks back at what followed" in hint
+    rows = pages.head_hint([{"layer": 2, "head": 5, "previous_token": 0.91, "induction": 0.1, "first_token": 0},
+                            {"layer": 3, "head": 1, "previous_token": 0.1, "induction": 0.62, "first_token": 0}])
+    assert "block 2, head 5 looks at the previous token: 91%" in rows
+    assert "block 3, head 1 looks back at what followed the current token last time (an induction head): 62%" in rows
+
+
+def test_playground_labels_presets_that_need_a_larger_model(client: TestClient):
+    body = client.get("/playground").text
+    for p in pages.PLAYGROUND_PRESETS:
+        label = html.escape(p["label"])
+        needs = re.search(re.escape(label) + r'( <span class="muted">\(needs a larger model\)</span>)?</button>', body)
+        assert needs, p["label"]
+        assert bool(needs.group(1)) == bool(p.get("needs_large"))
+        if p.get("needs_large"):
+            assert p.get("note")  # says what a larger model does with it

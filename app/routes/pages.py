@@ -32,7 +32,7 @@ from fastapi.templating import Jinja2Templates
 
 from app import schemas as s
 from app.engine import Busy, Engine, InputError
-from model import encodings
+from model import encodings, incontext
 from model.tokenizer import EOT, EOT_ID, Tokenizer
 from model.train import documents
 
@@ -75,7 +75,9 @@ LOSS_EXAMPLES = (
     ("a science sentence", "The mitochondria is the powerhouse of the cell, producing adenosine triphosphate."),
     ("shuffled words", "park the ball dog red Lily found big a in they time upon once."),
     ("a repeated line", "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat."),
+    ("random words, twice", "\n".join([incontext.random_words(12, seed=7)] * 2)),
 )
+MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
 
 
 # ---------------------------------------------------------------- templates
@@ -388,7 +390,9 @@ async def loss_context(engine: Engine, text: str) -> dict:
     room = engine.info().n_ctx - 1
     r = await engine.score(s.ScoreRequest(ids=ids[:room], prepend_eos=True))
     worst = sorted(r.predictions, key=lambda p: p.loss, reverse=True)[:5]
+    repeated = incontext.repeats([EOT_ID, *ids[:room]], [p.loss for p in r.predictions])
     return {"score": r, "n_tokens": len(ids), "truncated": len(ids) > room, "room": room, "worst": worst,
+            "repeated": repeated if repeated and repeated["tokens"] >= MIN_REPEATS else None,
             "uniform": math.log(engine.info().vocab_size)}
 
 
@@ -432,20 +436,40 @@ PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_t
 STOP_CHOICES = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
                 ("para", "a blank line", ["\n\n"]))
 COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
+# Presets with needs_large=True show a pattern a model trained on web text continues and a children's-story model
+# does not; the others work greedily on the default model (tests/test_default_model.py runs each one).
 PLAYGROUND_PRESETS = (
     {"label": "Once upon a time", "prompt": "Once upon a time", "temperature": 0.8, "max_new_tokens": 80,
      "stop": "none"},
     {"label": "Tom and his dog", "prompt": "Tom and his dog", "temperature": 0.8, "max_new_tokens": 80,
      "stop": "none"},
-    {"label": "English → French (few-shot)",
+    {"label": "An invented name",
+     "prompt": "Once upon a time, there was a little fox named Brimlo. Brimlo lived in a big forest. One day,",
+     "temperature": 0.0, "max_new_tokens": 30, "stop": "none",
+     "note": "No story it read had a fox called Brimlo: to use the name again, it must read it from the prompt."},
+    {"label": "A repeated refrain",
+     "prompt": "The wind says hush, hush, hush.\nThe rain says hush, hush, hush.\nThe sea says",
+     "temperature": 0.0, "max_new_tokens": 8, "stop": "line",
+     "note": "The refrain is in the prompt twice; the model copies it a third time."},
+    {"label": "A list",
+     "prompt": "In my bag:\n- a red apple\n- a blue pen\n- a little book\n-",
+     "temperature": 0.0, "max_new_tokens": 12, "stop": "line",
+     "note": "The prompt sets a format (a dash, then “a”, a describing word, a thing); the model keeps it."},
+    {"label": "English → French", "needs_large": True,
      "prompt": "sea otter => loutre de mer\ncheese => fromage\nplush giraffe => girafe en peluche\ncat =>",
-     "temperature": 0.0, "max_new_tokens": 10, "stop": "line"},
-    {"label": "Opposites (few-shot)", "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
-     "temperature": 0.0, "max_new_tokens": 6, "stop": "line"},
-    {"label": "Human / Assistant chat",
+     "temperature": 0.0, "max_new_tokens": 10, "stop": "line",
+     "note": "A model trained on web text has read French and English side by side and answers “chat”. This "
+             "model has read no French: it can copy the format, not translate."},
+    {"label": "Opposites", "needs_large": True, "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
+     "temperature": 0.0, "max_new_tokens": 6, "stop": "line",
+     "note": "A larger model has seen enough word pairs to guess “down”; a small one knows the format, not the "
+             "meaning."},
+    {"label": "Human / Assistant chat", "needs_large": True,
      "prompt": "Human: Hi! Who are you?\nAssistant: I am a helpful assistant. How can I help?\n"
                "Human: What colour is the sky?\nAssistant:",
-     "temperature": 0.7, "max_new_tokens": 40, "stop": "line"},
+     "temperature": 0.7, "max_new_tokens": 40, "stop": "line",
+     "note": "A model trained on web text has read dialogues and plays the Assistant's part (“The sky is blue.”). "
+             "This one has read only stories: a chat transcript is a pattern it barely knows."},
 )
 
 
@@ -477,9 +501,50 @@ async def internals(request: Request, prompt: str = DEFAULT_INTERNALS_PROMPT):
     info = engine_of(request).info()
     return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
                   default_prompt=DEFAULT_INTERNALS_PROMPT,
+                  head_hint=head_hint(await engine_of(request).probe_heads()), head_kinds=HEAD_KINDS,
                   layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
                   head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
                   pos=int(query_number(request, "pos", -1, -1, info.n_ctx - 1)))
+
+
+HEAD_KINDS = (("previous_token", "previous token"), ("induction", "induction"), ("first_token", "first token"))
+HEAD_ROWS = 12  # rows of the head finder's table: the heads worth a look, not all of a large model's
+
+
+def head_hint(rows: list[dict]) -> str:
+    """What the attention hint may claim, from the heads measured on the probe: named heads with their scores."""
+    claims = []
+    for key, what in (("previous_token", "looks at the previous token"),
+                      ("induction", "looks back at what followed the current token last time (an induction head)")):
+        best = max(rows, key=lambda r: r[key])
+        if best[key] >= 0.5:
+            claims.append(f"block {best['layer']}, head {best['head']} {what}: {best[key]:.0%} of its attention "
+                          "on random words said twice")
+        else:
+            claims.append(f"no head clearly {what.split(' (')[0]} (the best, block {best['layer']}, head "
+                          f"{best['head']}, puts {best[key]:.0%} there)")
+    return "In this model, " + "; ".join(claims) + "."
+
+
+@router.post("/partials/heads", response_class=HTMLResponse)
+async def heads_partial(request: Request, prompt: Text = "", on: Text = "prompt", sort: Text = "induction"):
+    engine = engine_of(request)
+    sort = sort if sort in dict(HEAD_KINDS) else "induction"
+    on_probe = on == "probe"
+    probe = incontext.probe_words(min(40, engine.info().n_ctx // 2 - 1))  # fits any model's context
+    text = probe if on_probe else prompt
+    if not text.strip():
+        return message(request, "Type a prompt above, or measure the heads on the built-in probe.", "info")
+    try:
+        rows = await engine.heads(text)
+    except InputError as e:
+        return message(request, f"{e}.")
+    except Busy as e:
+        return message(request, f"The model is busy ({e}); try again in a moment.")
+    rows = sorted(rows, key=lambda r: r[sort], reverse=True)
+    return partial(request, "partials/_heads.html", rows=rows[:HEAD_ROWS], hidden=max(0, len(rows) - HEAD_ROWS),
+                   kinds=HEAD_KINDS, sort=sort, on_probe=on_probe, probe_text=probe,
+                   n_tokens=len(await engine.encode(text)))
 
 
 @router.get("/inference", response_class=HTMLResponse)

@@ -302,5 +302,30 @@
     if (t) choosePos(Number(t.dataset.pos));
   });
 
+  // the head finder (an htmx partial): a row shows that head's heatmap, on the probe's text if it was measured there
+  function fire(node, type) { node.dispatchEvent(new Event(type, { bubbles: true })); }
+  document.getElementById("int-heads").addEventListener("click", function (evt) {
+    const pick = evt.target.closest("[data-head-pick]");
+    if (!pick) return;
+    const text = pick.closest("table").dataset.probeText;
+    if (text && prompt.value !== text) {
+      prompt.value = text;
+      fire(prompt, "input");
+    }
+    layerSelect.value = pick.dataset.layer;
+    fire(layerSelect, "change");
+    const radio = form.querySelector('input[name="head"][value="' + pick.dataset.head + '"]');
+    radio.checked = true;
+    fire(radio, "change");
+    document.getElementById("attn-h").scrollIntoView({ block: "start" });
+  });
+  // ranking by another score measures again where the table was measured
+  document.getElementById("int-sort").addEventListener("change", function () {
+    const table = document.querySelector("#int-heads table");
+    if (!table) return;
+    const on = table.dataset.probeText ? "probe" : "prompt";
+    htmx.trigger(document.querySelector('#int-finder [hx-vals*="' + on + '"]'), "click");
+  });
+
   loadAll();
 })();

@@ -156,6 +156,7 @@
     if (d.temperature !== undefined) form.elements.temperature.value = d.temperature;
     if (d.max !== undefined) form.elements.max_new_tokens.value = d.max;
     if (d.stop !== undefined) form.elements.stop.value = d.stop;
+    $("pg-note").textContent = d.note || "";
     showSettings();
     prompt.dispatchEvent(new Event("input", { bubbles: true })); // the URL follows (deepdive.js)
     prompt.focus();
