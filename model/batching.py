@@ -27,7 +27,8 @@ from typing import NamedTuple
 
 import torch
 
-from model.gpt2 import GPT, KVCache
+from model.gpt2 import GPT
+from model.kv_cache import KVCache
 from model.sampling import SamplingParams, Step, sample_step, sample_steps
 
 
@@ -129,7 +130,7 @@ class BatchDecoder:
         if self._rows:
             n = len(self._rows)
             idx = torch.tensor([[s.last] for s in self._rows], dtype=torch.long, device=self.device)
-            logits = self.model(idx, cache=self._view(0, n), last_only=True)[:, -1]
+            logits = self.model(idx, cache=self._cache.view(0, n), last_only=True)[:, -1]
             # a few rows at a time, each with its own settings and generator: rows x vocabulary
             # stays in cache, where all rows at once would stream megabytes through memory
             for a in range(0, n, SAMPLE_ROWS):
@@ -147,7 +148,7 @@ class BatchDecoder:
             self._reserve(row + 1, len(seq.prompt) + seq.left - 1)  # the last token is never fed
             self._cache.lengths[row] = 0
             idx = torch.tensor([seq.prompt], dtype=torch.long, device=self.device)
-            logits = self.model(idx, cache=self._view(row, row + 1), last_only=True)[0, -1]
+            logits = self.model(idx, cache=self._cache.view(row, row + 1), last_only=True)[0, -1]
             seq.prompt = []
             events.append(self._sample(seq, logits))
             if seq.left:
@@ -163,14 +164,6 @@ class BatchDecoder:
         seq.last = step.id
         seq.left -= 1
         return Event(seq.id, step, seq.left == 0, seq.end_reason if seq.left == 0 else None)
-
-    def _view(self, start: int, stop: int) -> KVCache:
-        """Rows start:stop of the shared cache, as a KVCache sharing its memory (writes land in place)."""
-        c = self._cache
-        view = KVCache.__new__(KVCache)
-        view.max_len = c.max_len
-        view.k, view.v, view.lengths = c.k[:, start:stop], c.v[:, start:stop], c.lengths[start:stop]
-        return view
 
     def _remove(self, row: int) -> None:
         """Free a row, keeping running rows packed: the last row moves into the gap."""
@@ -193,7 +186,8 @@ class BatchDecoder:
         old_rows, old_len = (c.batch_size, c.max_len) if c is not None else (0, 0)
         new_rows = old_rows if old_rows >= rows else min(self.max_batch, max(rows, 2 * old_rows))
         new_len = old_len if old_len >= length else min(self.model.config.n_ctx, max(length, 2 * old_len))
-        new = KVCache(self.model.config, new_rows, new_len, device=self.device, dtype=self.model.wte.weight.dtype)
+        new = KVCache.empty(self.model.config, new_rows, new_len, device=self.device,
+                            dtype=self.model.wte.weight.dtype)
         if c is not None:
             n = len(self._rows)
             new.k[:, :n, :, :old_len] = c.k[:, :n]

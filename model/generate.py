@@ -6,7 +6,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from model.gpt2 import GPT, KVCache
+from model.gpt2 import GPT
+from model.kv_cache import KVCache
 from model.sampling import SamplingParams, Step, sample_step
 
 
@@ -27,8 +28,8 @@ def generate(model: GPT, prompt: Sequence[int], params: SamplingParams, max_new_
     device = model.wte.weight.device
     gen = torch.Generator(device=device)
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    cache = KVCache(model.config, 1, max_len=len(prompt) + max_new_tokens, device=device,
-                    dtype=model.wte.weight.dtype)
+    cache = KVCache.empty(model.config, 1, max_len=len(prompt) + max_new_tokens, device=device,
+                          dtype=model.wte.weight.dtype)
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     for _ in range(max_new_tokens):
         logits = model(ids, cache=cache, last_only=True)[0, -1]

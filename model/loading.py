@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.gpt2 import GPT, GPTConfig
+from model.speed import speed_up
 
 # Conv1D weights in GPT-2 checkpoints, stored transposed relative to nn.Linear
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -103,6 +104,7 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu",
     """Load a GPT-2 checkpoint from a directory or a Hugging Face hub name.
 
     Weights are float32 unless dtype says otherwise (fp16/bf16 checkpoints are upcast).
+    The model comes in eval mode with model/speed.py's inference products swapped in.
     """
     dtype = _resolve_dtype(dtype)
     path = Path(ref).expanduser().absolute()
@@ -123,7 +125,7 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu",
     model = GPT(config, init=False)
     state = read_weights(path, model.state_dict(), dtype)
     model.load_state_dict(state, assign=True)
-    return LoadedModel(model=model.to(device).eval(), name=name, source=source, path=path,
+    return LoadedModel(model=speed_up(model.to(device).eval()), name=name, source=source, path=path,
                        config=config, dtype=dtype, card=read_card(path))
 
 

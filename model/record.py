@@ -15,7 +15,8 @@ Names follow TransformerLens' dotted style. For a model with L layers:
     logits                    scores over the vocabulary           (B, T, V)
 
 A Recorder is given the names (or shell-style patterns such as
-``blocks.*.attn.pattern``) to keep; everything else is skipped.
+``blocks.*.attn.pattern``) to keep; everything else is skipped. NOTHING is the
+recorder of a forward that records nothing: it wants no name and stores nothing.
 """
 
 from __future__ import annotations
@@ -57,3 +58,17 @@ class Recorder:
 
     def __contains__(self, name: str) -> bool:
         return name in self.acts
+
+
+class _Nothing(Recorder):
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def wants(self, name: str) -> bool:
+        return False
+
+    def store(self, name: str, value: torch.Tensor) -> None:
+        pass
+
+
+NOTHING = _Nothing()

@@ -8,14 +8,18 @@ checked against our own full, plain forward.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.gpt2 import GPT, GPTConfig, KVCache, Linear
+from model.gpt2 import GPT, GPTConfig
+from model.kv_cache import KVCache
+from model.speed import FastLinear, speed_up
 from model.loading import load_model
 from model.record import Recorder, all_names
 
@@ -109,7 +113,7 @@ def test_cache_steps_match_full_forward(tiny_model: GPT) -> None:
     ids = tokens(12, seed=2)[None]
     rec_full = Recorder(["blocks.*.attn.pattern"])
     full = tiny_model(ids, rec=rec_full)
-    cache = KVCache(tiny_model.config, 1)
+    cache = KVCache.empty(tiny_model.config, 1)
     prefill = 4
     torch.testing.assert_close(tiny_model(ids[:, :prefill], cache=cache), full[:, :prefill], atol=1e-5, rtol=1e-5)
     for t in range(prefill, ids.shape[1]):
@@ -128,7 +132,7 @@ def test_cache_rows_of_different_lengths(tiny_model: GPT) -> None:
     starts = [5, 3]
     fulls = [tiny_model(s[None])[0] for s in seqs]
 
-    cache = KVCache(tiny_model.config, 2)
+    cache = KVCache.empty(tiny_model.config, 2)
     # right-pad the shorter prompt, then rewind its length: its padding keys are masked, then overwritten
     prompt = torch.stack([seqs[0][:5], torch.cat([seqs[1][:3], torch.zeros(2, dtype=torch.long)])])
     logits = tiny_model(prompt, cache=cache)
@@ -143,9 +147,10 @@ def test_cache_rows_of_different_lengths(tiny_model: GPT) -> None:
             torch.testing.assert_close(step[r, 0], fulls[r][pos[r]], atol=1e-5, rtol=1e-5)
     assert cache.lengths.tolist() == [9, 7]
 
-    # a row taken out of the batch carries on alone
-    solo = cache.select([0])
+    # a view of one row carries on alone, writing into the shared cache
+    solo = cache.view(0, 1)
     torch.testing.assert_close(tiny_model(seqs[0][9:10][None], cache=solo)[0, 0], fulls[0][9], atol=1e-5, rtol=1e-5)
+    assert cache.lengths.tolist() == [10, 7]
 
 
 # --- Recording ----------------------------------------------------------------------------------
@@ -204,9 +209,9 @@ def test_inference_copies_of_the_weights_follow_the_weights(packed: bool, monkey
     training step or a load, it must compute with the new weights, exactly as training does.
     (Large layers use oneDNN's packed copy for several rows; here every layer does, if asked.)"""
     if packed:
-        monkeypatch.setattr(Linear, "PACKED_MIN", 0)
+        monkeypatch.setattr(FastLinear, "PACKED_MIN", 0)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval()
+    model = speed_up(GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval())
     ids = torch.randint(0, 50257, (2, 9))
     with torch.no_grad():
         model(ids)  # makes the copies
@@ -229,12 +234,35 @@ def test_evaluation_under_bf16_autocast_uses_the_plain_weights(packed: bool, mon
     """Training evaluates without gradients under autocast: it must compute what training computes
     (autocast's bf16 products), not the fp32 inference copies, which autocast does not see."""
     if packed:
-        monkeypatch.setattr(Linear, "PACKED_MIN", 0)
+        monkeypatch.setattr(FastLinear, "PACKED_MIN", 0)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval()
+    model = speed_up(GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, n_ctx=32)).eval())
     ids = torch.randint(0, 50257, (2, 9))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reference = model(ids).float().detach()  # with gradients: nn.Linear's own path
         with torch.no_grad():
             logits = model(ids).float()
     torch.testing.assert_close(logits, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["gemm copies", "oneDNN packed copies"])
+@torch.no_grad()
+def test_speed_up_changes_no_output(tiny_model: GPT, packed: bool, monkeypatch) -> None:
+    """The speed layer swaps how products are computed, not what: logits, recorded activations and
+    cached decoding equal the plain model's, for one row and for several."""
+    if packed:
+        monkeypatch.setattr(FastLinear, "PACKED_MIN", 0)
+    fast = speed_up(copy.deepcopy(tiny_model))
+    assert isinstance(fast.h[0].attn.c_attn, FastLinear) and fast.head_product is not F.linear
+    assert fast.state_dict().keys() == tiny_model.state_dict().keys()
+    for rows in (1, 3):
+        ids = torch.stack([tokens(11, seed=20 + r) for r in range(rows)])
+        torch.testing.assert_close(fast(ids), tiny_model(ids), atol=1e-5, rtol=1e-5)
+        rec_fast, rec_plain = Recorder(["*"]), Recorder(["*"])
+        fast(ids, rec=rec_fast)
+        tiny_model(ids, rec=rec_plain)
+        for name in rec_plain.acts:
+            torch.testing.assert_close(rec_fast[name], rec_plain[name], atol=1e-5, rtol=1e-5)
+        cache = KVCache.empty(fast.config, rows)
+        fast(ids[:, :6], cache=cache)
+        torch.testing.assert_close(fast(ids[:, 6:7], cache=cache)[:, 0], tiny_model(ids)[:, 6], atol=1e-5, rtol=1e-5)
