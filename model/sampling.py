@@ -92,23 +92,6 @@ def warp(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return apply_top_p(logits, params.top_p)
 
 
-def choose(warped: torch.Tensor, generator: torch.Generator | None, greedy: bool) -> torch.Tensor:
-    """Pick token ids from warped logits: argmax when greedy, else one seeded draw per row.
-
-    The draw inverts the cumulative distribution at one uniform number per row: it uses
-    one number from the generator (multinomial uses one per vocabulary entry, and is slower).
-    """
-    if greedy:
-        return warped.argmax(dim=-1)
-    cdf = warped.softmax(dim=-1).cumsum(dim=-1)
-    total = cdf[..., -1:].contiguous()
-    u = torch.rand(total.shape, generator=generator, device=cdf.device, dtype=cdf.dtype) * total
-    # the first token whose cumulative mass passes u (right=True skips tokens of probability 0);
-    # if rounding put u at the very top, the last token that has any probability
-    last = torch.searchsorted(cdf, total)
-    return torch.minimum(torch.searchsorted(cdf, u, right=True), last).squeeze(-1)
-
-
 @dataclass
 class Candidate:
     id: int
@@ -125,11 +108,6 @@ class Step:
     after: list[Candidate]   # top-N after temperature / top-k / top-p (warped logits)
     entropy: float         # of the model's own distribution, in nats
     support: int           # how many tokens the warpers left possible
-
-
-def top_n(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[Candidate]:
-    p, ids = torch.topk(probs, min(n, probs.shape[-1]))
-    return [Candidate(i, q, z) for i, q, z in zip(ids.tolist(), p.tolist(), logits[ids].tolist()) if q > 0]
 
 
 def entropy(logits: torch.Tensor) -> float:
@@ -159,80 +137,126 @@ def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
     removed); the entropy comes from one product with the probabilities; nothing is sorted.
     """
     logits = logits.float()
-    B, V = logits.shape
-    device = logits.device
+    B = logits.shape[0]
     forced = list(forced) if forced is not None else [None] * B
     raw = logits.softmax(dim=-1)
+    top_ids, top_logits = _top_tokens(logits, ns)
+    entropies = _entropies(logits, raw, top_ids)
 
-    # the model's own top tokens, rows grouped by n so a row's list never depends on the others'
+    decisions: list[_Decision] = [None] * B  # type: ignore[list-item]
+    groups: dict[SamplingParams, list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault(p, []).append(i)
+    for p, rows in groups.items():
+        if p.greedy:
+            for i in rows:
+                decisions[i] = _greedy(logits[i], top_ids[i], top_logits[i], ns[i], forced[i])
+        else:
+            for i, d in zip(rows, _sampled(logits, raw, p, rows, top_ids, ns, generators, forced)):
+                decisions[i] = d
+
+    ids = [d.id for d in decisions]
+    raw_probs = raw.gather(-1, torch.tensor(ids, device=logits.device)[:, None])[:, 0].tolist()
+    raw_top = _gather_top(raw, top_ids, max(ns)).tolist()
+    return [Step(id=d.id, prob=d.prob, raw_prob=raw_probs[i],
+                 before=[Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], raw_top[i], top_logits[i])
+                         if q > 0],
+                 after=d.after, entropy=entropies[i], support=d.support) for i, d in enumerate(decisions)]
+
+
+@dataclass
+class _Decision:
+    id: int
+    prob: float              # after the warpers
+    after: list[Candidate]
+    support: int
+
+
+def _top_tokens(logits: torch.Tensor, ns: Sequence[int]) -> tuple[list[list[int]], list[list[float]]]:
+    """Each row's largest logits, sorted: rows grouped by n, so a row's list never depends on the others'."""
+    B, V = logits.shape
     top_ids: list[list[int]] = [[] for _ in range(B)]
     top_logits: list[list[float]] = [[] for _ in range(B)]
     by_n: dict[int, list[int]] = {}
     for i, n in enumerate(ns):
         by_n.setdefault(max(n, 2), []).append(i)  # at least 2: the greedy choice checks for a tie
     for k, rows in by_n.items():
-        sub = logits if len(rows) == B else logits.index_select(0, torch.tensor(rows, device=device))
+        sub = logits if len(rows) == B else logits.index_select(0, torch.tensor(rows, device=logits.device))
         values, ids = largest(sub, min(k, V))
         for i, ri, rv in zip(rows, ids.tolist(), values.tolist()):
             top_ids[i], top_logits[i] = ri, rv
+    return top_ids, top_logits
 
-    # entropy -sum p ln p = sum p (lse - z) = -ln p_top + sum p (z_top - z), z_top the largest logit:
-    # both terms ≥ 0, so nothing cancels even when one token takes nearly all the mass
-    top1 = torch.tensor([r[0] for r in top_ids], device=device)[:, None]
+
+def _entropies(logits: torch.Tensor, raw: torch.Tensor, top_ids: list[list[int]]) -> list[float]:
+    """-sum p ln p = -ln p_top + sum p (z_top - z), z_top the largest logit: both terms ≥ 0, so
+    nothing cancels even when one token takes nearly all the mass."""
+    top1 = torch.tensor([r[0] for r in top_ids], device=logits.device)[:, None]
     below_top = logits.gather(-1, top1) - logits  # (B, V), ≥ 0
     entropies = (torch.linalg.vecdot(raw, below_top) - raw.gather(-1, top1)[:, 0].log()).tolist()
-    for i, h in enumerate(entropies):
-        if not math.isfinite(h):  # a -inf logit makes 0 * -inf: the long way round for that row
-            entropies[i] = entropy(logits[i])
+    # a -inf logit makes 0 * -inf: the long way round for that row
+    return [h if math.isfinite(h) else entropy(logits[i]) for i, h in enumerate(entropies)]
 
-    ids, probs, afters, supports = [0] * B, [0.0] * B, [[] for _ in range(B)], [0] * B
-    groups: dict[SamplingParams, list[int]] = {}
-    for i, p in enumerate(params):
-        groups.setdefault(p, []).append(i)
-    for p, rows in groups.items():
-        if p.greedy:  # warp() would leave only the argmax, at logit 0 and probability 1
-            for i in rows:
-                best = top_ids[i][0] if V < 2 or top_logits[i][0] > top_logits[i][1] else int(logits[i].argmax())
-                ids[i] = best if forced[i] is None else forced[i]
-                probs[i], supports[i] = float(ids[i] == best), 1
-                afters[i] = [Candidate(best, 1.0, 0.0)] if ns[i] > 0 else []
-            continue
-        index = torch.tensor(rows, device=device)
-        sub = logits if len(rows) == B else logits.index_select(0, index)  # (G, V)
-        warped = warp(sub, p)
-        if warped is sub:  # temperature 1, no cuts: the distribution is the model's own
-            after = raw if len(rows) == B else raw.index_select(0, index)
-        else:
-            after = warped.softmax(dim=-1)
-        if any(forced[i] is None for i in rows):
-            for i, t in zip(rows, _draw(after, [generators[i] for i in rows])):
-                ids[i] = t if forced[i] is None else forced[i]
-        else:
-            for i in rows:
-                ids[i] = forced[i]
-        chosen = torch.tensor([ids[i] for i in rows], device=device)[:, None]
-        probs_g = after.gather(-1, chosen)[:, 0].tolist()
-        # support: every token left finite; a finite row sum says all V are (the common case)
-        finite = torch.isfinite(warped.sum(dim=-1)).tolist()
-        counts = None if all(finite) else torch.isfinite(warped).sum(dim=-1).tolist()
-        # after: the top tokens of the model that the warpers kept, with their warped logits
-        n_max = max(ns[i] for i in rows)
-        cand = torch.tensor([(top_ids[i] + top_ids[i][:1] * n_max)[:n_max] for i in rows], device=device,
-                            dtype=torch.long).view(len(rows), n_max)
-        cand_p, cand_z = after.gather(-1, cand).tolist(), warped.gather(-1, cand).tolist()
-        for j, i in enumerate(rows):
-            probs[i] = probs_g[j]
-            supports[i] = V if finite[j] else counts[j]
-            afters[i] = [Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], cand_p[j], cand_z[j]) if q > 0]
 
-    raw_probs = raw.gather(-1, torch.tensor(ids, device=device)[:, None])[:, 0].tolist()
-    m = max(ns)
-    raw_top = raw.gather(-1, torch.tensor([(r + r[:1] * m)[:m] for r in top_ids], device=device,
-                                          dtype=torch.long).view(B, m)).tolist()
-    return [Step(id=ids[i], prob=probs[i], raw_prob=raw_probs[i],
-                 before=[Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], raw_top[i], top_logits[i])
-                         if q > 0],
-                 after=afters[i], entropy=entropies[i], support=supports[i]) for i in range(B)]
+def _gather_top(x: torch.Tensor, top_ids: Sequence[Sequence[int]], n: int) -> torch.Tensor:
+    """x at each row's first n top ids (G, n); rows with fewer repeat their first."""
+    idx = [(list(r) + list(r[:1]) * n)[:n] for r in top_ids]
+    return x.gather(-1, torch.tensor(idx, device=x.device, dtype=torch.long).view(len(idx), n))
+
+
+def _greedy(logits: torch.Tensor, top_ids: list[int], top_logits: list[float], n: int,
+            forced: int | None) -> _Decision:
+    """warp() would leave only the argmax, at logit 0 and probability 1."""
+    tie = len(top_logits) > 1 and top_logits[0] == top_logits[1]
+    best = int(logits.argmax()) if tie else top_ids[0]  # on a tie, argmax's own choice
+    chosen = best if forced is None else forced
+    return _Decision(chosen, float(chosen == best), [Candidate(best, 1.0, 0.0)] if n > 0 else [], 1)
+
+
+def _sampled(logits: torch.Tensor, raw: torch.Tensor, params: SamplingParams, rows: list[int],
+             top_ids: list[list[int]], ns: Sequence[int], generators: Sequence[torch.Generator | None],
+             forced: Sequence[int | None]) -> list[_Decision]:
+    """The rows that share these settings: warp them together, draw each from its own generator."""
+    B, V = logits.shape
+    index = torch.tensor(rows, device=logits.device)
+    sub = logits if len(rows) == B else logits.index_select(0, index)  # (G, V)
+    warped = warp(sub, params)
+    if warped is sub:  # temperature 1, no cuts: the distribution is the model's own
+        after = raw if len(rows) == B else raw.index_select(0, index)
+    else:
+        after = warped.softmax(dim=-1)
+    if all(forced[i] is not None for i in rows):
+        ids = [forced[i] for i in rows]
+    else:
+        drawn = draw(after, [generators[i] for i in rows])
+        ids = [t if forced[i] is None else forced[i] for i, t in zip(rows, drawn)]
+    probs = after.gather(-1, torch.tensor(ids, device=logits.device)[:, None])[:, 0].tolist()
+    # support: every token left finite; a finite row sum says all V are (the common case)
+    finite = torch.isfinite(warped.sum(dim=-1)).tolist()
+    counts = None if all(finite) else torch.isfinite(warped).sum(dim=-1).tolist()
+    # after: the top tokens of the model that the warpers kept, with their warped logits
+    n_max = max(ns[i] for i in rows)
+    tops = [top_ids[i] for i in rows]
+    cand_p, cand_z = _gather_top(after, tops, n_max).tolist(), _gather_top(warped, tops, n_max).tolist()
+    return [_Decision(ids[j], probs[j],
+                      [Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], cand_p[j], cand_z[j]) if q > 0],
+                      V if finite[j] else counts[j]) for j, i in enumerate(rows)]
+
+
+def draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> list[int]:
+    """One token id per row of probabilities (G, V), each row from its own generator.
+
+    Inverts the cumulative distribution at one uniform number per row: one number from
+    the generator (multinomial uses one per vocabulary entry, and is slower).
+    """
+    cdf = probs.cumsum(dim=-1)
+    total = cdf[:, -1:].contiguous()
+    u = torch.cat([torch.rand((1,), generator=g, device=cdf.device, dtype=cdf.dtype) for g in generators])
+    u = u[:, None] * total
+    # the first token whose cumulative mass passes u (right=True skips tokens of probability 0);
+    # if rounding put u at the very top, the last token that has any probability
+    last = torch.searchsorted(cdf, total)
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), last)[:, 0].tolist()
 
 
 def largest(x: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,18 +277,6 @@ def largest(x: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, to
         cols = torch.cat([cols, torch.arange(n_blocks * block, V, device=x.device).expand(G, -1)], dim=1)
     values, where = x.gather(-1, cols).topk(k, dim=-1)
     return values, cols.gather(-1, where)
-
-
-def _draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> list[int]:
-    """choose() for rows of probabilities (G, V) that each have their own generator: one number per row."""
-    cdf = probs.cumsum(dim=-1)
-    total = cdf[:, -1:].contiguous()
-    u = torch.cat([torch.rand((1,), generator=g, device=cdf.device, dtype=cdf.dtype) for g in generators])
-    u = u[:, None] * total
-    # the first token whose cumulative mass passes u (right=True skips tokens of probability 0);
-    # if rounding put u at the very top, the last token that has any probability
-    last = torch.searchsorted(cdf, total)
-    return torch.minimum(torch.searchsorted(cdf, u, right=True), last)[:, 0].tolist()
 
 
 class Utf8Stream:

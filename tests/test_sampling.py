@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from model.generate import generate
 from model.gpt2 import GPT, GPTConfig
-from model.sampling import (SamplingParams, Utf8Stream, apply_temperature, apply_top_k, apply_top_p, choose,
+from model.sampling import (SamplingParams, Utf8Stream, apply_temperature, apply_top_k, apply_top_p, draw,
                             largest, sample_step, warp)
 from model.tokenizer import gpt2_encoding
 
@@ -162,8 +162,8 @@ def test_temperature_scales_logits():
 
 def test_draws_follow_the_distribution():
     probs = torch.tensor([0.5, 0.3, 0.0, 0.2])
-    warped = probs.log().expand(40_000, -1)  # 40k rows drawn at once from one generator
-    ids = choose(warped, torch.Generator().manual_seed(0), greedy=False)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.tensor(draw(probs.expand(40_000, -1), [gen] * 40_000))  # 40k rows, one number each
     freq = torch.bincount(ids, minlength=4).float() / len(ids)
     assert freq[2] == 0  # probability 0 is never drawn
     assert torch.allclose(freq, probs, atol=0.01)
@@ -175,7 +175,7 @@ def test_draws_never_leave_the_support():
         logits = torch.randn(500, generator=gen)
         params = SamplingParams(temperature=1.5, top_k=5, top_p=0.5)
         warped = warp(logits, params)
-        assert torch.isfinite(warped[choose(warped, gen, greedy=False)])
+        assert torch.isfinite(warped[draw(warped.softmax(-1)[None], [gen])[0]])
 
 
 def test_same_seed_same_tokens(gpt):
