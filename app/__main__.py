@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import uvicorn
@@ -21,16 +20,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="a checkpoint directory in the Hugging Face layout, or a hub name such as gpt2 "
                         "(default: the shipped model; the DEEPDIVE_MODEL variable does the same)")
     args = p.parse_args(argv)
-    # the app factory reads its settings from the environment, so flags travel that way
-    os.environ["DEEPDIVE_MODEL"] = args.model
-    os.environ["DEEPDIVE_HOST"] = args.host
-    os.environ["DEEPDIVE_PORT"] = str(args.port)
 
     from app.engine import Engine
     from app.main import create_app
     from model.loading import CheckpointError
 
-    settings = Settings()
+    settings = env.model_copy(update={"model": args.model, "host": args.host, "port": args.port})
     try:
         engine = Engine.load(settings)  # before serving: a bad model must not leave a half-started server
     except CheckpointError as err:

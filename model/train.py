@@ -213,16 +213,18 @@ def token_loss(model: GPT, ids: np.ndarray | list[int], n_ctx: int | None = None
     n_ctx = n_ctx or model.config.n_ctx
     ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     windows = [ids[s:s + n_ctx + 1] for s in range(0, len(ids) - 1, n_ctx)]
+    full = [w for w in windows if len(w) == n_ctx + 1]
+    batches = [torch.stack(full[b:b + batch_size]) for b in range(0, len(full), batch_size)]
+    batches += [w[None] for w in windows if len(w) < n_ctx + 1]  # the short last window on its own
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     device = model.wte.weight.device
-    for b in range(0, len(windows), batch_size):
-        for w in windows[b:b + batch_size]:
-            w = w.to(device)
-            logits = model(w[None, :-1]).float()
-            total += float(F.cross_entropy(logits[0], w[1:], reduction="sum"))
-            count += len(w) - 1
+    for batch in batches:
+        batch = batch.to(device)
+        logits = model(batch[:, :-1]).float()
+        total += float(F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"))
+        count += batch[:, 1:].numel()
     model.train(was_training)
     return total / count
 

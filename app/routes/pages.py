@@ -9,10 +9,9 @@ busy) comes back as a message box in place of the result, because htmx does
 not swap non-2xx answers. (static/js/deepdive.js still explains any non-2xx
 answer, such as a 413 for an oversized body, in the target.)
 
-For the other page modules: `render(request, template, stage_key, **context)`
-renders a page inside base.html with the nav and the next-stage link;
-`partial(request, template, **context)` renders a fragment; `STAGES` is the
-stage order.
+`render(request, template, stage_key, **context)` renders a page inside
+base.html with the nav and the next-stage link; `partial(request, template,
+**context)` renders a fragment; `STAGES` is the stage order.
 """
 
 from __future__ import annotations
