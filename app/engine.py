@@ -1,12 +1,8 @@
 """The one object routes talk to: it owns the loaded model, the tokenizer and the model thread.
 
-Every request's model work runs on ONE thread (ModelThread), so forwards never
-run forty at a time on a laptop's few cores and the event loop never waits on
-torch. That thread alternates: one queued analysis job (next-token, score,
-activations), then one decode step for every stream being generated
-(continuous batching: streams join and leave between steps). Tokenizer work
-needs no model and runs in the ordinary thread pool, so a tokenize request
-never queues behind the model.
+Model work runs on the model thread (app/model_thread.py); tokenizer work needs
+no model and runs in the ordinary thread pool, so a tokenize request never
+queues behind the model. Streams are app/streaming.py's Generations.
 
 Errors a caller can fix are InputError (413 or 422, with a sentence saying what
 was wrong and what is allowed); a full queue is Busy (503).
@@ -15,13 +11,9 @@ was wrong and what is allowed); a full queue is Busy (503).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -29,13 +21,14 @@ import torch
 
 from app import schemas as s
 from app.config import Settings
+from app.model_thread import Busy, ModelThread
+from app.streaming import Generation
 from model import analysis, incontext
-from model.batching import BatchDecoder
 from model.loading import LoadedModel, load_model
-from model.sampling import SamplingParams, Step, Utf8Stream
+from model.sampling import SamplingParams, Step
 from model.tokenizer import EOT_ID, MAX_HISTORY_BYTES, Tokenizer, gpt2_tokenizer
 
-log = logging.getLogger("deepdive.engine")
+__all__ = ["Busy", "Engine", "Generation", "InputError"]
 T = TypeVar("T")
 
 
@@ -45,284 +38,6 @@ class InputError(Exception):
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
         self.status = status
-
-
-class Busy(Exception):
-    """Too much work already queued; the caller should retry shortly (503)."""
-
-
-class ModelThread:
-    """The thread that runs the model: analysis jobs and decode steps take turns.
-
-    Commands (start or cancel a stream) are applied before every step, so a
-    cancelled stream costs at most the step already running. The BatchDecoder
-    runs up to max_batch streams in one forward; the rest wait in it for a row.
-    """
-
-    def __init__(self, loaded: LoadedModel, settings: Settings):
-        self.loaded = loaded
-        self.settings = settings
-        self._cond = threading.Condition()
-        self._jobs: deque[tuple[Future, Callable[[], Any]]] = deque()
-        self._commands: deque[Callable[[], None]] = deque()
-        self._active: dict[int, Generation] = {}  # decoder sequence id -> stream (running or waiting for a row)
-        self._streams = 0  # streams added and not yet ended, counted on the callers' side for the Busy check
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._decoder: BatchDecoder | None = None
-
-    def start(self) -> None:
-        if self._thread and self._thread.is_alive():
-            return
-        self._stopping = False
-        self._decoder = self._new_decoder()
-        self._thread = threading.Thread(target=self._run, name="deepdive-model", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread:
-            self._thread.join(timeout=30)
-        self._thread = None
-
-    @property
-    def streams(self) -> int:
-        """Generations in flight: decoding, or waiting for a place in the batch."""
-        return self._streams
-
-    @property
-    def queued(self) -> int:
-        """Analysis requests waiting for the model."""
-        return len(self._jobs)
-
-    def _new_decoder(self) -> BatchDecoder:
-        return BatchDecoder(self.loaded.model, max_batch=self.settings.max_batch)
-
-    # ---- called from the event loop ----
-
-    def submit(self, fn: Callable[[], T]) -> Future:
-        """Queue fn to run on the model thread; its result or exception lands in the future."""
-        fut: Future = Future()
-        with self._cond:
-            self._check_running()
-            if len(self._jobs) >= self.settings.max_queue:
-                raise Busy(f"{len(self._jobs)} requests are already waiting for the model, the most this "
-                           "server queues; try again in a moment")
-            self._jobs.append((fut, fn))
-            self._cond.notify()
-        return fut
-
-    def add_stream(self, gen: Generation) -> None:
-        limit = self.settings.max_batch + self.settings.max_waiting_streams
-        with self._cond:
-            self._check_running()
-            if self._streams >= limit:
-                raise Busy(f"{self._streams} texts are being generated or waiting, the most this server "
-                           "takes at once; try again in a moment")
-            self._streams += 1
-            self._commands.append(lambda: self._admit(gen))
-            self._cond.notify()
-
-    def cancel_stream(self, gen: Generation) -> None:
-        with self._cond:
-            self._commands.append(lambda: self._drop(gen))
-            self._cond.notify()
-
-    def _check_running(self) -> None:
-        if self._stopping or not self._thread:
-            raise Busy("the model is not running (the server is starting or stopping)")
-
-    # ---- the model thread ----
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not (self._stopping or self._commands or self._jobs or self._active):
-                    self._cond.wait()
-                if self._stopping:
-                    break
-                commands = list(self._commands)
-                self._commands.clear()
-                job = self._jobs.popleft() if self._jobs else None
-            try:
-                for command in commands:
-                    command()
-                if job:
-                    self._run_job(*job)
-                if self._active:
-                    self._step()
-            except Exception as e:  # noqa: BLE001 - the thread must outlive any one bad step
-                log.exception("model thread: a decode step failed")
-                self._end_all(f"generation failed: {type(e).__name__}: {e}")
-                self._decoder = self._new_decoder()
-        self._end_all("the server is shutting down")
-        with self._cond:
-            jobs = list(self._jobs)
-            self._jobs.clear()
-        for fut, _ in jobs:
-            if fut.set_running_or_notify_cancel():
-                fut.set_exception(Busy("the server is shutting down"))
-
-    @staticmethod
-    def _run_job(fut: Future, fn: Callable[[], Any]) -> None:
-        if not fut.set_running_or_notify_cancel():
-            return  # the caller went away while it waited
-        try:
-            fut.set_result(fn())
-        except BaseException as e:  # noqa: BLE001 - handed to the caller, who reports it
-            fut.set_exception(e)
-
-    def _admit(self, gen: Generation) -> None:
-        if gen.max_new_tokens <= 0:  # the prompt fills the context: nothing to generate
-            self._end(gen, "length")
-            return
-        try:
-            gen.seq_id = self._decoder.add(gen.prompt_ids, gen.params, gen.max_new_tokens, seed=gen.seed,
-                                           n_top=gen.n_top)
-        except Exception as e:  # noqa: BLE001 - one bad stream must not end the others
-            log.exception("model thread: starting a stream failed")
-            self._end(gen, "error", f"generation failed: {type(e).__name__}: {e}")
-            return
-        self._active[gen.seq_id] = gen
-
-    def _drop(self, gen: Generation) -> None:
-        if self._active.get(gen.seq_id) is gen:  # else it has ended already
-            del self._active[gen.seq_id]
-            self._decoder.cancel(gen.seq_id)
-            self._release()
-
-    def _step(self) -> None:
-        for ev in self._decoder.step():
-            gen = self._active.get(ev.seq_id)
-            if gen is None:
-                continue
-            gen.deliver(("step", ev.step))
-            if ev.step.id == EOT_ID or ev.finished:
-                if not ev.finished:
-                    self._decoder.cancel(ev.seq_id)
-                del self._active[ev.seq_id]
-                self._end(gen, "eos" if ev.step.id == EOT_ID else "length")  # "context" is a length too
-
-    def _end(self, gen: Generation, reason: str, message: str | None = None) -> None:
-        gen.deliver(("end", reason, message))
-        self._release()
-
-    def _end_all(self, message: str) -> None:
-        for gen in self._active.values():
-            self._end(gen, "error", message)
-        self._active.clear()
-
-    def _release(self) -> None:
-        with self._cond:
-            self._streams -= 1
-
-
-class TextStream:
-    """Sampled tokens' bytes in, text safe to show out: whole characters only, cut at a stop text.
-
-    Text that could be the start of a stop text is held back until the next
-    token shows whether it is one; so the texts pushed out, joined, are always
-    the decoded output up to (not including) the first stop text.
-    """
-
-    def __init__(self, stops: Sequence[str] = ()):
-        self._utf8 = Utf8Stream()
-        self._stops = [t for t in stops if t]
-        self._held = ""
-        self.stopped = False
-
-    def push(self, data: bytes) -> str:
-        return self._release(self._held + self._utf8.push(data), final=False)
-
-    def flush(self) -> str:
-        return "" if self.stopped else self._release(self._held + self._utf8.flush(), final=True)
-
-    def _release(self, text: str, final: bool) -> str:
-        found = [i for stop in self._stops if (i := text.find(stop)) >= 0]
-        if found:
-            self.stopped, self._held = True, ""
-            return text[:min(found)]
-        keep = 0 if final else max((k for stop in self._stops for k in range(1, len(stop))
-                                    if text.endswith(stop[:k])), default=0)
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep]
-
-
-class Generation:
-    """One streaming generation. The model thread feeds it; one async consumer iterates it.
-
-    Iterating yields a schemas.TokenEvent per token, then one schemas.DoneEvent.
-    The <|endoftext|> token ends the stream (reason "eos") and is not itself an
-    event. Call cancel() (idempotent) when the consumer goes away; the model
-    stops working on it before its next step.
-    """
-
-    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int,
-                 seed: int | None, n_top: int, stop: Sequence[str]):
-        self.engine = engine
-        self.prompt_ids = prompt_ids
-        self.params = params
-        self.max_new_tokens = max_new_tokens
-        self.seed = seed
-        self.n_top = n_top
-        self.stop = list(stop)
-        self.seq_id: int | None = None
-        self._done = False
-        self._loop = asyncio.get_running_loop()
-        # unbounded in name only: the model thread puts at most max_new_tokens + 1 items
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._started = time.perf_counter()
-
-    def deliver(self, item: tuple) -> None:
-        """From the model thread: hand an item to the consumer's event loop."""
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the consumer's loop is closed: nobody is listening
-            pass
-
-    def cancel(self) -> None:
-        if not self._done:
-            self._done = True
-            self.engine.model_thread.cancel_stream(self)
-
-    async def __aiter__(self) -> AsyncIterator[s.TokenEvent | s.DoneEvent]:
-        texts = TextStream(self.stop)
-        first: float | None = None
-        count, reason, message = 0, "length", None
-        deadline = self._started + self.engine.settings.generation_timeout_s
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.perf_counter()))
-                except TimeoutError:
-                    reason = "timeout"
-                    message = (f"generation stopped after {self.engine.settings.generation_timeout_s:g} s, "
-                               "this server's limit per request; ask for fewer tokens")
-                    break
-                if item[0] == "end":
-                    _, reason, message = item
-                    break
-                step: Step = item[1]
-                if step.id == EOT_ID:
-                    continue  # the "end" that follows says eos
-                first = first or time.perf_counter()
-                count += 1
-                piece = texts.push(self.engine.tokenizer.token_bytes(step.id))
-                yield self.engine.token_event(count - 1, step, piece)
-                if texts.stopped:
-                    reason = "stop"
-                    break
-        finally:
-            self.cancel()
-        total = time.perf_counter() - self._started
-        yield s.DoneEvent(
-            finish_reason=reason, prompt_tokens=len(self.prompt_ids), completion_tokens=count,
-            text=texts.flush(), message=message,
-            timings=s.Timings(first_token_ms=None if first is None else round((first - self._started) * 1000, 1),
-                              total_ms=round(total * 1000, 1),
-                              tokens_per_second=round(count / total, 2) if total > 0 else 0.0))
 
 
 class Engine:
@@ -522,7 +237,9 @@ class Engine:
             raise InputError(f"{limit_name} is {max_new_tokens:,}; this server generates at most {cap:,} "
                              "tokens per request")
         room = self.config.n_ctx - len(ids)
-        gen = Generation(self, ids, params, min(max_new_tokens or cap, room), seed, n_top, stop)
+        gen = Generation(ids, params, min(max_new_tokens or cap, room), seed, n_top, stop,
+                         on_cancel=self.model_thread.cancel_stream, event=self.token_event,
+                         token_bytes=self.tokenizer.token_bytes, timeout_s=self.settings.generation_timeout_s)
         self.model_thread.add_stream(gen)
         return gen
 

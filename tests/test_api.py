@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.engine import Engine, TextStream
+from app.engine import Engine
+from app.streaming import TextStream
 from app.main import create_app
 from live_server import serve
 from model.batching import BatchDecoder
