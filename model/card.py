@@ -29,7 +29,9 @@ from model.loading import load_model
 from model.sampling import SamplingParams
 from model.generate import generate
 from model.tokenizer import EOT_ID, gpt2_encoding
-from model.train import documents, load_tokens, token_loss
+from model.corpus import documents
+from model.train import load_tokens, token_loss
+from model.training_log import evaluations, read_training_log
 
 SAMPLES = Path(__file__).parent / "samples"
 HELD_OUT_SAMPLE = SAMPLES / "tinystories_valid.txt"
@@ -72,10 +74,6 @@ def story_samples(model, n: int = 3, temperature: float = 0.8, max_new_tokens: i
     return out
 
 
-def evaluations(log: Path) -> list[dict]:
-    return [r for r in map(json.loads, log.read_text().splitlines()) if "val_loss" in r]
-
-
 def transformations(metas: list[dict], stages: list[tuple[Path, int, str]]) -> list[str]:
     """Every change made to the text before training, as a sentence for the card."""
     out = []
@@ -114,7 +112,7 @@ def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: 
     # each source's share of all training batches, over the stages
     share = {n: sum(weight(m, n) * steps for m, (_, steps, _) in zip(metas, stages)) / total_steps for n in names}
     val = load_tokens(data / "tinystories.val.bin")
-    evals = evaluations(checkpoint / "training_log.jsonl")
+    evals = evaluations(read_training_log(checkpoint / "training_log.jsonl") or [])
     final = evals[-1]
     best_step = min(evals, key=lambda r: r["val_loss"])["step"] if exported == "best" else final["step"]
     with torch.inference_mode():

@@ -37,42 +37,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import augment
+from model.corpus import documents, text_files
 from model.generate import generate
 from model.gpt2 import GPT, GPTConfig
 from model.incontext import measure
 from model.loading import load_model, save_checkpoint
 from model.sampling import SamplingParams
-from model.tokenizer import EOT, EOT_ID, gpt2_encoding
+from model.tokenizer import EOT_ID, gpt2_encoding
 
 SAMPLE_PROMPTS = ("Once upon a time", "Tom and his dog", "The little girl")
 
 
 # ---------------------------------------------------------------- data preparation
-
-def text_files(paths: list[str]) -> list[Path]:
-    """Every .txt file under the given files or folders, in a stable order."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*.txt") if f.is_file())
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {p}")
-    return files
-
-
-def documents(path: Path) -> list[str]:
-    """A file's documents: the pieces between <|endoftext|> lines, or the whole file."""
-    text = path.read_text(encoding="utf-8")
-    parts = text.split(f"\n{EOT}\n") if f"\n{EOT}\n" in text else [text]
-    docs = []
-    for part in parts:
-        part = part.removesuffix(EOT).strip("\n")
-        if part.strip():
-            docs.append(part)
-    return docs
-
 
 def write_tokens(docs: list[str], path: Path) -> int:
     """Tokenize documents, each followed by <|endoftext|>, into a flat uint16 file."""

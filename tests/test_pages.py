@@ -19,7 +19,9 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
+from app import templating, demo
 from app.routes import pages
+from model import incontext
 
 MAX_CHARS = 5000
 
@@ -89,7 +91,7 @@ def test_page_explains_and_links_on(client: TestClient, path: str, explanation: 
     assert re.search(rf'<a href="{re.escape(next_path)}" rel="next">Next stage: \w+ →</a>', body)
     # the nav lists every stage in order and marks this one
     labels = re.findall(r'<li><a href="[^"]*"(?: aria-current="page")?>([^<]+)</a></li>', body)
-    assert labels == [s.label for s in pages.STAGES]
+    assert labels == [s.label for s in templating.STAGES]
     assert re.search(rf'<a href="{re.escape(path)}" aria-current="page">', body)
 
 
@@ -223,7 +225,7 @@ def test_loss_partial_colours_every_token(client: TestClient, engine: Engine):
     chips = re.findall(r'<span class="chip c\d (loss-\d)" tabindex="-?\d" title="p = [^"]+ · loss ([\d.]+) nats', body)
     assert len(chips) == len(engine.tokenizer.encode("Once upon a time <i>"))
     for cls, loss in chips:
-        assert cls == pages.loss_class(float(loss))
+        assert cls == templating.loss_class(float(loss))
     assert re.search(r'data-stat="mean-loss">\d+\.\d\d<', body)
     assert re.search(r'data-stat="perplexity">[\d.]+<', body)
     assert "&lt;" in body and "<i>" not in body
@@ -243,7 +245,7 @@ def test_loss_partial_bad_input(client: TestClient, text: str, words: str):
 
 
 def test_loss_bins():
-    assert [pages.loss_class(x) for x in (0.1, 1.0, 2.0, 4.0, 6.0, 9.0)] == [f"loss-{i}" for i in range(6)]
+    assert [templating.loss_class(x) for x in (0.1, 1.0, 2.0, 4.0, 6.0, 9.0)] == [f"loss-{i}" for i in range(6)]
 
 
 # ---------------------------------------------------------------- data
@@ -283,17 +285,17 @@ def test_data_page_without_log_says_so(client: TestClient, engine: Engine, tiny_
 # ---------------------------------------------------------------- helpers
 
 def test_ws_segments_and_pct():
-    assert pages.ws_segments("a  b\n\n\tc") == [("text", "a"), ("sp", "  "), ("text", "b"), ("nl", "\n\n"),
+    assert templating.ws_segments("a  b\n\n\tc") == [("text", "a"), ("sp", "  "), ("text", "b"), ("nl", "\n\n"),
                                                   ("tab", "\t"), ("text", "c")]
-    assert pages.pct(0.5) == "50.0%" and pages.pct(0.999) == "100%"
-    assert pages.pct(0.0123) == "1.23%" and pages.pct(1e-5) == "0.001% (1 in 100,000)"
-    assert pages.si(6_963_200) == "6.96 M" and pages.si(512) == "512"
+    assert templating.pct(0.5) == "50.0%" and templating.pct(0.999) == "100%"
+    assert templating.pct(0.0123) == "1.23%" and templating.pct(1e-5) == "0.001% (1 in 100,000)"
+    assert templating.si(6_963_200) == "6.96 M" and templating.si(512) == "512"
 
 
 # ---------------------------------------------------------------- in-context copying on the pages
 
 def test_loss_partial_points_out_a_repeated_stretch(client: TestClient, engine: Engine):
-    text = dict(pages.LOSS_EXAMPLES)["random words, twice"]
+    text = dict(demo.LOSS_EXAMPLES)["random words, twice"]
     first, second = text.split("\n")
     assert first == second
     body = post(client, "/partials/loss", text)
@@ -312,7 +314,7 @@ def test_head_finder_ranks_every_head_on_the_probe_and_the_prompt(client: TestCl
     assert len(rows) == min(pages.HEAD_ROWS, info.n_layer * info.n_head)
     scores = [float(x) for x in re.findall(r'<td class="r(?: strong)?">([\d.]+)</td>', body)][1::3]
     assert scores == sorted(scores, reverse=True)  # ranked by the previous-token column
-    probe = pages.incontext.probe_words(info.n_ctx // 2 - 1)
+    probe = incontext.probe_words(info.n_ctx // 2 - 1)
     assert 'data-probe-text="' + html.escape(probe) + '"' in body
     body = client.post("/partials/heads", data={"on": "prompt", "prompt": "the cat sat. the cat sat."}).text
     assert 'data-probe-text=""' in body and "the prompt above" in body
@@ -336,7 +338,7 @@ def test_internals_hint_claims_only_measured_heads(client: TestClient, engine: E
 
 def test_playground_labels_presets_that_need_a_larger_model(client: TestClient):
     body = client.get("/playground").text
-    for p in pages.PLAYGROUND_PRESETS:
+    for p in demo.PLAYGROUND_PRESETS:
         label = html.escape(p["label"])
         needs = re.search(re.escape(label) + r'( <span class="muted">\(needs a larger model\)</span>)?</button>', body)
         assert needs, p["label"]

@@ -6,24 +6,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app import schemas as s
-from app.engine import Engine, Generation
+from app.deps import EngineDep
+from app.engine import Generation
 from app.errors import require_json
 from model.sampling import SamplingParams
 
 router = APIRouter()
-
-
-def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
 async def json_response(model: BaseModel) -> Response:

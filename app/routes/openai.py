@@ -17,9 +17,11 @@ from fastapi import APIRouter, Depends
 from starlette.responses import StreamingResponse
 
 from app import schemas as s
+from app.deps import EngineDep
 from app.engine import Busy, Generation
 from app.errors import require_json
-from app.routes.api import EngineDep, EventStream
+from app.routes import openai_schemas as o
+from app.routes.api import EventStream
 from model.sampling import SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -38,11 +40,11 @@ class Collector:
         self.offset = prompt_chars  # OpenAI's text_offset counts from the start of the prompt
         self.text = ""
 
-    def logprobs(self, ev: s.TokenEvent) -> s.Logprobs | None:
+    def logprobs(self, ev: s.TokenEvent) -> o.Logprobs | None:
         if self.want is None:
             return None
         top = {c.text: logprob(c.prob) for c in ev.before[:self.want]} if self.want else None
-        return s.Logprobs(tokens=[ev.piece], token_logprobs=[logprob(ev.raw_prob)],
+        return o.Logprobs(tokens=[ev.piece], token_logprobs=[logprob(ev.raw_prob)],
                           top_logprobs=[top] if top is not None else None, text_offset=[self.offset])
 
     def add(self, text: str) -> None:
@@ -50,7 +52,7 @@ class Collector:
         self.offset += len(text)
 
 
-def merge(into: s.Logprobs | None, more: s.Logprobs | None) -> s.Logprobs | None:
+def merge(into: o.Logprobs | None, more: o.Logprobs | None) -> o.Logprobs | None:
     if into is None or more is None:
         return into or more
     into.tokens += more.tokens
@@ -65,12 +67,12 @@ def finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"  # OpenAI says "stop" for end-of-text too
 
 
-@router.get("/models", response_model=s.ModelList, summary="The one model this server runs")
-def models(engine: EngineDep) -> s.ModelList:
-    return s.ModelList(data=[s.ModelCard(id=engine.info().name, created=engine.started)])
+@router.get("/models", response_model=o.ModelList, summary="The one model this server runs")
+def models(engine: EngineDep) -> o.ModelList:
+    return o.ModelList(data=[o.ModelCard(id=engine.info().name, created=engine.started)])
 
 
-@router.post("/completions", response_model=s.Completion, dependencies=[Depends(require_json)],
+@router.post("/completions", response_model=o.Completion, dependencies=[Depends(require_json)],
              summary="Complete a prompt (OpenAI-compatible)",
              responses={200: {"description": "a completion; with stream=true, Server-Sent Events of "
                                              "completion chunks ending in `data: [DONE]`",
@@ -78,8 +80,8 @@ def models(engine: EngineDep) -> s.ModelList:
                                   "type": "object", "required": ["data"],
                                   "properties": {"data": {"type": "string", "description":
                                                           "a Completion chunk as JSON, or [DONE]"}}}}}},
-                        **s.error_responses(s.OpenAIError, 413, 415, 422, 503)})
-async def completions(req: s.CompletionRequest, engine: EngineDep) -> s.Completion | StreamingResponse:
+                        **s.error_responses(o.OpenAIError, 413, 415, 422, 503)})
+async def completions(req: o.CompletionRequest, engine: EngineDep) -> o.Completion | StreamingResponse:
     """prompt, max_tokens, temperature, top_p, seed, stop, stream and logprobs as in OpenAI's API;
     top_k as in vLLM. max_tokens over the server's cap is refused; a completion that reaches the
     context's end stops there with finish_reason "length"."""
@@ -108,19 +110,19 @@ async def completions(req: s.CompletionRequest, engine: EngineDep) -> s.Completi
             done = ev
     if done.finish_reason in ("timeout", "error"):
         raise Busy(f"the completion was cut short ({done.message}); try again")
-    return s.Completion(**meta, choices=[s.CompletionChoice(text=collector.text, logprobs=logprobs,
+    return o.Completion(**meta, choices=[o.CompletionChoice(text=collector.text, logprobs=logprobs,
                                                             finish_reason=finish(done.finish_reason))],
                         usage=usage_of(done))
 
 
-def usage_of(done: s.DoneEvent) -> s.Usage:
-    return s.Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+def usage_of(done: s.DoneEvent) -> o.Usage:
+    return o.Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
                    total_tokens=done.prompt_tokens + done.completion_tokens)
 
 
 async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool) -> AsyncIterator[bytes]:
-    def chunk(text: str, logprobs: s.Logprobs | None, reason: str | None) -> bytes:
-        c = s.Completion(**meta, choices=[s.CompletionChoice(text=text, logprobs=logprobs, finish_reason=reason)])
+    def chunk(text: str, logprobs: o.Logprobs | None, reason: str | None) -> bytes:
+        c = o.Completion(**meta, choices=[o.CompletionChoice(text=text, logprobs=logprobs, finish_reason=reason)])
         return f"data: {c.model_dump_json()}\n\n".encode()
 
     async for ev in gen:
@@ -128,12 +130,12 @@ async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool)
             yield chunk(ev.text, collector.logprobs(ev), None)
             collector.add(ev.text)
         elif ev.finish_reason in ("timeout", "error"):
-            error = s.OpenAIError(error=s.OpenAIErrorBody(message=f"the completion was cut short ({ev.message})",
+            error = o.OpenAIError(error=o.OpenAIErrorBody(message=f"the completion was cut short ({ev.message})",
                                                           type="server_error"))
             yield f"data: {error.model_dump_json()}\n\n".encode()
         else:
             yield chunk(ev.text, None, finish(ev.finish_reason))
             if usage:
-                u = s.Completion(**meta, choices=[], usage=usage_of(ev))
+                u = o.Completion(**meta, choices=[], usage=usage_of(ev))
                 yield f"data: {u.model_dump_json()}\n\n".encode()
     yield b"data: [DONE]\n\n"

@@ -9,54 +9,37 @@ busy) comes back as a message box in place of the result, because htmx does
 not swap non-2xx answers. (static/js/deepdive.js still explains any non-2xx
 answer, such as a 413 for an oversized body, in the target.)
 
-`render(request, template, stage_key, **context)` renders a page inside
-base.html with the nav and the next-stage link; `partial(request, template,
-**context)` renders a fragment; `STAGES` is the stage order.
+Rendering (filters, the stage order) is app/templating.py; the example texts
+and presets are app/demo.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-import jinja2
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 
 from app import schemas as s
+from app.demo import (DEFAULT_INFERENCE_PROMPT, DEFAULT_INTERNALS_PROMPT, DEFAULT_LOSS_TEXT,
+                      DEFAULT_PLAYGROUND_PROMPT, DEFAULT_TOKENIZER_TEXT, LOSS_EXAMPLES, PLAYGROUND_PRESETS,
+                      SAMPLE_FILES)
+from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
+from app.templating import LOSS_LEGEND, ROOT, flag, message, partial, render
 from model import encodings, incontext
+from model.corpus import documents
 from model.tokenizer import EOT, EOT_ID, Tokenizer
-from model.train import documents
+from model.training_log import evaluations, finite, read_training_log
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 SAMPLES = ROOT / "model" / "samples"
 
 router = APIRouter(include_in_schema=False)
 
-
-@dataclass(frozen=True)
-class Stage:
-    key: str
-    label: str
-    path: str
-
-
-STAGES = (
-    Stage("overview", "Overview", "/"),
-    Stage("data", "Data", "/data"),
-    Stage("tokenizer", "Tokenizer", "/tokenizer"),
-    Stage("loss", "Training", "/loss"),
-    Stage("internals", "Internals", "/internals"),
-    Stage("inference", "Inference", "/inference"),
-    Stage("playground", "Playground", "/playground"),
-)
 
 # What each view shows at most: enough to read, small enough to stay quick while typing.
 MAX_CHIPS = 3000          # chips drawn for one text (the counts still cover all of it)
@@ -65,126 +48,7 @@ BPE_CHARS = 200           # the merge story covers this many characters
 VOCAB_PAGE = 30
 DATA_TOKENS = 400         # tokens of the training stream on the data page
 
-DEFAULT_TOKENIZER_TEXT = ("Hello world! GPT-2 reads text as tokens, not letters. "
-                          "Unbelievable, isn't it? Tokenization also handles emoji 🙂 and ünïcödé.")
-DEFAULT_LOSS_TEXT = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
-                     "with her dog. One day, they found a big red ball in the park.")
-LOSS_EXAMPLES = (
-    ("a story opening", DEFAULT_LOSS_TEXT),
-    ("a science sentence", "The mitochondria is the powerhouse of the cell, producing adenosine triphosphate."),
-    ("shuffled words", "park the ball dog red Lily found big a in they time upon once."),
-    ("a repeated line", "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat."),
-    ("random words, twice", "\n".join([incontext.random_words(12, seed=7)] * 2)),
-)
 MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
-
-
-# ---------------------------------------------------------------- templates
-
-WS_KINDS = {" ": "sp", "\n": "nl", "\t": "tab", "\r": "cr"}
-WS_MARKS = {"sp": "·", "nl": "↵", "tab": "→", "cr": "␍"}
-
-
-def ws_segments(text: str) -> list[tuple[str, str]]:
-    """Split text into runs of ordinary text and of one whitespace character, for visible marks."""
-    out: list[tuple[str, str]] = []
-    for ch in text:
-        kind = WS_KINDS.get(ch, "text")
-        if out and out[-1][0] == kind:
-            out[-1] = (kind, out[-1][1] + ch)
-        else:
-            out.append((kind, ch))
-    return out
-
-
-def thousands(n: int | float) -> str:
-    return f"{n:,}"
-
-
-def si(n: float) -> str:
-    """1234567 -> '1.2 M': token counts read aloud."""
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:g}"
-
-
-def pct(p: float) -> str:
-    """A probability as a percentage a student can read; tiny ones as '1 in N' too."""
-    if p >= 0.1:
-        return f"{p:.0%}" if p >= 0.995 else f"{p * 100:.1f}%"
-    if p >= 0.001:
-        return f"{p * 100:.2f}%"
-    return f"{p * 100:.2g}% (1 in {round(1 / p):,})" if p > 0 else "0%"
-
-
-def hexbytes(data: list[int] | bytes) -> str:
-    return " ".join(f"{b:02x}" for b in data)
-
-
-def classes(flags: dict[str, bool]) -> str:
-    """{"show-ids": True, "show-ws": False} -> "show-ids": a class attribute from switches."""
-    return " ".join(name for name, on in flags.items() if on)
-
-
-def token_title(t: Any, i: int, total: int) -> str:
-    """The facts a chip's tooltip and the detail panel list, joined by ' · '."""
-    if t.start == t.end:
-        where = "continues the character before"
-    else:
-        where = f"character{'s' if t.end - t.start > 1 else ''} {t.start + 1}" + (
-            f"–{t.end}" if t.end - t.start > 1 else "")
-    facts = [f"token {i + 1} of {total:,}", f"id {t.id}", f"bytes {hexbytes(t.bytes)}", where]
-    if t.partial:
-        facts.append("part of a character")
-    return " · ".join(facts)
-
-
-LOSS_BINS = (0.693, 1.609, 2.996, 4.605, 6.908)  # −ln p at p = 50 %, 20 %, 5 %, 1 %, 0.1 %
-LOSS_LEGEND = ("p > 50%", "20–50%", "5–20%", "1–5%", "0.1–1%", "p < 0.1%")
-
-
-def loss_class(loss: float) -> str:
-    return f"loss-{sum(loss >= b for b in LOSS_BINS)}"
-
-
-templates = Jinja2Templates(env=jinja2.Environment(
-    loader=jinja2.FileSystemLoader(ROOT / "templates"),
-    autoescape=True,  # every template, whatever its name: token texts can hold "<script>"
-    trim_blocks=True, lstrip_blocks=True,  # chip streams are white-space: pre-wrap; stray spaces would show
-    undefined=jinja2.StrictUndefined,
-))
-templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct,
-                             hexbytes=hexbytes, token_title=token_title, loss_class=loss_class)
-templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID)
-
-
-def engine_of(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-def render(request: Request, template: str, stage_key: str, **context: Any) -> HTMLResponse:
-    """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom."""
-    keys = [st.key for st in STAGES]
-    i = keys.index(stage_key)
-    info = engine_of(request).info()
-    return templates.TemplateResponse(request, template, {
-        "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
-        "model_name": info.name, "present": request.query_params.get("present") == "1", **context})
-
-
-def partial(request: Request, template: str, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, template, context)
-
-
-def message(request: Request, text: str, kind: str = "error") -> HTMLResponse:
-    """A message box in place of a partial's result (200, so htmx swaps it in)."""
-    return partial(request, "partials/_message.html", text=text, kind=kind)
-
-
-def flag(value: str | None, default: bool) -> bool:
-    return default if value is None else value == "1"
-
 
 Text = Annotated[str, Form()]
 
@@ -192,8 +56,8 @@ Text = Annotated[str, Form()]
 # ---------------------------------------------------------------- overview
 
 @router.get("/", response_class=HTMLResponse)
-async def overview(request: Request):
-    return render(request, "overview.html", "overview", info=engine_of(request).info())
+async def overview(request: Request, engine: EngineDep):
+    return render(request, "overview.html", "overview", info=engine.info())
 
 
 # ---------------------------------------------------------------- pre-training data
@@ -207,11 +71,6 @@ class SampleStats:
     tokens: int
 
 
-SAMPLE_FILES = (
-    ("tinystories_train.txt", "TinyStories: training stories"),
-    ("tinystories_valid.txt", "TinyStories: held-out stories (never trained on)"),
-    ("wizard_of_oz_excerpt.txt", "The Wonderful Wizard of Oz (opening)"),
-)
 _sample_cache: dict[str, SampleStats] = {}
 
 
@@ -240,30 +99,6 @@ def training_stream(tokenizer: Tokenizer, n_tokens: int) -> list[dict]:
         if len(stream) >= n_tokens:
             break
     return stream[:n_tokens]
-
-
-def read_training_log(path: Path) -> list[dict] | None:
-    """The training log's records (JSON lines), or None when the model has none; bad lines are skipped."""
-    if not path.is_file():
-        return None
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and isinstance(r.get("step"), int):
-            records.append(r)
-    return records
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def evaluations(records: list[dict]) -> list[dict]:
-    """The log's evaluation records: those with tokens seen and a validation loss."""
-    return [r for r in records if finite(r.get("tokens")) and finite(r.get("val_loss"))]
 
 
 def curve_spec(evals: list[dict]) -> dict | None:
@@ -295,8 +130,7 @@ def checkpoint_samples(records: list[dict]) -> list[dict]:
 
 
 @router.get("/data", response_class=HTMLResponse)
-async def data(request: Request):
-    engine = engine_of(request)
+async def data(request: Request, engine: EngineDep):
     records = read_training_log(engine.loaded.path / "training_log.jsonl")
     card = engine.loaded.card if isinstance(engine.loaded.card, dict) else {}
     corpus = card.get("corpus") if isinstance(card.get("corpus"), dict) else {}
@@ -317,9 +151,8 @@ async def tokens_context(engine: Engine, text: str) -> dict:
 
 
 @router.get("/tokenizer", response_class=HTMLResponse)
-async def tokenizer(request: Request, text: str = DEFAULT_TOKENIZER_TEXT, ids: str | None = None,
+async def tokenizer(request: Request, engine: EngineDep, text: str = DEFAULT_TOKENIZER_TEXT, ids: str | None = None,
                     ws: str | None = None, q: str = " the", vpage: Annotated[int, Query(ge=1)] = 1):
-    engine = engine_of(request)
     try:
         result = await tokens_context(engine, text)
     except InputError as e:
@@ -330,22 +163,22 @@ async def tokenizer(request: Request, text: str = DEFAULT_TOKENIZER_TEXT, ids: s
 
 
 @router.post("/partials/tokens", response_class=HTMLResponse)
-async def tokens_partial(request: Request, text: Text = ""):
+async def tokens_partial(request: Request, engine: EngineDep, text: Text = ""):
     if not text:
         return message(request, "Type or paste some text above to see its tokens.", "info")
     try:
-        return partial(request, "partials/_tokens.html", **await tokens_context(engine_of(request), text))
+        return partial(request, "partials/_tokens.html", **await tokens_context(engine, text))
     except InputError as e:
         return message(request, f"That text is too long to show: {e}.")
 
 
 @router.post("/partials/bpe", response_class=HTMLResponse)
-async def bpe_partial(request: Request, text: Text = ""):
+async def bpe_partial(request: Request, engine: EngineDep, text: Text = ""):
     if not text:
         return message(request, "Type some text above to watch its bytes merge into tokens.", "info")
     shown = text[:BPE_CHARS]
     try:
-        history = await engine_of(request).bpe(shown)
+        history = await engine.bpe(shown)
     except InputError as e:
         return message(request, f"{e}.")
     return partial(request, "partials/_bpe.html", history=history.model_dump(mode="json"),
@@ -353,11 +186,11 @@ async def bpe_partial(request: Request, text: Text = ""):
 
 
 @router.post("/partials/compare", response_class=HTMLResponse)
-async def compare_partial(request: Request, text: Text = ""):
+async def compare_partial(request: Request, engine: EngineDep, text: Text = ""):
     if not text:
         return message(request, "Type some text above to compare vocabularies.", "info")
     try:
-        engine_of(request).check_text(text)
+        engine.check_text(text)
     except InputError as e:
         return message(request, f"That text is too long to compare: {e}.")
     # building cl100k/o200k takes a second on first use: off the event loop
@@ -375,10 +208,10 @@ async def vocab_context(engine: Engine, q: str, page: int) -> dict:
 
 
 @router.get("/partials/vocab", response_class=HTMLResponse)
-async def vocab_partial(request: Request, q: str = "", page: Annotated[int, Query(ge=1, le=100_000)] = 1):
+async def vocab_partial(request: Request, engine: EngineDep, q: str = "", page: Annotated[int, Query(ge=1, le=100_000)] = 1):
     if len(q) > 100:
         return message(request, "Search for at most 100 characters: no token is longer than that.")
-    return partial(request, "partials/_vocab.html", **await vocab_context(engine_of(request), q, page))
+    return partial(request, "partials/_vocab.html", **await vocab_context(engine, q, page))
 
 
 # ---------------------------------------------------------------- loss (training)
@@ -408,15 +241,15 @@ async def try_loss(engine: Engine, text: str) -> dict:
 
 
 @router.get("/loss", response_class=HTMLResponse)
-async def loss(request: Request, text: str = DEFAULT_LOSS_TEXT):
-    result = await try_loss(engine_of(request), text)
+async def loss(request: Request, engine: EngineDep, text: str = DEFAULT_LOSS_TEXT):
+    result = await try_loss(engine, text)
     return render(request, "loss.html", "loss", text=text, examples=LOSS_EXAMPLES, legend=LOSS_LEGEND,
-                  default_text=DEFAULT_LOSS_TEXT, info=engine_of(request).info(), **result)
+                  default_text=DEFAULT_LOSS_TEXT, info=engine.info(), **result)
 
 
 @router.post("/partials/loss", response_class=HTMLResponse)
-async def loss_partial(request: Request, text: Text = ""):
-    result = await try_loss(engine_of(request), text)
+async def loss_partial(request: Request, engine: EngineDep, text: Text = ""):
+    result = await try_loss(engine, text)
     if "error" in result:
         return message(request, result["error"], result["kind"])
     return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, **result)
@@ -426,52 +259,12 @@ async def loss_partial(request: Request, text: Text = ""):
 # These pages draw in the browser (static/js/internals.js, inference.js, playground.js) from the JSON API;
 # the server renders the controls with the URL's settings, so a prepared demo is a link.
 
-DEFAULT_INTERNALS_PROMPT = "Tom and his dog went to the park. Tom threw the ball and the dog"
-DEFAULT_INFERENCE_PROMPT = "Once upon a time, there was a little"
-DEFAULT_PLAYGROUND_PROMPT = "Once upon a time"
 INFERENCE_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 42, "n": 10}
 INFERENCE_BARS = (5, 10, 15, 20, 30)
 PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_tokens": 80}
 STOP_CHOICES = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
                 ("para", "a blank line", ["\n\n"]))
 COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
-# Presets with needs_large=True show a pattern a model trained on web text continues and a children's-story model
-# does not; the others work greedily on the default model (tests/test_default_model.py runs each one).
-PLAYGROUND_PRESETS = (
-    {"label": "Once upon a time", "prompt": "Once upon a time", "temperature": 0.8, "max_new_tokens": 80,
-     "stop": "none"},
-    {"label": "Tom and his dog", "prompt": "Tom and his dog", "temperature": 0.8, "max_new_tokens": 80,
-     "stop": "none"},
-    {"label": "An invented name",
-     "prompt": "Once upon a time, there was a little fox named Brimlo. Brimlo lived in a big forest. One day,",
-     "temperature": 0.0, "max_new_tokens": 30, "stop": "none",
-     "note": "No story it read had a fox called Brimlo: to use the name again, it must read it from the prompt."},
-    {"label": "A repeated refrain",
-     "prompt": "The wind says hush, hush, hush.\nThe rain says hush, hush, hush.\nThe sea says",
-     "temperature": 0.0, "max_new_tokens": 8, "stop": "line",
-     "note": "The refrain is in the prompt twice; the model copies it a third time."},
-    {"label": "A list",
-     "prompt": "In my bag:\n- a red apple\n- a blue pen\n- a little book\n-",
-     "temperature": 0.0, "max_new_tokens": 12, "stop": "line",
-     "note": "The prompt sets a format (a dash, then “a”, a describing word, a thing); the model keeps it."},
-    {"label": "English → French", "needs_large": True,
-     "prompt": "sea otter => loutre de mer\ncheese => fromage\nplush giraffe => girafe en peluche\ncat =>",
-     "temperature": 0.0, "max_new_tokens": 10, "stop": "line",
-     "note": "A model trained on web text has read French and English side by side and answers “chat”. This "
-             "model has read no French: it can copy the format, not translate."},
-    {"label": "Opposites", "needs_large": True, "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
-     "temperature": 0.0, "max_new_tokens": 6, "stop": "line",
-     "note": "A larger model has seen enough word pairs to guess “down”; a small one knows the format, not the "
-             "meaning."},
-    {"label": "Human / Assistant chat", "needs_large": True,
-     "prompt": "Human: Hi! Who are you?\nAssistant: I am a helpful assistant. How can I help?\n"
-               "Human: What colour is the sky?\nAssistant:",
-     "temperature": 0.7, "max_new_tokens": 40, "stop": "line",
-     "note": "A model trained on web text has read dialogues and plays the Assistant's part (“The sky is blue.”). "
-             "This one has read only stories: a chat transcript is a pattern it barely knows."},
-)
-
-
 def query_number(request: Request, name: str, default: float, lo: float, hi: float) -> float:
     """A numeric URL setting, clamped to what the control allows; a mangled one falls back to the default
     (a page answers a hand-edited link with its defaults, not a 422)."""
@@ -496,11 +289,11 @@ def architecture(info: s.ModelInfo) -> dict:
 
 
 @router.get("/internals", response_class=HTMLResponse)
-async def internals(request: Request, prompt: str = DEFAULT_INTERNALS_PROMPT):
-    info = engine_of(request).info()
+async def internals(request: Request, engine: EngineDep, prompt: str = DEFAULT_INTERNALS_PROMPT):
+    info = engine.info()
     return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
                   default_prompt=DEFAULT_INTERNALS_PROMPT,
-                  head_hint=head_hint(await engine_of(request).probe_heads()), head_kinds=HEAD_KINDS,
+                  head_hint=head_hint(await engine.probe_heads()), head_kinds=HEAD_KINDS,
                   layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
                   head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
                   pos=int(query_number(request, "pos", -1, -1, info.n_ctx - 1)))
@@ -526,8 +319,7 @@ def head_hint(rows: list[dict]) -> str:
 
 
 @router.post("/partials/heads", response_class=HTMLResponse)
-async def heads_partial(request: Request, prompt: Text = "", on: Text = "prompt", sort: Text = "induction"):
-    engine = engine_of(request)
+async def heads_partial(request: Request, engine: EngineDep, prompt: Text = "", on: Text = "prompt", sort: Text = "induction"):
     sort = sort if sort in dict(HEAD_KINDS) else "induction"
     on_probe = on == "probe"
     probe = incontext.probe_words(min(40, engine.info().n_ctx // 2 - 1))  # fits any model's context
@@ -547,10 +339,10 @@ async def heads_partial(request: Request, prompt: Text = "", on: Text = "prompt"
 
 
 @router.get("/inference", response_class=HTMLResponse)
-async def inference(request: Request, prompt: str = DEFAULT_INFERENCE_PROMPT):
+async def inference(request: Request, engine: EngineDep, prompt: str = DEFAULT_INFERENCE_PROMPT):
     d = INFERENCE_DEFAULTS
     n = int(query_number(request, "n", d["n"], 1, max(INFERENCE_BARS)))
-    return render(request, "inference.html", "inference", info=engine_of(request).info(), prompt=prompt,
+    return render(request, "inference.html", "inference", info=engine.info(), prompt=prompt,
                   default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=d, n_choices=INFERENCE_BARS,
                   temperature=query_number(request, "temperature", d["temperature"], 0, 2),
                   top_k=int(query_number(request, "top_k", d["top_k"], 0, 50)),
@@ -560,10 +352,10 @@ async def inference(request: Request, prompt: str = DEFAULT_INFERENCE_PROMPT):
 
 
 @router.get("/playground", response_class=HTMLResponse)
-async def playground(request: Request, prompt: str = DEFAULT_PLAYGROUND_PROMPT, seed: str = "", stop: str = "none"):
+async def playground(request: Request, engine: EngineDep, prompt: str = DEFAULT_PLAYGROUND_PROMPT, seed: str = "", stop: str = "none"):
     d = PLAYGROUND_DEFAULTS
     cap = request.app.state.settings.max_new_tokens
-    return render(request, "playground.html", "playground", info=engine_of(request).info(), prompt=prompt,
+    return render(request, "playground.html", "playground", info=engine.info(), prompt=prompt,
                   default_prompt=DEFAULT_PLAYGROUND_PROMPT, defaults=d, presets=PLAYGROUND_PRESETS,
                   stops=STOP_CHOICES, stop=stop if stop in {k for k, _, _ in STOP_CHOICES} else "none",
                   compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND,

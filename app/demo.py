@@ -1,0 +1,65 @@
+"""Demo content the pages start from: example texts and prompts, and the Playground's presets.
+
+One place for everything a teacher sees before typing: change an example here.
+"""
+
+from __future__ import annotations
+
+from model import incontext
+
+DEFAULT_TOKENIZER_TEXT = ("Hello world! GPT-2 reads text as tokens, not letters. "
+                          "Unbelievable, isn't it? Tokenization also handles emoji 🙂 and ünïcödé.")
+DEFAULT_LOSS_TEXT = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
+                     "with her dog. One day, they found a big red ball in the park.")
+LOSS_EXAMPLES = (
+    ("a story opening", DEFAULT_LOSS_TEXT),
+    ("a science sentence", "The mitochondria is the powerhouse of the cell, producing adenosine triphosphate."),
+    ("shuffled words", "park the ball dog red Lily found big a in they time upon once."),
+    ("a repeated line", "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat."),
+    ("random words, twice", "\n".join([incontext.random_words(12, seed=7)] * 2)),
+)
+
+SAMPLE_FILES = (
+    ("tinystories_train.txt", "TinyStories: training stories"),
+    ("tinystories_valid.txt", "TinyStories: held-out stories (never trained on)"),
+    ("wizard_of_oz_excerpt.txt", "The Wonderful Wizard of Oz (opening)"),
+)
+DEFAULT_INTERNALS_PROMPT = "Tom and his dog went to the park. Tom threw the ball and the dog"
+DEFAULT_INFERENCE_PROMPT = "Once upon a time, there was a little"
+DEFAULT_PLAYGROUND_PROMPT = "Once upon a time"
+
+# Presets with needs_large=True show a pattern a model trained on web text continues and a children's-story model
+# does not; the others work greedily on the default model (tests/test_default_model.py runs each one).
+PLAYGROUND_PRESETS = (
+    {"label": "Once upon a time", "prompt": "Once upon a time", "temperature": 0.8, "max_new_tokens": 80,
+     "stop": "none"},
+    {"label": "Tom and his dog", "prompt": "Tom and his dog", "temperature": 0.8, "max_new_tokens": 80,
+     "stop": "none"},
+    {"label": "An invented name",
+     "prompt": "Once upon a time, there was a little fox named Brimlo. Brimlo lived in a big forest. One day,",
+     "temperature": 0.0, "max_new_tokens": 30, "stop": "none",
+     "note": "No story it read had a fox called Brimlo: to use the name again, it must read it from the prompt."},
+    {"label": "A repeated refrain",
+     "prompt": "The wind says hush, hush, hush.\nThe rain says hush, hush, hush.\nThe sea says",
+     "temperature": 0.0, "max_new_tokens": 8, "stop": "line",
+     "note": "The refrain is in the prompt twice; the model copies it a third time."},
+    {"label": "A list",
+     "prompt": "In my bag:\n- a red apple\n- a blue pen\n- a little book\n-",
+     "temperature": 0.0, "max_new_tokens": 12, "stop": "line",
+     "note": "The prompt sets a format (a dash, then “a”, a describing word, a thing); the model keeps it."},
+    {"label": "English → French", "needs_large": True,
+     "prompt": "sea otter => loutre de mer\ncheese => fromage\nplush giraffe => girafe en peluche\ncat =>",
+     "temperature": 0.0, "max_new_tokens": 10, "stop": "line",
+     "note": "A model trained on web text has read French and English side by side and answers “chat”. This "
+             "model has read no French: it can copy the format, not translate."},
+    {"label": "Opposites", "needs_large": True, "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
+     "temperature": 0.0, "max_new_tokens": 6, "stop": "line",
+     "note": "A larger model has seen enough word pairs to guess “down”; a small one knows the format, not the "
+             "meaning."},
+    {"label": "Human / Assistant chat", "needs_large": True,
+     "prompt": "Human: Hi! Who are you?\nAssistant: I am a helpful assistant. How can I help?\n"
+               "Human: What colour is the sky?\nAssistant:",
+     "temperature": 0.7, "max_new_tokens": 40, "stop": "line",
+     "note": "A model trained on web text has read dialogues and plays the Assistant's part (“The sky is blue.”). "
+             "This one has read only stories: a chat transcript is a pattern it barely knows."},
+)

@@ -1,0 +1,140 @@
+"""How pages are rendered: the Jinja environment, its filters, and the stages every page belongs to.
+
+`render(request, template, stage_key, **context)` renders a page inside base.html
+with the nav and the next-stage link; `partial(request, template, **context)`
+renders a fragment; `message(...)` a message box in place of a partial's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.deps import get_engine
+from model.tokenizer import EOT_ID
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    label: str
+    path: str
+
+
+STAGES = (
+    Stage("overview", "Overview", "/"),
+    Stage("data", "Data", "/data"),
+    Stage("tokenizer", "Tokenizer", "/tokenizer"),
+    Stage("loss", "Training", "/loss"),
+    Stage("internals", "Internals", "/internals"),
+    Stage("inference", "Inference", "/inference"),
+    Stage("playground", "Playground", "/playground"),
+)
+
+WS_KINDS = {" ": "sp", "\n": "nl", "\t": "tab", "\r": "cr"}
+WS_MARKS = {"sp": "·", "nl": "↵", "tab": "→", "cr": "␍"}
+
+
+def ws_segments(text: str) -> list[tuple[str, str]]:
+    """Split text into runs of ordinary text and of one whitespace character, for visible marks."""
+    out: list[tuple[str, str]] = []
+    for ch in text:
+        kind = WS_KINDS.get(ch, "text")
+        if out and out[-1][0] == kind:
+            out[-1] = (kind, out[-1][1] + ch)
+        else:
+            out.append((kind, ch))
+    return out
+
+
+def thousands(n: int | float) -> str:
+    return f"{n:,}"
+
+
+def si(n: float) -> str:
+    """1234567 -> '1.2 M': token counts read aloud."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:g}"
+
+
+def pct(p: float) -> str:
+    """A probability as a percentage a student can read; tiny ones as '1 in N' too."""
+    if p >= 0.1:
+        return f"{p:.0%}" if p >= 0.995 else f"{p * 100:.1f}%"
+    if p >= 0.001:
+        return f"{p * 100:.2f}%"
+    return f"{p * 100:.2g}% (1 in {round(1 / p):,})" if p > 0 else "0%"
+
+
+def hexbytes(data: list[int] | bytes) -> str:
+    return " ".join(f"{b:02x}" for b in data)
+
+
+def classes(flags: dict[str, bool]) -> str:
+    """{"show-ids": True, "show-ws": False} -> "show-ids": a class attribute from switches."""
+    return " ".join(name for name, on in flags.items() if on)
+
+
+def token_title(t: Any, i: int, total: int) -> str:
+    """The facts a chip's tooltip and the detail panel list, joined by ' · '."""
+    if t.start == t.end:
+        where = "continues the character before"
+    else:
+        where = f"character{'s' if t.end - t.start > 1 else ''} {t.start + 1}" + (
+            f"–{t.end}" if t.end - t.start > 1 else "")
+    facts = [f"token {i + 1} of {total:,}", f"id {t.id}", f"bytes {hexbytes(t.bytes)}", where]
+    if t.partial:
+        facts.append("part of a character")
+    return " · ".join(facts)
+
+
+LOSS_BINS = (0.693, 1.609, 2.996, 4.605, 6.908)  # −ln p at p = 50 %, 20 %, 5 %, 1 %, 0.1 %
+LOSS_LEGEND = ("p > 50%", "20–50%", "5–20%", "1–5%", "0.1–1%", "p < 0.1%")
+
+
+def loss_class(loss: float) -> str:
+    return f"loss-{sum(loss >= b for b in LOSS_BINS)}"
+
+
+templates = Jinja2Templates(env=jinja2.Environment(
+    loader=jinja2.FileSystemLoader(ROOT / "templates"),
+    autoescape=True,  # every template, whatever its name: token texts can hold "<script>"
+    trim_blocks=True, lstrip_blocks=True,  # chip streams are white-space: pre-wrap; stray spaces would show
+    undefined=jinja2.StrictUndefined,
+))
+templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct,
+                             hexbytes=hexbytes, token_title=token_title, loss_class=loss_class)
+templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID)
+
+
+def render(request: Request, template: str, stage_key: str, **context: Any) -> HTMLResponse:
+    """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom."""
+    keys = [st.key for st in STAGES]
+    i = keys.index(stage_key)
+    info = get_engine(request).info()
+    return templates.TemplateResponse(request, template, {
+        "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
+        "model_name": info.name, "present": request.query_params.get("present") == "1", **context})
+
+
+def partial(request: Request, template: str, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, context)
+
+
+def message(request: Request, text: str, kind: str = "error") -> HTMLResponse:
+    """A message box in place of a partial's result (200, so htmx swaps it in)."""
+    return partial(request, "partials/_message.html", text=text, kind=kind)
+
+
+def flag(value: str | None, default: bool) -> bool:
+    return default if value is None else value == "1"
