@@ -88,7 +88,11 @@ def transformations(metas: list[dict], stages: list[tuple[Path, int, str]]) -> l
         if share and float(share.group(1)) > 0:
             rand = re.search(r"--repeat-random ([0-9.]+)", command)
             rand = float(rand.group(1)) if rand else 0.5
-            out.append(f"Stage {i}: {float(share.group(1)):.0%} of training rows are a span of 8 to 64 tokens "
+            end = re.search(r"--repeat-share-end ([0-9.]+)", command)
+            rows = f"{float(share.group(1)):.0%} of training rows"
+            if end:
+                rows = f"from {float(share.group(1)):.0%} of training rows at the first step to {float(end.group(1)):.0%} at the last"
+            out.append(f"Stage {i}: {rows} are a span of 8 to 64 tokens "
                        "repeated to fill the row: for "
                        f"{rand:.0%} of them random tokens among the 3,000 most frequent of the training text "
                        "(the first copy is not scored), for the rest a piece of the training text.")

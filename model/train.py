@@ -124,14 +124,13 @@ def load_tokens(path: Path) -> np.ndarray:
 class Batches:
     """Random windows from a weighted mixture of sources.
 
-    A share of rows (repeat_share) are repeated spans instead (model/augment.py): random
+    A share of rows (get's repeat_share) are repeated spans instead (model/augment.py): random
     frequent tokens for repeat_random of them, pieces of the mixture's text for the rest.
     The batch for (step, micro) depends only on the seed and those two numbers,
     so a resumed run sees exactly the data it would have seen.
     """
 
-    def __init__(self, data: Path, split: str, n_ctx: int, seed: int,
-                 repeat_share: float = 0.0, repeat_random: float = 0.5):
+    def __init__(self, data: Path, split: str, n_ctx: int, seed: int, repeat_random: float = 0.5):
         meta = json.loads((data / "meta.json").read_text())
         self.names = [n for n, s in meta["sources"].items() if s[f"{split}_tokens"] > n_ctx + 1]
         self.tokens = {n: load_tokens(data / f"{n}.{split}.bin") for n in self.names}
@@ -139,10 +138,18 @@ class Batches:
         self.weights = w / w.sum()
         self.n_ctx = n_ctx
         self.seed = seed
-        self.repeat_share, self.repeat_random = repeat_share, repeat_random
-        self.pool = augment.frequent_tokens(list(self.tokens.values()), exclude=EOT_ID) if repeat_share else None
+        self.repeat_random = repeat_random
+        self._pool: np.ndarray | None = None
 
-    def get(self, step: int, micro: int, batch_size: int, source: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def pool(self) -> np.ndarray:
+        """The tokens random spans draw from, counted on first use."""
+        if self._pool is None:
+            self._pool = augment.frequent_tokens(list(self.tokens.values()), exclude=EOT_ID)
+        return self._pool
+
+    def get(self, step: int, micro: int, batch_size: int, source: str | None = None,
+            repeat_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1009 + micro)
         if source is None:
             picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=g).tolist()
@@ -151,7 +158,7 @@ class Batches:
         xs, ys = [], []
         for k in picks:
             toks = self.tokens[self.names[k]]
-            if source is None and float(torch.rand((), generator=g)) < self.repeat_share:
+            if source is None and float(torch.rand((), generator=g)) < repeat_share:
                 text = None if float(torch.rand((), generator=g)) < self.repeat_random else toks
                 x, y = augment.repeated_row(self.n_ctx, g, self.pool, text)
             else:
@@ -170,6 +177,12 @@ def lr_at(step: int, args: argparse.Namespace) -> float:
         return args.lr * (step + 1) / args.warmup_steps
     progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def repeat_share_at(step: int, args: argparse.Namespace) -> float:
+    """The share of repeated-span rows: --repeat-share at the start, moving linearly to --repeat-share-end."""
+    end = args.repeat_share if args.repeat_share_end is None else args.repeat_share_end
+    return args.repeat_share + (end - args.repeat_share) * min(1.0, step / max(1, args.max_steps))
 
 
 def make_optimizer(model: GPT, args: argparse.Namespace) -> torch.optim.AdamW:
@@ -303,7 +316,7 @@ def train(args: argparse.Namespace) -> Path:
     log_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= base["step"] + step))
 
     data = Path(args.data)
-    train_batches = Batches(data, "train", config.n_ctx, args.seed, args.repeat_share, args.repeat_random)
+    train_batches = Batches(data, "train", config.n_ctx, args.seed, args.repeat_random)
     val_batches = Batches(data, "val", config.n_ctx, args.seed)
     tokens_per_step = args.batch_size * args.grad_accum * config.n_ctx
     def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -324,7 +337,7 @@ def train(args: argparse.Namespace) -> Path:
             g["lr"] = lr
         step_loss = 0.0
         for micro in range(args.grad_accum):
-            x, y = train_batches.get(at, micro, args.batch_size)
+            x, y = train_batches.get(at, micro, args.batch_size, repeat_share=repeat_share_at(step, args))
             loss = loss_fn(x.to(device), y.to(device))
             (loss / args.grad_accum).backward()
             step_loss += loss.item() / args.grad_accum
@@ -405,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="the weights with the lowest --main-val loss, or the last step's")
     rp.add_argument("--repeat-share", type=float, default=0.0,
                     help="share of training rows that are a span repeated to fill the row (model/augment.py)")
+    rp.add_argument("--repeat-share-end", type=float,
+                    help="the share at the last step, reached linearly (default: --repeat-share throughout)")
     rp.add_argument("--repeat-random", type=float, default=0.5,
                     help="of those, the share of random frequent tokens (the rest repeat a piece of text)")
     rp.add_argument("--incontext", action="store_true",

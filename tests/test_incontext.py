@@ -59,12 +59,13 @@ def test_repeated_rows_repeat_and_skip_scoring_random_first_copies():
 def test_batches_with_repeats_are_deterministic(tmp_path):
     samples = incontext.__file__.rsplit("/", 1)[0] + "/samples/tinystories_train.txt"
     prepare([SourceSpec("stories", 1.0, [samples])], held_out={}, out=tmp_path, val_fraction=0.2)
-    a = Batches(tmp_path, "train", 32, seed=3, repeat_share=0.5)
-    b = Batches(tmp_path, "train", 32, seed=3, repeat_share=0.5)
-    xa, ya = a.get(7, 0, 16)
-    xb, yb = b.get(7, 0, 16)
+    a = Batches(tmp_path, "train", 32, seed=3)
+    b = Batches(tmp_path, "train", 32, seed=3)
+    xa, ya = a.get(7, 0, 16, repeat_share=0.5)
+    xb, yb = b.get(7, 0, 16, repeat_share=0.5)
     assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert (ya == augment.IGNORE).any()  # some random-span rows in 16
+    assert not (a.get(7, 0, 16)[1] == augment.IGNORE).any()  # none without a share
 
 
 def test_expected_positions():
