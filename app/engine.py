@@ -143,6 +143,12 @@ class Engine:
             mass=r["mass"], entropy=r["entropy"], entropy_after=r["entropy_after"], support=r["support"],
             targets=[s.Target(text=self.texts[t["id"]], **t) for t in r["targets"]]))
 
+    async def chosen(self, ids: list[int], start: int, params: SamplingParams) -> list[dict]:
+        """The model's own and the warped probability of each token appended after position `start`."""
+        self.check_ids(ids)
+        self.check_context(len(ids))
+        return await self.run(analysis.chosen, self.loaded.model, ids, start, params)
+
     async def score(self, req: s.ScoreRequest) -> s.ScoreResponse:
         ids = await self.input_ids(req, reserve=int(req.prepend_eos))
         if req.prepend_eos:

@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 from app import errors, schemas, security
 from app.config import Settings
 from app.engine import Engine
-from app.routes import api, openai, pages
+from app.routes import api, inference, internals, openai, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(api.router)
     app.include_router(openai.router)
     app.include_router(pages.router)
+    app.include_router(internals.router)
+    app.include_router(inference.router)
     document_events(app)
     return app
 

@@ -7,12 +7,13 @@ renders a fragment; `message(...)` a message box in place of a partial's result.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
-from fastapi import Request
+from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -67,12 +68,16 @@ def si(n: float) -> str:
     return f"{n:g}"
 
 
+# (at least p, decimals of the percentage); below the last: two significant digits and "1 in N".
+# static/js/lab.js formats by the same table, which each page carries (see PAGE_CONSTANTS).
+PCT_STEPS = ((0.995, 0), (0.1, 1), (0.001, 2))
+
+
 def pct(p: float) -> str:
     """A probability as a percentage a student can read; tiny ones as '1 in N' too."""
-    if p >= 0.1:
-        return f"{p:.0%}" if p >= 0.995 else f"{p * 100:.1f}%"
-    if p >= 0.001:
-        return f"{p * 100:.2f}%"
+    for at_least, decimals in PCT_STEPS:
+        if p >= at_least:
+            return f"{p * 100:.{decimals}f}%"
     return f"{p * 100:.2g}% (1 in {round(1 / p):,})" if p > 0 else "0%"
 
 
@@ -114,7 +119,18 @@ templates = Jinja2Templates(env=jinja2.Environment(
 ))
 templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct,
                              hexbytes=hexbytes, token_title=token_title, loss_class=loss_class)
-templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID)
+# Playground stop choices: (key, label, stop texts)
+STOPS = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
+         ("para", "a blank line", ["\n\n"]))
+# what the pages' scripts share with the server, defined here once (base.html hands it to them)
+PAGE_CONSTANTS = {
+    "eot_id": EOT_ID,
+    "loss_bins": LOSS_BINS,
+    "pct_steps": PCT_STEPS,
+    "ws": {ch: [f"ws-{kind}", WS_MARKS[kind]] for ch, kind in WS_KINDS.items()},
+    "stops": {key: texts for key, _, texts in STOPS},
+}
+templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID, page_constants=PAGE_CONSTANTS)
 
 
 def render(request: Request, template: str, stage_key: str, **context: Any) -> HTMLResponse:
@@ -134,6 +150,19 @@ def partial(request: Request, template: str, **context: Any) -> HTMLResponse:
 def message(request: Request, text: str, kind: str = "error") -> HTMLResponse:
     """A message box in place of a partial's result (200, so htmx swaps it in)."""
     return partial(request, "partials/_message.html", text=text, kind=kind)
+
+
+def query_number(request: Request, name: str, default: float, lo: float, hi: float) -> float:
+    """A numeric URL setting, clamped to what the control allows; a mangled one falls back to the default
+    (a page answers a hand-edited link with its defaults, not a 422)."""
+    try:
+        v = float(request.query_params.get(name, default))
+    except ValueError:
+        return default
+    return min(hi, max(lo, v)) if math.isfinite(v) else default
+
+
+Text = Annotated[str, Form()]  # a text field of a partial's form
 
 
 def flag(value: str | None, default: bool) -> bool:

@@ -85,6 +85,26 @@ def next_token(model: GPT, ids: Sequence[int], params: SamplingParams, n: int = 
 
 
 @torch.inference_mode()
+def chosen(model: GPT, ids: Sequence[int], start: int, params: SamplingParams) -> list[dict]:
+    """For each token after position `start` (ids[start + 1:], tokens appended one at a time): its
+    probability under the model's own distribution ("raw") and after the warpers ("prob"), given
+    the tokens before it. One forward for all of them."""
+    if start + 1 >= len(ids):
+        return []
+    x = _ids(model, ids)
+    hidden = model.hidden(x)[0, start:-1]  # the state at p predicts token p + 1
+    target = x[0, start + 1:, None]
+    out = []
+    for s in range(0, hidden.shape[0], CHUNK):
+        logits = _unembed(model, hidden[s:s + CHUNK])
+        t = target[s:s + CHUNK]
+        raw = logits.softmax(dim=-1).gather(-1, t)[:, 0]
+        warped = warp(logits, params).softmax(dim=-1).gather(-1, t)[:, 0]
+        out += [{"raw": rounded(r), "prob": rounded(w)} for r, w in zip(raw.tolist(), warped.tolist())]
+    return out
+
+
+@torch.inference_mode()
 def score(model: GPT, ids: Sequence[int]) -> dict:
     """How well the model predicts each actual next token of `ids`.
 

@@ -3,6 +3,7 @@ restores its settings from the URL, escapes what it echoes, and carries no inlin
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from html import unescape
@@ -95,7 +96,7 @@ def test_internals_layer_and_head_from_url(client: TestClient) -> None:
     html = client.get("/internals", params={"layer": "0", "head": "3", "pos": "2"}).text
     assert '<option value="0" selected>' in html
     assert re.search(r'name="head" value="3"[^>]*checked', html)
-    assert 'data-initial="2"' in html
+    assert re.search(r'<select id="int-pos"[^>]*>.*?<option value="2" selected>', html, re.S)  # the default prompt's
     html = client.get("/internals", params={"layer": "99", "head": "-4"}).text
     assert '<option value="1" selected>' in html  # clamped to the last block
     assert re.search(r'name="head" value="0"[^>]*checked', html)
@@ -129,3 +130,119 @@ def test_lab_templates_have_no_inline_script() -> None:
         text = (TEMPLATES / name).read_text()
         assert not re.search(r"<script(?![^>]*\bsrc=)", text), name
         assert not re.search(r"\son[a-z]+\s*=", text), name
+
+
+# ---------------------------------------------------------------- the internals page's forward pass (/partials/forward)
+
+def forward(client: TestClient, prompt: str, pos: int | str = -1) -> str:
+    r = client.post("/partials/forward", data={"prompt": prompt, "pos": str(pos)})
+    assert r.status_code == 200
+    return r.text
+
+
+def element(html: str, tag_name: str, id_: str) -> str:
+    m = re.search(rf'<{tag_name} id="{id_}".*?</{tag_name}>', html, re.S)
+    assert m, f"no {tag_name}#{id_}"
+    return m.group(0)
+
+
+def lens_rows(html: str) -> list[list[str]]:
+    """The logit lens's body: for each row, the class of each cell."""
+    body = element(html, "table", "int-lens").split("<tbody>")[1]
+    return [re.findall(r'<td class="([^"]*)"', row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def activations(client: TestClient, text: str) -> dict:
+    return client.post("/api/activations", json={"text": text, "logit_lens": 3, "neurons": 5}).json()
+
+
+def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -> None:
+    info = client.get("/api/model").json()
+    want = activations(client, "The cat sat on the mat")
+    n = len(want["tokens"])
+    body = forward(client, "The cat sat on the mat")
+    lens = element(body, "table", "int-lens")
+    assert 'hx-swap-oob="true"' in lens  # the lens, select and neurons replace the page's own
+    assert len(re.findall(r"<th scope=\"col\"", lens)) == 1 + n  # a corner, then a column per token
+    rows = lens_rows(body)
+    assert len(rows) == info["n_layer"] + 1  # after the embeddings, and after each block
+    assert all(len(cells) == n for cells in rows)
+    assert re.findall(r'<th scope="row">([^<]*)</th>', lens)[-1] == "after block 1: the prediction"
+    # each cell shaded by the top guess's probability, in tenths
+    for state, cells in zip(want["logit_lens"], rows):
+        assert [re.search(r"shade-(\d)", c).group(1) for c in cells] == [str(min(9, int(top[0]["prob"] * 10)))
+                                                                          for top in state["top"]]
+    strip = element(body, "div", "int-tokens")
+    assert re.findall(r'data-pos="(\d+)"', strip) == [str(i) for i in range(n)]
+    assert 'class="chip c5 current"' in strip  # the last token, by default
+    neurons = element(body, "table", "int-neurons")
+    assert "<caption>for “ mat” (position 5)</caption>" in neurons
+    assert neurons.count("<tr>") == info["n_layer"] and neurons.count('class="neuron-id"') == 5 * info["n_layer"]
+    assert re.search(r'class="neuron-bar bar-10"', neurons)  # the strongest: a full bar
+    assert element(body, "select", "int-pos").count("<option") == n + 1
+    data = json.loads(re.search(r'<script type="application/json" id="int-data">(.*?)</script>', body, re.S).group(1))
+    assert data["tokens"] == want["tokens"]
+    assert data["residual_norms"] == want["residual_norms"]
+
+
+def test_forward_partial_follows_the_position(client: TestClient) -> None:
+    body = forward(client, "The cat sat on the mat", 1)
+    assert "<caption>for “ cat” (position 1)</caption>" in body
+    assert 'class="chip c1 current"' in body and 'data-url-value="1"' in body
+    assert '<option value="1" selected>' in body
+    assert all("chosen" in cells[1] and "chosen" not in cells[0] for cells in lens_rows(body))
+    for pos in (99, "x"):  # past the end or not a number: the last token, and ?pos= leaves the URL
+        body = forward(client, "The cat sat on the mat", pos)
+        assert "(position 5)</caption>" in body and 'data-url-value="-1"' in body
+        assert '<option value="-1" selected>' in body
+
+
+def test_forward_partial_marks_the_guesses_that_match_the_next_token(client: TestClient) -> None:
+    # build a prompt whose first token is followed by one of the model's top guesses for it
+    prompt = None
+    for start in ("The", "Once", "cat", "Hello", "A", "dog"):
+        first = activations(client, start)
+        for state in first["logit_lens"]:
+            guess = state["top"][0][0]
+            ids = [t["id"] for t in activations(client, start + guess["text"])["tokens"]]
+            if ids == [first["tokens"][0]["id"], guess["id"]]:
+                prompt = start + guess["text"]
+                break
+        if prompt:
+            break
+    assert prompt, "no prompt found whose second token is a top guess"
+    want = activations(client, prompt)
+    ids = [t["id"] for t in want["tokens"]]
+    hits = [[top[0]["id"] == (ids[q + 1] if q + 1 < len(ids) else None) for q, top in enumerate(state["top"])]
+            for state in want["logit_lens"]]
+    assert any(any(row) for row in hits)
+    body = forward(client, prompt)
+    assert [["hit" in c.split() for c in cells] for cells in lens_rows(body)] == hits
+    assert body.count("matches the next token of the prompt") == sum(map(sum, hits))
+
+
+def test_forward_partial_escapes_the_prompt(client: TestClient) -> None:
+    body = forward(client, '<b>bold</b><script>alert("x")</script>')
+    assert "<b>" not in body and "<script>alert" not in body
+    assert "&lt;" in body  # the chips show it as text
+    data = re.search(r'<script type="application/json" id="int-data">(.*?)</script>', body, re.S).group(1)
+    assert "<" not in data and json.loads(data)["tokens"][0]["text"] == "<"
+
+
+def test_forward_partial_problems_are_messages(client: TestClient) -> None:
+    body = forward(client, "")
+    assert '<p class="message">' in body and "Type a prompt" in body and "int-lens" not in body
+    body = forward(client, "cat " * 300)  # past the tiny model's context of 64
+    assert 'class="message error"' in body and "reads at most 64" in body
+    # the page shows the same messages in place of the strip, and keeps empty tables for the partial to fill
+    html = client.get("/internals", params={"prompt": "cat " * 300}).text
+    assert "reads at most 64" in html
+    assert re.search(r'<table id="int-lens" class="lab-lens show-ws">\s*</table>', html)
+    assert "Type a prompt" in client.get("/internals", params={"prompt": ""}).text
+
+
+def test_internals_page_renders_the_forward_pass(client: TestClient) -> None:
+    html = client.get("/internals", params={"prompt": "The cat sat"}).text
+    assert len(lens_rows(html)) == 3 and 'hx-swap-oob' not in element(html, "table", "int-lens")
+    assert "<caption>for “ sat” (position 2)</caption>" in html
+    assert re.search(r'<textarea id="int-prompt"[^>]*hx-post="/partials/forward"', html)

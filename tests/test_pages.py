@@ -20,7 +20,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
 from app import templating, demo
-from app.routes import pages
+from app.routes import internals, pages
 from model import incontext
 
 MAX_CHARS = 5000
@@ -311,7 +311,7 @@ def test_head_finder_ranks_every_head_on_the_probe_and_the_prompt(client: TestCl
     info = engine.info()
     body = client.post("/partials/heads", data={"on": "probe", "sort": "previous_token"}).text
     rows = re.findall(r'data-layer="(\d+)" data-head="(\d+)"', body)
-    assert len(rows) == min(pages.HEAD_ROWS, info.n_layer * info.n_head)
+    assert len(rows) == min(internals.HEAD_ROWS, info.n_layer * info.n_head)
     scores = [float(x) for x in re.findall(r'<td class="r(?: strong)?">([\d.]+)</td>', body)][1::3]
     assert scores == sorted(scores, reverse=True)  # ranked by the previous-token column
     probe = incontext.probe_words(info.n_ctx // 2 - 1)
@@ -330,8 +330,8 @@ def test_internals_hint_claims_only_measured_heads(client: TestClient, engine: E
     # a random model has no head that does either job, and the hint says so with the best scores
     assert "no head clearly looks at the previous token" in hint
     assert "no head clearly looks back at what followed" in hint
-    rows = pages.head_hint([{"layer": 2, "head": 5, "previous_token": 0.91, "induction": 0.1, "first_token": 0},
-                            {"layer": 3, "head": 1, "previous_token": 0.1, "induction": 0.62, "first_token": 0}])
+    rows = internals.head_hint([{"layer": 2, "head": 5, "previous_token": 0.91, "induction": 0.1, "first_token": 0},
+                                {"layer": 3, "head": 1, "previous_token": 0.1, "induction": 0.62, "first_token": 0}])
     assert "block 2, head 5 looks at the previous token: 91%" in rows
     assert "block 3, head 1 looks back at what followed the current token last time (an induction head): 62%" in rows
 

@@ -21,16 +21,16 @@ from functools import lru_cache
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from app import schemas as s
-from app.demo import (DEFAULT_INFERENCE_PROMPT, DEFAULT_INTERNALS_PROMPT, DEFAULT_LOSS_TEXT,
+from app.demo import (DEFAULT_LOSS_TEXT,
                       DEFAULT_PLAYGROUND_PROMPT, DEFAULT_TOKENIZER_TEXT, LOSS_EXAMPLES, PLAYGROUND_PRESETS,
                       SAMPLE_FILES)
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
-from app.templating import LOSS_LEGEND, ROOT, flag, message, partial, render
+from app.templating import LOSS_LEGEND, ROOT, STOPS, Text, flag, message, partial, query_number, render
 from model import encodings, incontext
 from model.corpus import documents
 from model.tokenizer import EOT, EOT_ID, Tokenizer
@@ -49,8 +49,6 @@ VOCAB_PAGE = 30
 DATA_TOKENS = 400         # tokens of the training stream on the data page
 
 MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
-
-Text = Annotated[str, Form()]
 
 
 # ---------------------------------------------------------------- overview
@@ -255,109 +253,23 @@ async def loss_partial(request: Request, engine: EngineDep, text: Text = ""):
     return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, **result)
 
 
-# ---------------------------------------------------------------- lab pages: internals, inference, playground
-# These pages draw in the browser (static/js/internals.js, inference.js, playground.js) from the JSON API;
-# the server renders the controls with the URL's settings, so a prepared demo is a link.
+# ---------------------------------------------------------------- playground
+# The Playground streams in the browser (static/js/playground.js reads Server-Sent Events); the server
+# renders the controls with the URL's settings, so a prepared demo is a link. Internals and Inference
+# are app/routes/internals.py and app/routes/inference.py.
 
-INFERENCE_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 42, "n": 10}
-INFERENCE_BARS = (5, 10, 15, 20, 30)
 PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_tokens": 80}
-STOP_CHOICES = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
-                ("para", "a blank line", ["\n\n"]))
 COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
-def query_number(request: Request, name: str, default: float, lo: float, hi: float) -> float:
-    """A numeric URL setting, clamped to what the control allows; a mangled one falls back to the default
-    (a page answers a hand-edited link with its defaults, not a 422)."""
-    try:
-        v = float(request.query_params.get(name, default))
-    except ValueError:
-        return default
-    return min(hi, max(lo, v)) if math.isfinite(v) else default
-
-
-def architecture(info: s.ModelInfo) -> dict:
-    """Per-part parameter counts of one block and the final layer norm, from the totals by part
-    (every block has the same shape; the final layer norm is a scale and a shift per width)."""
-    L, C, p = info.n_layer, info.n_embd, info.parameters
-    final_ln = 2 * C
-    block_ln = (p["layer_norm"] - final_ln) // L
-    shown = list(range(L)) if L <= 4 else [0, 1, L - 1]  # a deep model: the first two, "…", the last
-    return {"attention": p["attention"] // L, "mlp": p["mlp"] // L, "block_ln": block_ln, "final_ln": final_ln,
-            "block": (p["attention"] + p["mlp"]) // L + block_ln, "head_size": C // info.n_head,
-            "hidden": 4 * C, "shown": shown, "hidden_blocks": L - len(shown),
-            "bytes": p["total"] * {"float16": 2, "bfloat16": 2}.get(info.dtype, 4)}
-
-
-@router.get("/internals", response_class=HTMLResponse)
-async def internals(request: Request, engine: EngineDep, prompt: str = DEFAULT_INTERNALS_PROMPT):
-    info = engine.info()
-    return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
-                  default_prompt=DEFAULT_INTERNALS_PROMPT,
-                  head_hint=head_hint(await engine.probe_heads()), head_kinds=HEAD_KINDS,
-                  layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
-                  head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
-                  pos=int(query_number(request, "pos", -1, -1, info.n_ctx - 1)))
-
-
-HEAD_KINDS = (("previous_token", "previous token"), ("induction", "induction"), ("first_token", "first token"))
-HEAD_ROWS = 12  # rows of the head finder's table: the heads worth a look, not all of a large model's
-
-
-def head_hint(rows: list[dict]) -> str:
-    """What the attention hint may claim, from the heads measured on the probe: named heads with their scores."""
-    claims = []
-    for key, what in (("previous_token", "looks at the previous token"),
-                      ("induction", "looks back at what followed the current token last time (an induction head)")):
-        best = max(rows, key=lambda r: r[key])
-        if best[key] >= 0.5:
-            claims.append(f"block {best['layer']}, head {best['head']} {what}: {best[key]:.0%} of its attention "
-                          "on random words said twice")
-        else:
-            claims.append(f"no head clearly {what.split(' (')[0]} (the best, block {best['layer']}, head "
-                          f"{best['head']}, puts {best[key]:.0%} there)")
-    return "In this model, " + "; ".join(claims) + "."
-
-
-@router.post("/partials/heads", response_class=HTMLResponse)
-async def heads_partial(request: Request, engine: EngineDep, prompt: Text = "", on: Text = "prompt", sort: Text = "induction"):
-    sort = sort if sort in dict(HEAD_KINDS) else "induction"
-    on_probe = on == "probe"
-    probe = incontext.probe_words(min(40, engine.info().n_ctx // 2 - 1))  # fits any model's context
-    text = probe if on_probe else prompt
-    if not text.strip():
-        return message(request, "Type a prompt above, or measure the heads on the built-in probe.", "info")
-    try:
-        rows = await engine.heads(text)
-    except InputError as e:
-        return message(request, f"{e}.")
-    except Busy as e:
-        return message(request, f"The model is busy ({e}); try again in a moment.")
-    rows = sorted(rows, key=lambda r: r[sort], reverse=True)
-    return partial(request, "partials/_heads.html", rows=rows[:HEAD_ROWS], hidden=max(0, len(rows) - HEAD_ROWS),
-                   kinds=HEAD_KINDS, sort=sort, on_probe=on_probe, probe_text=probe,
-                   n_tokens=len(await engine.encode(text)))
-
-
-@router.get("/inference", response_class=HTMLResponse)
-async def inference(request: Request, engine: EngineDep, prompt: str = DEFAULT_INFERENCE_PROMPT):
-    d = INFERENCE_DEFAULTS
-    n = int(query_number(request, "n", d["n"], 1, max(INFERENCE_BARS)))
-    return render(request, "inference.html", "inference", info=engine.info(), prompt=prompt,
-                  default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=d, n_choices=INFERENCE_BARS,
-                  temperature=query_number(request, "temperature", d["temperature"], 0, 2),
-                  top_k=int(query_number(request, "top_k", d["top_k"], 0, 50)),
-                  top_p=query_number(request, "top_p", d["top_p"], 0.05, 1),
-                  seed=int(query_number(request, "seed", d["seed"], 0, 999_999)),
-                  n=n if n in INFERENCE_BARS else d["n"])
 
 
 @router.get("/playground", response_class=HTMLResponse)
-async def playground(request: Request, engine: EngineDep, prompt: str = DEFAULT_PLAYGROUND_PROMPT, seed: str = "", stop: str = "none"):
+async def playground(request: Request, engine: EngineDep, prompt: str = DEFAULT_PLAYGROUND_PROMPT, seed: str = "",
+                     stop: str = "none"):
     d = PLAYGROUND_DEFAULTS
     cap = request.app.state.settings.max_new_tokens
     return render(request, "playground.html", "playground", info=engine.info(), prompt=prompt,
                   default_prompt=DEFAULT_PLAYGROUND_PROMPT, defaults=d, presets=PLAYGROUND_PRESETS,
-                  stops=STOP_CHOICES, stop=stop if stop in {k for k, _, _ in STOP_CHOICES} else "none",
+                  stops=STOPS, stop=stop if stop in {k for k, _, _ in STOPS} else "none",
                   compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND,
                   seed=seed if seed.isdigit() and len(seed) <= 9 else "",
                   temperature=query_number(request, "temperature", d["temperature"], 0, 2),

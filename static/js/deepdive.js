@@ -33,6 +33,8 @@
  *                       .show-ws reveals), matching the server's `vis` macro
  *   chip(text, i, cls)  a chip element coloured by position i
  *   setParams({k: v})   writes URL parameters (null removes one)
+ *   constants           what the server shares with page scripts (app/templating.py
+ *                       PAGE_CONSTANTS): eot_id, loss_bins, pct_steps, ws, stops
  *
  * Content-Security-Policy forbids inline script, so every behaviour lives here
  * or in a page's static script; nothing is ever parsed from strings as HTML.
@@ -92,7 +94,9 @@
     return node;
   }
 
-  const MARKS = { " ": ["ws-sp", "·"], "\n": ["ws-nl", "↵"], "\t": ["ws-tab", "→"], "\r": ["ws-cr", "␍"] };
+  // shared with the server (app/templating.py PAGE_CONSTANTS): eot_id, loss_bins, pct_steps, ws, stops
+  const constants = JSON.parse(document.getElementById("dd-constants").textContent);
+  const MARKS = constants.ws;
 
   function visible(text) {
     const frag = document.createDocumentFragment();
@@ -246,5 +250,5 @@
     if (present) setParams({ present: "1" });
   });
 
-  window.DeepDive = { onLoad, within, readJSON, el, visible, chip, setParams };
+  window.DeepDive = { onLoad, within, readJSON, el, visible, chip, setParams, constants };
 })();

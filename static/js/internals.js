@@ -1,31 +1,27 @@
-/* The internals page: one forward pass of the prompt, from /api/activations.
+/* The internals page: what only the browser can draw of one forward pass.
  *
- * Two requests per prompt: the residual norms, logit lens and top neurons for
- * every position; and the attention of the chosen block (all its heads, so
- * switching heads needs no request). Changing the block asks for that block only.
+ * The server renders the token strip, the logit lens and the top neurons
+ * (/partials/forward, templates/partials/_forward.html; htmx re-asks for them
+ * when the prompt or the position changes). Its #int-data block carries the
+ * tokens and the residual norms; from it this script draws
+ *   - the residual norms heatmap, and
+ *   - the attention heatmap of the chosen block, asked of /api/activations for
+ *     all the block's heads (switching heads needs no request; changing the
+ *     block asks for that block only), with a thumbnail per head.
+ * Both heatmaps read out a cell on hover, or with the arrow keys once focused.
  */
 (function () {
   "use strict";
-  const el = DeepDive.el;
   const $ = function (id) { return document.getElementById(id); };
   const NS = "http://www.w3.org/2000/svg";
   const form = $("int-form");
   const prompt = $("int-prompt");
   const layerSelect = $("int-layer");
-  const posSelect = $("int-pos");
-  const status = $("int-status");
-  const LENS_TOP = 3;
-  const NEURONS = 5;
 
-  let main = null;        // the norms / lens / neurons answer
-  let attn = null;        // {layer, patterns: [head] -> rows}
-  let controllers = {};   // in-flight requests by kind, aborted when superseded
-  let wantedPos = Number(posSelect.dataset.initial);
-
-  function say(message, kind) {
-    status.textContent = message || "";
-    status.className = "lab-status" + (kind ? " " + kind : "");
-  }
+  let shown;              // the #int-data node drawn from (htmx:load fires once per swapped piece)
+  let data = null;        // its content: {tokens: [{text, id}], residual_norms: {labels, norms}}
+  let attn = null;        // {data, layer, patterns: [head] -> rows}: the attention drawn for data
+  let attnRequest = null; // the attention request in flight, aborted when superseded
 
   function svgEl(tag, attrs, text) {
     const n = document.createElementNS(NS, tag);
@@ -34,7 +30,8 @@
     return n;
   }
 
-  // white -> deep blue, in steps a projector still tells apart
+  // white -> deep blue, in steps a projector still tells apart (lab.css's .shade-0 … .shade-9, the logit lens
+  // cells the server renders, are this ramp at the middle of each tenth, with the same switch of ink)
   const RAMP = [[255, 255, 255], [205, 218, 252], [129, 157, 240], [54, 88, 204], [22, 41, 107]];
   function colour(t) {
     const x = Math.max(0, Math.min(1, t)) * (RAMP.length - 1);
@@ -50,7 +47,7 @@
     return s.length > max ? s.slice(0, max - 1) + "…" : s;
   }
 
-  function tokenName(i) { return "“" + main.tokens[i].text + "” (position " + i + ")"; }
+  function tokenName(tokens, i) { return "“" + tokens[i].text + "” (position " + i + ")"; }
 
   /* ---------------------------------------------------------- heatmap (SVG) */
   // o: rows, cols (label texts), value(r, c) -> number | null, shade(v) -> 0..1,
@@ -127,22 +124,24 @@
     return checked ? Number(checked.value) : 0;
   }
 
+  // each drawing keeps the tokens it was drawn for: a readout names them even after a new prompt's data arrives
   function drawAttention() {
-    if (!main || !attn || attn.patterns[0].length !== main.tokens.length) return;
+    if (!data || !attn || attn.data !== data) return;
+    const tokens = data.tokens;
     const rows = attn.patterns[head()];
-    const names = main.tokens.map(function (t) { return label(t.text, 12); });
+    const names = tokens.map(function (t) { return label(t.text, 12); });
     const layer = attn.layer;
     heatmap($("int-attn"), {
       rows: names, cols: names,
       value: function (q, k) { return k <= q ? rows[q][k] : null; },
       shade: Math.sqrt, // small weights stay visible; the readout gives the exact value
-      numbers: main.tokens.length <= 12 ? function (v) { return v >= 0.005 ? v.toFixed(2).replace(/^0/, "") : ""; } : null,
+      numbers: tokens.length <= 12 ? function (v) { return v >= 0.005 ? v.toFixed(2).replace(/^0/, "") : ""; } : null,
       readout: $("int-attn-readout"),
       idle: "Hover over a cell, or focus the chart and use the arrow keys, to read a weight.",
       describe: function (q, k) {
-        if (k > q) return tokenName(q) + " cannot look ahead at " + tokenName(k) + ".";
-        return "Block " + layer + ", head " + head() + ": " + tokenName(q) + " gives " + Lab.pct(rows[q][k]) +
-          " of its attention to " + tokenName(k) + ".";
+        if (k > q) return tokenName(tokens, q) + " cannot look ahead at " + tokenName(tokens, k) + ".";
+        return "Block " + layer + ", head " + head() + ": " + tokenName(tokens, q) + " gives " + Lab.pct(rows[q][k]) +
+          " of its attention to " + tokenName(tokens, k) + ".";
       },
     });
     $("int-attn").setAttribute("aria-label", "Attention pattern of block " + layer + ", head " + head());
@@ -150,156 +149,81 @@
   }
 
   function drawNorms() {
-    const r = main.residual_norms;
+    const tokens = data.tokens;
+    const r = data.residual_norms;
     const all = r.norms.flat();
     const lo = Math.min(...all);
     const hi = Math.max(...all);
     heatmap($("int-norms"), {
-      rows: r.labels, cols: main.tokens.map(function (t) { return label(t.text, 10); }),
+      rows: r.labels, cols: tokens.map(function (t) { return label(t.text, 10); }),
       value: function (s, p) { return r.norms[s][p]; },
       shade: function (v) { return hi > lo ? (v - lo) / (hi - lo) : 0.5; },
-      numbers: main.tokens.length <= 10 ? function (v) { return v >= 100 ? v.toFixed(0) : v.toFixed(1); } : null,
+      numbers: tokens.length <= 10 ? function (v) { return v >= 100 ? v.toFixed(0) : v.toFixed(1); } : null,
       readout: $("int-norms-readout"),
       idle: "Lightest " + lo.toFixed(1) + ", darkest " + hi.toFixed(1) +
         ". Hover over a cell, or focus the chart and use the arrow keys.",
       describe: function (s, p) {
-        return tokenName(p) + ", " + r.labels[s] + ": length " + r.norms[s][p].toFixed(2) + ".";
+        return tokenName(tokens, p) + ", " + r.labels[s] + ": length " + r.norms[s][p].toFixed(2) + ".";
       },
     });
   }
 
-  function pos() {
-    const n = main.tokens.length;
-    return wantedPos < 0 || wantedPos >= n ? n - 1 : wantedPos;
-  }
-
-  function drawLens() {
-    const ids = main.tokens.map(function (t) { return t.id; });
-    const p0 = pos();
-    const head = el("tr", {}, el("th", { scope: "col" }, "at token →"));
-    main.tokens.forEach(function (t, p) {
-      head.append(el("th", { scope: "col", class: p === p0 ? "chosen" : null, "data-pos": p,
-        title: "position " + p }, DeepDive.chip(t.text, p)));
+  // no forward pass to show (the partial answered with a message): nothing stale stays drawn
+  function clear() {
+    ["int-attn", "int-norms"].forEach(function (id) {
+      const svg = $(id);
+      svg.replaceChildren();
+      svg.removeAttribute("tabindex");
+      svg.onpointerover = svg.onkeydown = null;
     });
-    const body = main.logit_lens.map(function (state, s) {
-      const row = el("tr", {}, el("th", { scope: "row" },
-        s === main.logit_lens.length - 1 ? state.label + ": the prediction" : state.label));
-      state.top.forEach(function (top, p) {
-        const best = top[0];
-        const hit = p + 1 < ids.length && best.id === ids[p + 1];
-        const cell = el("td", {
-          class: (hit ? "hit" : "") + (p === p0 ? " chosen" : ""),
-          title: top.map(function (c) { return "“" + c.text + "” " + Lab.pct(c.prob); }).join(" · ") +
-            (hit ? " · matches the next token of the prompt" : ""),
-        }, el("span", { class: "lens-token" }, DeepDive.visible(best.text)), el("span", { class: "lens-prob" }, Lab.pct(best.prob)));
-        cell.style.background = colour(best.prob);
-        cell.style.color = ink(best.prob);
-        row.append(cell);
-      });
-      return row;
-    });
-    $("int-lens").replaceChildren(el("thead", {}, head), el("tbody", {}, ...body));
-  }
-
-  function drawNeurons() {
-    const p = pos();
-    const max = Math.max(...main.neurons.flatMap(function (l) { return l.top[p].map(function (n) { return n.value; }); }), 1e-9);
-    const rows = main.neurons.map(function (layer) {
-      return el("tr", {}, el("th", { scope: "row" }, "block " + layer.layer),
-        ...layer.top[p].map(function (n) {
-          const bar = el("span", { class: "neuron-bar" });
-          bar.style.width = Math.max(0, n.value / max * 100) + "%";
-          return el("td", { title: "neuron " + n.neuron + " of block " + layer.layer + ": activation " + n.value.toFixed(3) },
-            el("span", { class: "neuron-id" }, "#" + n.neuron), el("span", { class: "neuron-value" }, n.value.toFixed(2)), bar);
-        }));
-    });
-    $("int-neurons").replaceChildren(el("caption", {}, "for " + tokenName(p)), el("tbody", {}, ...rows));
-  }
-
-  function drawTokens() {
-    const p0 = pos();
-    $("int-tokens").replaceChildren(...main.tokens.map(function (t, i) {
-      const c = DeepDive.chip(t.text, i, i === p0 ? "current" : "");
-      c.dataset.pos = i;
-      c.title = "position " + i + " · id " + t.id;
-      return c;
-    }));
-    const last = main.tokens.length - 1;
-    posSelect.replaceChildren(el("option", { value: "-1" }, "the last one: “" + main.tokens[last].text + "”"),
-      ...main.tokens.map(function (t, i) { return el("option", { value: String(i) }, i + ": “" + t.text + "”"); }));
-    posSelect.value = String(wantedPos >= 0 && wantedPos <= last ? wantedPos : -1);
-  }
-
-  function drawMain() {
-    drawTokens();
-    drawLens();
-    drawNorms();
-    drawNeurons();
-    drawAttention();
+    $("int-attn").setAttribute("aria-label", "Attention pattern");
+    ["int-attn-readout", "int-norms-readout"].forEach(function (id) { $(id).textContent = ""; });
+    form.querySelectorAll("svg[data-head]").forEach(function (svg) { svg.replaceChildren(); });
   }
 
   /* ---------------------------------------------------------- loading */
-  function fetchKind(kind, body) {
-    if (controllers[kind]) controllers[kind].abort();
+  // the attention of the chosen block for the tokens shown, by their ids: it always matches the partial's tokens
+  function loadAttention() {
+    if (!data) return;
+    const forData = data;
+    const layer = Number(layerSelect.value);
+    if (attnRequest) attnRequest.abort();
     const c = new AbortController();
-    controllers[kind] = c;
-    return Lab.post("/api/activations", body, c.signal).finally(function () {
-      if (controllers[kind] === c) delete controllers[kind];
+    attnRequest = c;
+    Lab.post("/api/activations", {
+      ids: forData.tokens.map(function (t) { return t.id; }), residual_norms: false, attention: [{ layer: layer }],
+    }, c.signal).then(function (r) {
+      const patterns = [];
+      r.attention.forEach(function (a) { patterns[a.head] = a.pattern; });
+      attn = { data: forData, layer: layer, patterns: patterns };
+      drawAttention();
+    }, function (err) {
+      if (err.name !== "AbortError") $("int-attn-readout").textContent = err.message;
+    }).finally(function () {
+      if (attnRequest === c) attnRequest = null;
     });
   }
 
-  function failed(err) {
-    if (err.name !== "AbortError") say(err.message, "error");
-  }
-
-  function loadAttention() {
-    const layer = Number(layerSelect.value);
-    return fetchKind("attention", { text: prompt.value, residual_norms: false, attention: [{ layer: layer }] })
-      .then(function (r) {
-        const patterns = [];
-        r.attention.forEach(function (a) { patterns[a.head] = a.pattern; });
-        attn = { layer: layer, patterns: patterns };
-        drawAttention();
-      });
-  }
-
-  function loadAll() {
-    if (!prompt.value) {
-      say("Type a prompt above to look inside.", "info");
+  // the page, and each answer htmx swaps into #int-forward, may hold a new data block
+  DeepDive.onLoad(function () {
+    const node = $("int-data");
+    if (node === shown) return; // another swap (the head finder's), or another piece of the same answer
+    shown = node;
+    data = node ? JSON.parse(node.textContent) : null;
+    if (!data) {
+      if (attnRequest) attnRequest.abort();
+      attn = null;
+      clear();
       return;
     }
-    say("Running the model…");
-    main = null; // until both answers are in, neither is drawn against the other's tokens
-    attn = null;
-    const both = [
-      fetchKind("main", { text: prompt.value, logit_lens: LENS_TOP, neurons: NEURONS }).then(function (r) {
-        main = r;
-      }),
-      loadAttention(),
-    ];
-    Promise.all(both).then(function () { say(""); drawMain(); }, failed);
-  }
+    drawNorms();
+    loadAttention();
+  });
 
   form.addEventListener("submit", function (evt) { evt.preventDefault(); });
-  prompt.addEventListener("input", Lab.debounce(loadAll, 400));
-  layerSelect.addEventListener("change", function () {
-    if (main) loadAttention().catch(failed);
-  });
+  layerSelect.addEventListener("change", loadAttention);
   form.addEventListener("change", function (evt) {
     if (evt.target.name === "head") drawAttention();
-  });
-  function choosePos(p) {
-    wantedPos = p;
-    if (!main) return;
-    drawTokens();
-    drawLens();
-    drawNeurons();
-    DeepDive.setParams({ pos: p < 0 ? null : String(p) });
-  }
-  posSelect.addEventListener("change", function () { choosePos(Number(posSelect.value)); });
-  form.addEventListener("click", function (evt) {
-    const t = evt.target.closest("[data-pos]");
-    if (t) choosePos(Number(t.dataset.pos));
   });
 
   // the head finder (an htmx partial): a row shows that head's heatmap, on the probe's text if it was measured there
@@ -326,6 +250,4 @@
     const on = table.dataset.probeText ? "probe" : "prompt";
     htmx.trigger(document.querySelector('#int-finder [hx-vals*="' + on + '"]'), "click");
   });
-
-  loadAll();
 })();

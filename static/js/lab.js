@@ -69,17 +69,16 @@
     };
   }
 
+  // the server's rule (app/templating.py pct), from the table it hands every page
   function pct(p) {
-    if (p >= 0.995) return Math.round(p * 100) + "%";
-    if (p >= 0.1) return (p * 100).toFixed(1) + "%";
-    if (p >= 0.001) return (p * 100).toFixed(2) + "%";
-    if (p >= 1e-6) return (p * 100).toPrecision(2) + "%";
-    return p > 0 ? "< 0.0001%" : "0%";
+    for (const [atLeast, decimals] of DeepDive.constants.pct_steps) {
+      if (p >= atLeast) return (p * 100).toFixed(decimals) + "%";
+    }
+    return p > 0 ? (p * 100).toPrecision(2) + "% (1 in " + Math.round(1 / p).toLocaleString("en") + ")" : "0%";
   }
 
-  const MARKS = { " ": "·", "\n": "↵", "\t": "→", "\r": "␍" };
   function shown(text) {
-    return text.replace(/[ \n\t\r]/g, function (c) { return MARKS[c]; });
+    return text.replace(/[ \n\t\r]/g, function (c) { return DeepDive.constants.ws[c][1]; });
   }
 
   function isTyping(evt) {

@@ -11,8 +11,8 @@
   const prompt = $("pg-prompt");
   const stopButton = $("pg-halt");
   const TEMPERATURES = JSON.parse(form.dataset.compare);
-  const STOPS = { none: [], line: ["\n"], para: ["\n\n"] };
-  const BINS = [0.5, 0.2, 0.05, 0.01, 0.001]; // the training page's loss colours, as probabilities
+  const STOPS = DeepDive.constants.stops;
+  const BINS = DeepDive.constants.loss_bins; // the training page's loss colours: -ln p at each edge
 
   let controller = null; // the running generation(s)
 
@@ -40,7 +40,8 @@
   }
 
   function lossClass(p) {
-    return "loss-" + BINS.filter(function (b) { return p <= b; }).length;
+    const loss = -Math.log(p);
+    return "loss-" + BINS.filter(function (b) { return loss >= b; }).length;
   }
 
   const REASONS = {

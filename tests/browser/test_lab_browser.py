@@ -86,6 +86,12 @@ def test_inference_click_and_keys(page: Page) -> None:
     expect(history).to_have_count(3)
     assert history.first.locator("td").nth(1).inner_text() == sampled
     assert "seed 5 + step 3 = 8" in page.locator("#inf-seed-now").inner_text()
+    # the steps are in the URL: a shared link (or a reload) shows the same text and history
+    expect(page).to_have_url(re.compile(r"[?&]steps=h\d+\.g\d+\.s\d+(&|$)"))
+    text = page.locator("#inf-sofar").inner_text()
+    page.reload()
+    expect(history).to_have_count(3)
+    assert page.locator("#inf-sofar").inner_text() == text
 
     page.locator("#inf-prompt").press("End")
     page.keyboard.press(" ")  # typing in the prompt is typing, not a step (and starts over)
@@ -103,8 +109,9 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     expect(page.locator("#int-lens thead th")).to_have_count(1 + 6)
     assert page.locator("#int-lens tbody tr").count() == 3  # the embeddings and after each of 2 blocks
     assert page.locator("#int-lens tbody tr").last.locator("th").inner_text().endswith(": the prediction")
-    assert page.locator("#int-attn rect[data-r]").count() == 6 * 7 // 2  # a lower triangle of 6 tokens
-    assert page.locator("#int-norms rect[data-r]").count() == 3 * 6
+    # the lens and neurons come rendered from the server; the heatmaps are drawn here once its data is in
+    expect(page.locator("#int-attn rect[data-r]")).to_have_count(6 * 7 // 2)  # a lower triangle of 6 tokens
+    expect(page.locator("#int-norms rect[data-r]")).to_have_count(3 * 6)
     assert page.locator("#int-neurons tbody tr").count() == 2
     expect(page).to_have_url(re.compile(r"prompt=The\+cat\+sat"))
 
@@ -123,10 +130,36 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     page.keyboard.press("ArrowUp")
     expect(page.locator("#int-attn-readout")).to_contain_text("“ the” (position 4) gives")
 
-    page.locator("#int-tokens .chip").nth(1).click()  # " cat": the neurons follow
-    assert "“ cat”" in page.locator("#int-neurons caption").inner_text()
+    page.locator("#int-tokens .chip").nth(1).click()  # " cat": the neurons follow (the server renders them)
+    expect(page.locator("#int-neurons caption")).to_contain_text("“ cat”")
+    expect(page.locator("#int-lens thead th.chosen")).to_have_attribute("data-pos", "1")
     expect(page).to_have_url(re.compile(r"[?&]pos=1(&|$)"))
+    page.select_option("#int-pos", "3")  # the select picks a position too
+    expect(page.locator("#int-neurons caption")).to_contain_text("(position 3)")
+    expect(page).to_have_url(re.compile(r"[?&]pos=3(&|$)"))
+    expect(page.locator("#int-attn rect[data-r]")).to_have_count(6 * 7 // 2)  # the heatmaps stay drawn
     shot(page, "internals")
+
+
+def test_internals_head_finder_opens_a_heads_heatmap(page: Page) -> None:
+    page.goto("/internals?prompt=The+cat+sat")
+    page.locator("#int-lens tbody tr").first.wait_for()
+    page.get_by_role("button", name="Measure on random words said twice").click()
+    rows = page.locator("#int-heads tbody tr")
+    expect(rows).to_have_count(2 * 4)  # every head of the tiny model, ranked
+    assert "the built-in probe" in page.locator("#int-heads").inner_text()
+    pick = rows.nth(1).locator("button")
+    layer, head = pick.get_attribute("data-layer"), pick.get_attribute("data-head")
+    pick.click()
+    # the probe becomes the prompt, and the chosen head's heatmap is drawn over it
+    expect(page.locator("#int-prompt")).to_have_value(
+        re.compile(r"^(\w+ ){31}\w+"))
+    expect(page.locator("#int-attn")).to_have_attribute("aria-label", f"Attention pattern of block {layer}, head {head}")
+    expect(page).to_have_url(re.compile(rf"[?&]head={head}(&|$)"))
+    expect(page.locator("#int-attn rect[data-r]")).to_have_count(62 * 63 // 2)  # 62 tokens: a lower triangle
+    page.select_option("#int-sort", "first_token")
+    expect(page.locator("#int-heads th.sorted")).to_have_text("first token")
+    shot(page, "internals-heads")
 
 
 # ---------------------------------------------------------------- playground
@@ -170,7 +203,8 @@ def test_playground_stop_aborts_the_stream(page: Page, monkeypatch: pytest.Monke
 
 def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     page.goto("/playground")
-    page.get_by_role("button", name="English → French (few-shot)").click()
+    page.get_by_role("button", name="English → French").click()
+    expect(page.locator("#pg-note")).to_contain_text("can copy the format, not translate")
     assert page.locator("#pg-prompt").input_value().endswith("cat =>")
     assert page.locator("#pg-stop").input_value() == "line"
     expect(page).to_have_url(re.compile(r"[?&]stop=line(&|$)"))
