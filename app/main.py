@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 from app import errors, schemas, security
 from app.config import Settings
 from app.engine import Engine
-from app.routes import api, inference, internals, openai, pages
+from app.routes import api, docs, inference, internals, openai, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         summary="See how a GPT-2 language model works, stage by stage.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's /docs and /redoc load from a CDN; app.routes.docs serves a vendored copy
+        redoc_url=None,
     )
     app.state.settings = settings
     errors.install(app, settings.max_body_bytes)
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(pages.router)
     app.include_router(internals.router)
     app.include_router(inference.router)
+    app.include_router(docs.router)
     document_events(app)
     return app
 
