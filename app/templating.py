@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import jinja2
@@ -18,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app.deps import get_engine
+from app.engine import Busy, InputError
 from model.tokenizer import EOT_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +165,17 @@ def query_number(request: Request, name: str, default: float, lo: float, hi: flo
 
 
 Text = Annotated[str, Form()]  # a text field of a partial's form
+
+
+async def or_message(work: Awaitable[dict]) -> dict:
+    """A view's context, or what to show in its place when the input or the load is the problem:
+    {"error": a sentence, "kind": "error"} (partials answer 200, so htmx swaps it in)."""
+    try:
+        return await work
+    except InputError as e:
+        return {"error": f"{e}.", "kind": "error"}
+    except Busy as e:
+        return {"error": f"The model is busy ({e}); try again in a moment.", "kind": "error"}
 
 
 def flag(value: str | None, default: bool) -> bool:

@@ -22,8 +22,8 @@ from fastapi.responses import HTMLResponse
 from app import schemas as s
 from app.demo import DEFAULT_INFERENCE_PROMPT
 from app.deps import EngineDep
-from app.engine import Busy, Engine, InputError
-from app.templating import partial, render
+from app.engine import Engine, InputError
+from app.templating import or_message, partial, render
 from model.sampling import SamplingParams
 from model.tokenizer import EOT_ID
 
@@ -204,12 +204,7 @@ async def inference(request: Request, engine: EngineDep, prompt: str = DEFAULT_I
 async def stepper(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, action: str = "",
                   pick: int | None = None) -> dict:
     """step_context, with the problems a person can fix as a message in place of the bars."""
-    try:
-        context = await step_context(engine, prompt, steps, dice, action, pick)
-    except InputError as e:
-        context = {"error": f"{e}.", "kind": "error"}
-    except Busy as e:
-        context = {"error": f"The model is busy ({e}); try again in a moment.", "kind": "error"}
+    context = await or_message(step_context(engine, prompt, steps, dice, action, pick))
     context = {"steps": steps, "history": [], "notice": None, "url": state_url(prompt, steps, dice), **context}
     return {**context, "steps_text": format_steps(context["steps"])}
 

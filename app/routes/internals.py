@@ -18,7 +18,7 @@ from app import schemas as s
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
-from app.templating import Text, message, partial, pct, query_number, render
+from app.templating import Text, message, or_message, partial, pct, query_number, render
 from model import incontext
 
 router = APIRouter(include_in_schema=False)
@@ -89,12 +89,7 @@ async def try_forward(engine: Engine, prompt: str, pos: int) -> dict:
     """forward_context, or the message to show in its place: {"error": text, "kind": "info" | "error"}."""
     if not prompt:
         return {"error": EMPTY_PROMPT, "kind": "info"}
-    try:
-        return await forward_context(engine, prompt, pos)
-    except InputError as e:
-        return {"error": f"{e}.", "kind": "error"}
-    except Busy as e:
-        return {"error": f"The model is busy ({e}); try again in a moment.", "kind": "error"}
+    return await or_message(forward_context(engine, prompt, pos))
 
 
 @router.get("/internals", response_class=HTMLResponse)

@@ -29,8 +29,9 @@ from app.demo import (DEFAULT_LOSS_TEXT,
                       DEFAULT_PLAYGROUND_PROMPT, DEFAULT_TOKENIZER_TEXT, LOSS_EXAMPLES, PLAYGROUND_PRESETS,
                       SAMPLE_FILES)
 from app.deps import EngineDep
-from app.engine import Busy, Engine, InputError
-from app.templating import LOSS_LEGEND, ROOT, STOPS, Text, flag, message, partial, query_number, render
+from app.engine import Engine, InputError
+from app.templating import (LOSS_LEGEND, ROOT, STOPS, Text, flag, message, or_message, partial, query_number,
+                            render)
 from model import encodings, incontext
 from model.corpus import documents
 from model.tokenizer import EOT, EOT_ID, Tokenizer
@@ -230,12 +231,7 @@ async def try_loss(engine: Engine, text: str) -> dict:
     if not text.strip():
         return {"error": "Type or paste some text above to see how surprised the model is by each token.",
                 "kind": "info"}
-    try:
-        return await loss_context(engine, text)
-    except InputError as e:
-        return {"error": f"{e}.", "kind": "error"}
-    except Busy as e:
-        return {"error": f"The model is busy ({e}); try again in a moment.", "kind": "error"}
+    return await or_message(loss_context(engine, text))
 
 
 @router.get("/loss", response_class=HTMLResponse)
