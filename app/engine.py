@@ -11,7 +11,6 @@ was wrong and what is allowed); a full queue is Busy (503).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from app.model_thread import Busy, ModelThread
 from app.streaming import Generation
 from model import analysis, incontext
 from model.loading import LoadedModel, load_model
+from model.model_card import ModelCard
 from model.sampling import SamplingParams, Step
 from model.tokenizer import EOT_ID, MAX_HISTORY_BYTES, Tokenizer, gpt2_tokenizer
 
@@ -321,28 +321,10 @@ async def off_loop(build: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(build)
 
 
-def card_summary(card: dict | None) -> s.CardSummary | None:
-    """The few figures of a model card a page shows; whatever a card lacks stays empty."""
-    if not isinstance(card, dict):
+def card_summary(card: ModelCard | None) -> s.CardSummary | None:
+    """The few figures of a model card the API and the pages show."""
+    if card is None:
         return None
-
-    def get(*path: str) -> Any:
-        node: Any = card
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
-
-    def number(v: Any) -> float | None:
-        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
-
-    baselines = get("evaluation", "baselines")
-    return s.CardSummary(
-        description=get("description") if isinstance(get("description"), str) else None,
-        training_tokens=int(v) if (v := number(get("training", "tokens_seen"))) is not None else None,
-        training_steps=int(v) if (v := number(get("training", "steps"))) is not None else None,
-        validation_loss=number(get("evaluation", "tinystories_valid_loss")),
-        baselines={k: v for k, v in (baselines or {}).items() if number(v) is not None}
-        if isinstance(baselines, dict) else {},
-        corpus=[str(k) for k in get("corpus")] if isinstance(get("corpus"), dict) else [],
-        licences={str(k): str(v) for k, v in get("licences").items()} if isinstance(get("licences"), dict) else {},
-    )
+    return s.CardSummary(description=card.description, training_tokens=card.training_tokens,
+                         training_steps=card.training_steps, validation_loss=card.validation_loss,
+                         baselines=card.baselines, corpus=[c.name for c in card.corpus], licences=card.licences)

@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.gpt2 import GPT, GPTConfig
+from model.model_card import ModelCard, parse_card
 from model.speed import speed_up
 
 # Conv1D weights in GPT-2 checkpoints, stored transposed relative to nn.Linear
@@ -56,7 +57,7 @@ class LoadedModel:
     path: Path            # the directory the files were read from
     config: GPTConfig
     dtype: torch.dtype
-    card: dict | None     # model_card.json, if the directory has one
+    card: ModelCard | None  # model_card.json, read once, if the directory has one
 
 
 def is_transposed(name: str) -> bool:
@@ -212,7 +213,7 @@ def read_weights(directory: Path, expected: dict[str, torch.Tensor], dtype: torc
     return state
 
 
-def read_card(directory: Path) -> dict | None:
+def read_card(directory: Path) -> ModelCard | None:
     path = directory / "model_card.json"
     if not path.is_file():
         return None
@@ -222,7 +223,7 @@ def read_card(directory: Path) -> dict | None:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(card, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
-    return card
+    return parse_card(card)
 
 
 def is_hub_name(ref: str) -> bool:

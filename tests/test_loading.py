@@ -14,6 +14,7 @@ from transformers import GPT2LMHeadModel
 
 import model.loading as loading
 from model.gpt2 import GPT
+from model.model_card import ModelCard, Source
 from model.loading import CheckpointError, load_model, save_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -100,7 +101,16 @@ def test_tied_lm_head_is_accepted(model_dir: Path) -> None:
 
 def test_model_card(model_dir: Path) -> None:
     (model_dir / "model_card.json").write_text(json.dumps({"name": "deepdive-tiny", "params": 123}))
-    assert load_model(model_dir).card == {"name": "deepdive-tiny", "params": 123}
+    assert load_model(model_dir).card == ModelCard()  # nothing it knows: every field empty
+    card = {"description": "tiny", "training": {"tokens_seen": 1200, "steps": True},
+            "evaluation": {"tinystories_valid_loss": 2.7, "baselines": {"unigram": 6.1, "bad": "x"}},
+            "corpus": {"tales": {"weight": 0.4, "train_tokens": 99, "val_tokens": float("nan")}, "junk": 3},
+            "licences": {"tales": "public domain"}}
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    assert load_model(model_dir).card == ModelCard(
+        description="tiny", training_tokens=1200, training_steps=None, validation_loss=2.7,
+        baselines={"unigram": 6.1}, corpus=(Source("tales", weight=0.4, train_tokens=99),),
+        licences={"tales": "public domain"})
     (model_dir / "model_card.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"model_card\.json: not valid JSON"):
         load_model(model_dir)

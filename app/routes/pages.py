@@ -131,10 +131,8 @@ def checkpoint_samples(records: list[dict]) -> list[dict]:
 @router.get("/data", response_class=HTMLResponse)
 async def data(request: Request, engine: EngineDep):
     records = read_training_log(engine.loaded.path / "training_log.jsonl")
-    card = engine.loaded.card if isinstance(engine.loaded.card, dict) else {}
-    corpus = card.get("corpus") if isinstance(card.get("corpus"), dict) else {}
-    corpus = {name: c for name, c in corpus.items() if isinstance(c, dict)}
-    weights = sum(v["weight"] for v in corpus.values() if finite(v.get("weight")))
+    corpus = engine.loaded.card.corpus if engine.loaded.card else ()
+    weights = sum(c.weight for c in corpus if c.weight is not None)
     evals = evaluations(records or [])
     return render(request, "data.html", "data",
                   stream=training_stream(engine.tokenizer, DATA_TOKENS), samples=await sample_stats(engine),

@@ -1,0 +1,69 @@
+"""A model card (model_card.json beside a checkpoint), read once at load into a typed object.
+
+model/card.py writes cards; any other checkpoint may carry one written by hand, so
+reading is forgiving: a field that is missing or of the wrong type stays empty, and
+the pages show what there is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of training text: its share of the batches and its size."""
+    name: str
+    weight: float | None = None
+    train_documents: int | None = None
+    train_characters: int | None = None
+    train_tokens: int | None = None
+    val_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    description: str | None = None
+    training_tokens: int | None = None
+    training_steps: int | None = None
+    validation_loss: float | None = None  # nats per token on held-out text
+    baselines: dict[str, float] = field(default_factory=dict)  # losses of trivial predictors, for scale
+    corpus: tuple[Source, ...] = ()
+    licences: dict[str, str] = field(default_factory=dict)
+
+
+def number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def whole(v: Any) -> int | None:
+    n = number(v)
+    return int(n) if n is not None else None
+
+
+def parse_card(raw: dict) -> ModelCard:
+    def get(*path: str) -> Any:
+        node: Any = raw
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    def table(node: Any) -> dict:
+        return node if isinstance(node, dict) else {}
+
+    corpus = tuple(
+        Source(str(name), weight=number(c.get("weight")), train_documents=whole(c.get("train_documents")),
+               train_characters=whole(c.get("train_characters")), train_tokens=whole(c.get("train_tokens")),
+               val_tokens=whole(c.get("val_tokens")))
+        for name, c in table(get("corpus")).items() if isinstance(c, dict))
+    return ModelCard(
+        description=d if isinstance(d := get("description"), str) else None,
+        training_tokens=whole(get("training", "tokens_seen")),
+        training_steps=whole(get("training", "steps")),
+        validation_loss=number(get("evaluation", "tinystories_valid_loss")),
+        baselines={str(k): float(v) for k, v in table(get("evaluation", "baselines")).items() if number(v) is not None},
+        corpus=corpus,
+        licences={str(k): str(v) for k, v in table(get("licences")).items()},
+    )
