@@ -30,7 +30,8 @@ from model.sampling import SamplingParams
 from model.generate import generate
 from model.tokenizer import EOT_ID, gpt2_encoding
 from model.corpus import documents
-from model.train import load_tokens, token_loss
+from model.data import load_tokens
+from model.train import token_loss
 from model.training_log import evaluations, read_training_log
 
 SAMPLES = Path(__file__).parent / "samples"

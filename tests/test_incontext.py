@@ -13,7 +13,7 @@ from model import augment, incontext
 from model.gpt2 import GPT
 from model.record import Recorder
 from model.tokenizer import EOT_ID, gpt2_encoding
-from model.train import Batches, SourceSpec, prepare
+from model.data import Batches, SourceSpec, prepare
 
 STORY = ("Once upon a time, there was a girl named Lily. Lily had a dog named Max. "
          "Lily and Max played in the spot by the tree. Max was happy.")

@@ -266,7 +266,7 @@ def test_data_page_stream_curve_and_samples(client: TestClient):
 
 def test_data_page_counts_the_committed_samples(client: TestClient, engine: Engine):
     body = client.get("/data").text
-    from model.train import documents
+    from model.corpus import documents
     docs = documents(pages.SAMPLES / "wizard_of_oz_excerpt.txt")
     tokens = sum(len(engine.tokenizer.encode(d)) + 1 for d in docs)
     assert f"<td class=\"r\">{tokens:,}</td>" in body

@@ -12,7 +12,8 @@ import torch
 from model.loading import load_model
 from model.tokenizer import EOT, EOT_ID, gpt2_encoding
 from model.train import main as train_main
-from model.train import SourceSpec, documents, prepare
+from model.corpus import documents
+from model.data import SourceSpec, prepare
 
 SAMPLES = Path(__file__).resolve().parent.parent / "model" / "samples"
 
