@@ -83,6 +83,14 @@ def pct(p: float) -> str:
     return f"{p * 100:.2g}% (1 in {round(1 / p):,})" if p > 0 else "0%"
 
 
+LONG_CHIP = 16  # characters: a longer chip may break inside when wider than a line (see deepdive.css)
+
+
+def breakable(text: str) -> str:
+    """Soft hyphens between the characters: where a chip too wide for a line may break, marked ↩."""
+    return "\u00ad".join(text)
+
+
 def hexbytes(data: list[int] | bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
@@ -120,7 +128,7 @@ templates = Jinja2Templates(env=jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 ))
 templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct,
-                             hexbytes=hexbytes, token_title=token_title, loss_class=loss_class)
+                             hexbytes=hexbytes, token_title=token_title, loss_class=loss_class, breakable=breakable)
 # Playground stop choices: (key, label, stop texts)
 STOPS = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
          ("para", "a blank line", ["\n\n"]))
@@ -131,8 +139,10 @@ PAGE_CONSTANTS = {
     "pct_steps": PCT_STEPS,
     "ws": {ch: [f"ws-{kind}", WS_MARKS[kind]] for ch, kind in WS_KINDS.items()},
     "stops": {key: texts for key, _, texts in STOPS},
+    "long_chip": LONG_CHIP,
 }
-templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID, page_constants=PAGE_CONSTANTS)
+templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID, page_constants=PAGE_CONSTANTS,
+                             long_chip=LONG_CHIP)
 
 
 def render(request: Request, template: str, stage_key: str, **context: Any) -> HTMLResponse:

@@ -114,8 +114,11 @@
     return frag;
   }
 
+  // as the server's chip macro: a long chip gets soft hyphens where it may break (see deepdive.css)
   function chip(text, i, cls) {
-    return el("span", { class: "chip c" + (i % 8) + (cls ? " " + cls : ""), tabindex: "-1" }, visible(text));
+    const long = [...text].length > constants.long_chip;
+    return el("span", { class: "chip c" + (i % 8) + (cls ? " " + cls : "") + (long ? " long" : ""), tabindex: "-1" },
+      visible(long ? [...text].join("\u00ad") : text));
   }
 
   function readJSON(id) {

@@ -1,0 +1,61 @@
+"""Layout on a classroom projector (1366×768) and on a phone (390×844), in real Chromium.
+
+Uses tests/browser/conftest.py's live server (the tiny random model, strict CSP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+SIZES = {"projector": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
+PARAGRAPH = ("The quick brown fox jumps over the lazy dog while a rich merchant counts his coins. "
+             "Unbelievable tokenization: 你好, naïve café, emoji 🙂 and a URL https://example.org/path?q=1 "
+             "end with ---------------------------------------------------------------- dashes.")
+# chips split over two lines: a newline chip is meant to break its line, a long chip may break with a mark
+SPLIT_CHIPS = """sel => [...document.querySelectorAll(sel)].filter(c =>
+    c.getClientRects().length > 1 && !c.classList.contains("long") && !c.textContent.includes("\\n")
+  ).map(c => c.textContent)"""
+
+
+@pytest.fixture(params=list(SIZES), ids=list(SIZES))
+def sized(request, browser, server_url: str) -> Iterator[Page]:
+    context = browser.new_context(viewport=SIZES[request.param], base_url=server_url)
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.set_default_timeout(30_000)
+    yield pg
+    context.close()
+    assert not problems, problems
+
+
+def test_chips_wrap_whole(sized: Page) -> None:
+    sized.goto(f"/tokenizer?text={quote(PARAGRAPH)}")
+    sized.locator("#tok-result .chip").first.wait_for()
+    expect(sized.locator("#compare-result .chip").first).to_be_attached()
+    for where in ("#tok-result .chip", "#compare-result .chip", "#bpe-result .chip"):
+        assert sized.evaluate(SPLIT_CHIPS, where) == [], where
+    # the 64 dashes are two tokens, each short enough to move to the next line whole
+    sized.goto(f"/loss?text={quote(PARAGRAPH)}")
+    sized.locator("#loss-result .chip").first.wait_for()
+    assert sized.evaluate(SPLIT_CHIPS, "#loss-result .chip") == []
+
+
+def test_a_chip_wider_than_the_line_breaks_with_a_mark(sized: Page) -> None:
+    sized.goto(f"/tokenizer?text={quote('x ' + '=' * 65)}")  # " " and 65 "=": one token (id 38093)
+    chip = sized.locator("#tok-result .chip.long").first
+    chip.wait_for()
+    # it moves to a new line whole, and breaks only at its soft hyphens, marked ↩
+    style = chip.evaluate("c => { const s = getComputedStyle(c); return [s.display, s.hyphenateCharacter]; }")
+    assert style[0] == "inline-block" and "↩" in style[1]
+    box = chip.bounding_box()
+    line = sized.locator("#tok-result .chip").first.bounding_box()["height"]
+    assert box["width"] <= sized.viewport_size["width"]  # never wider than the screen
+    wraps = box["height"] > 1.5 * line
+    assert wraps == (sized.viewport_size["width"] < 66 * 10)  # only where 66 characters do not fit a line
