@@ -128,7 +128,7 @@ templates = Jinja2Templates(env=jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 ))
 templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct,
-                             hexbytes=hexbytes, token_title=token_title, loss_class=loss_class, breakable=breakable)
+                             hexbytes=hexbytes, token_title=token_title, loss_class=loss_class, breakable=breakable, exp=math.exp)
 # Playground stop choices: (key, label, stop texts)
 STOPS = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
          ("para", "a blank line", ["\n\n"]))

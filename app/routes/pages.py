@@ -258,13 +258,14 @@ COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
 
 @router.get("/playground", response_class=HTMLResponse)
 async def playground(request: Request, engine: EngineDep, prompt: str = DEFAULT_PLAYGROUND_PROMPT, seed: str = "",
-                     stop: str = "none"):
+                     stop: str = "none", preset: str = ""):
     d = PLAYGROUND_DEFAULTS
+    chosen = next((p for p in PLAYGROUND_PRESETS if p["key"] == preset), None)
     cap = request.app.state.settings.max_new_tokens
     return render(request, "playground.html", "playground", info=engine.info(), prompt=prompt,
                   default_prompt=DEFAULT_PLAYGROUND_PROMPT, defaults=d, presets=PLAYGROUND_PRESETS,
                   stops=STOPS, stop=stop if stop in {k for k, _, _ in STOPS} else "none",
-                  compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND,
+                  compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND, preset=chosen,
                   seed=seed if seed.isdigit() and len(seed) <= 9 else "",
                   temperature=query_number(request, "temperature", d["temperature"], 0, 2),
                   top_k=int(query_number(request, "top_k", d["top_k"], 0, 100)),

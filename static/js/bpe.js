@@ -3,11 +3,13 @@
  * The JSON block is the engine's BPE history (/api/bpe's shape): pretokens,
  * initial (each pretoken's byte tokens), steps (each merge and the pretokens it
  * changed), tokens, pieces (id -> text). Every state is computed once up front,
- * so Back is as cheap as Step.
+ * so Back is as cheap as Step. The step is in the URL (?bpe=K): a link opens at it;
+ * a new text starts again from the bytes.
  */
 (function () {
   "use strict";
   const PLAY_MS = 700;
+  let fromUrl = Number(new URL(window.location.href).searchParams.get("bpe")) || 0; // the page's first story only
 
   function quoted(text) {
     return DeepDive.el("span", { class: "chip c5" }, DeepDive.visible(text));
@@ -28,7 +30,8 @@
     const slider = box.querySelector("[data-bpe-slider]");
     const play = box.querySelector('[data-bpe-action="play"]');
     const nBytes = h.initial.reduce(function (n, w) { return n + w.length; }, 0);
-    let k = 0;
+    let k = Math.max(0, Math.min(last, Math.floor(fromUrl)));
+    fromUrl = 0;
     let timer = null;
 
     function describe() {
@@ -67,6 +70,7 @@
       status.replaceChildren(...describe());
       slider.value = String(k);
       slider.setAttribute("aria-valuetext", "step " + k + " of " + last);
+      DeepDive.setParams({ bpe: k ? String(k) : null });
     }
 
     function go(to) {

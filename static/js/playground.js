@@ -15,6 +15,7 @@
   const BINS = DeepDive.constants.loss_bins; // the training page's loss colours: -ln p at each edge
 
   let controller = null; // the running generation(s)
+  const IDLE = new Map([$("pg-detail"), $("pg-cmp-detail")].map(function (box) { return [box, [...box.childNodes]]; }));
 
   function settings() {
     const f = form.elements;
@@ -111,6 +112,8 @@
     stopButton.disabled = false;
     form.querySelectorAll("[data-run]").forEach(function (b) { b.disabled = true; });
     const base = Object.assign({ prompt: prompt.value, seed: seed(), n_top: 5 }, settings());
+    // the hover boxes describe the last run's tokens: back to their hints
+    IDLE.forEach(function (nodes, box) { box.replaceChildren(...nodes.map(function (n) { return n.cloneNode(true); })); });
     try {
       if (kind === "one") {
         $("pg-compare").hidden = true;
@@ -153,6 +156,9 @@
     const preset = evt.target.closest("[data-preset]");
     if (!preset) return;
     const d = preset.dataset;
+    applying = true;
+    form.elements.preset.value = d.preset;
+    form.querySelectorAll("[data-preset]").forEach(function (b) { b.setAttribute("aria-pressed", String(b === preset)); });
     prompt.value = d.prompt;
     if (d.temperature !== undefined) form.elements.temperature.value = d.temperature;
     if (d.max !== undefined) form.elements.max_new_tokens.value = d.max;
@@ -160,10 +166,17 @@
     $("pg-note").textContent = d.note || "";
     showSettings();
     prompt.dispatchEvent(new Event("input", { bubbles: true })); // the URL follows (deepdive.js)
+    applying = false;
     prompt.focus();
     prompt.setSelectionRange(prompt.value.length, prompt.value.length);
   });
+  let applying = false; // a preset is filling the form: its own input events do not undo it
   form.addEventListener("input", function (evt) {
+    if (evt.target === prompt && !applying && form.elements.preset.value) {
+      form.elements.preset.value = ""; // an edited prompt is no longer the preset
+      form.querySelectorAll("[data-preset]").forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
+      $("pg-note").textContent = "";
+    }
     showSettings();
     if (evt.target === prompt && !controller) {
       $("pg-output").replaceChildren(el("span", { class: "lab-prompt-text" }, prompt.value));

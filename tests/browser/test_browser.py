@@ -75,6 +75,16 @@ def test_bpe_step_back_and_play(page: Page):
     page.get_by_role("button", name="Tokens »").click()
     expect(status).to_contain_text(f"Done: {n_tokens} tokens")
     page.screenshot(path=str(SHOTS / "bpe.png"))
+    # the step is part of the link: opened elsewhere, the story stands at the same merge
+    page.get_by_role("button", name="« Bytes").click()
+    page.get_by_role("button", name="Step ▶").click()
+    page.get_by_role("button", name="Step ▶").click()
+    expect(page).to_have_url(re.compile(r"[?&]bpe=2(&|$)"))
+    page.goto(page.url)
+    expect(status).to_contain_text("Step 2 of")
+    page.locator("#tok-text").fill("lower")  # a new text starts from its bytes
+    expect(status).to_contain_text("Start: 5 bytes")
+    expect(page).not_to_have_url(re.compile(r"[?&]bpe="))
 
 
 def test_vocab_search_and_paging(page: Page):

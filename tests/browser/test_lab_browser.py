@@ -218,3 +218,29 @@ def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     assert columns.count() == 4
     assert columns.first.locator("h3").inner_text().startswith("Temperature 0")
     shot(page, "playground-compare")
+
+
+def test_playground_preset_is_in_the_link_and_a_new_run_clears_the_hover_box(page: Page) -> None:
+    page.goto("/playground")
+    page.get_by_role("button", name="A repeated refrain").click()
+    expect(page).to_have_url(re.compile(r"[?&]preset=refrain(&|$)"))
+    page.locator("#pg-seed").fill("7")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#pg-one [data-stat=finish]")).to_contain_text(".", timeout=60_000)
+    first = page.locator("#pg-output").inner_text()
+    page.locator("#pg-output .chip").first.hover()
+    expect(page.locator("#pg-detail")).to_contain_text("chance")
+    # the link restores the preset (its note, its button) and the seed gives the same text
+    page.goto(page.url)
+    expect(page.get_by_role("button", name="A repeated refrain")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#pg-note")).to_contain_text("copies it a third time")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#pg-one [data-stat=finish]")).to_contain_text(".", timeout=60_000)
+    assert page.locator("#pg-output").inner_text() == first
+    page.locator("#pg-output .chip").first.hover()
+    expect(page.locator("#pg-detail")).to_contain_text("chance")
+    page.locator("h1").hover()
+    page.get_by_role("button", name="Generate").click()  # a new run: the box no longer describes an old token
+    expect(page.locator("#pg-detail")).to_contain_text("Hover over a generated token")
+    page.locator("#pg-prompt").fill("Something else")  # an edited prompt is no longer the preset
+    expect(page).not_to_have_url(re.compile(r"[?&]preset="))
