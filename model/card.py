@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from model.incontext import measure
-from model.loading import load_model
+from model.loading import load_model, read_config
 from model.sampling import SamplingParams
 from model.generate import generate
 from model.tokenizer import EOT_ID, gpt2_encoding
 from model.corpus import documents
 from model.data import load_tokens
-from model.train import token_loss
+from model.gpt2 import GPT
+from model.train import samples, token_loss
 from model.training_log import evaluations, read_training_log
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -171,6 +172,18 @@ def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: 
     }
 
 
+def add_untrained_samples(checkpoint: Path, seed: int) -> None:
+    """Put the untrained model's samples first in the training log, as train.py logs them at a first step."""
+    log = checkpoint / "training_log.jsonl"
+    lines = log.read_text().splitlines()
+    if lines and json.loads(lines[0])["step"] == 0:
+        return
+    torch.manual_seed(seed)  # as train.py does before building the first stage's model
+    untrained = GPT(read_config(checkpoint / "config.json"))
+    record = {"step": 0, "tokens": 0, "samples": samples(untrained, "cpu", seed)}
+    log.write_text(json.dumps(record) + "\n" + "".join(line + "\n" for line in lines))
+
+
 def incontext_rows(card: dict) -> list[str]:
     ic = card.get("incontext")
     if not ic:
@@ -245,10 +258,15 @@ def main() -> None:
     p.add_argument("--stage", nargs=3, action="append", required=True, metavar=("DATA", "STEPS", "COMMAND"),
                    help="one training stage, in order: its prepared data folder, its steps, the commands that ran it")
     p.add_argument("--hardware", required=True)
+    p.add_argument("--untrained-seed", type=int,
+                   help="for a log that lacks one, add the untrained model's samples as its step 0: the first "
+                        "stage's model initialised with this seed (its --seed), sampled as training samples")
     p.add_argument("--exported", choices=["best", "last"], default="best",
                    help="which weights of the last stage the run exported (its --export-weights)")
     args = p.parse_args()
     checkpoint = Path(args.checkpoint)
+    if args.untrained_seed is not None:
+        add_untrained_samples(checkpoint, args.untrained_seed)
     card = build_card(checkpoint, [(Path(d), int(n), c) for d, n, c in args.stage], args.hardware, args.exported)
     (checkpoint / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     (checkpoint / "README.md").write_text(card_markdown(card) + "\n")

@@ -24,6 +24,13 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One training stage: how many steps it ran, and its mixture of sources."""
+    steps: int
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ModelCard:
     description: str | None = None
     training_tokens: int | None = None
@@ -32,6 +39,7 @@ class ModelCard:
     baselines: dict[str, float] = field(default_factory=dict)  # losses of trivial predictors, for scale
     corpus: tuple[Source, ...] = ()
     licences: dict[str, str] = field(default_factory=dict)
+    stages: tuple[Stage, ...] = ()
 
 
 def number(v: Any) -> float | None:
@@ -66,4 +74,7 @@ def parse_card(raw: dict) -> ModelCard:
         baselines={str(k): float(v) for k, v in table(get("evaluation", "baselines")).items() if number(v) is not None},
         corpus=corpus,
         licences={str(k): str(v) for k, v in table(get("licences")).items()},
+        stages=tuple(Stage(steps, {str(k): float(v) for k, v in table(st.get("weights")).items() if number(v) is not None})
+                     for st in (get("training", "stages") or []) if isinstance(st, dict)
+                     and (steps := whole(st.get("steps"))) is not None),
     )

@@ -187,6 +187,9 @@ def train(args: argparse.Namespace) -> Path:
     # record included: a record is written before the checkpoint of the same step)
     lines = log_path.read_text().splitlines() if log_path.exists() else []
     log_path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= base["step"] + step))
+    if not lines:  # a first stage's first step: what the untrained model writes, for the Data page
+        with log_path.open("a") as f:
+            f.write(json.dumps({"step": 0, "tokens": 0, "samples": samples(model, device, args.seed)}) + "\n")
 
     data = Path(args.data)
     train_batches = Batches(data, "train", config.n_ctx, args.seed, args.repeat_random)

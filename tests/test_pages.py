@@ -345,3 +345,19 @@ def test_playground_labels_presets_that_need_a_larger_model(client: TestClient):
         assert bool(needs.group(1)) == bool(p.get("needs_large"))
         if p.get("needs_large"):
             assert p.get("note")  # says what a larger model does with it
+
+
+def test_data_page_marks_the_stages_and_says_what_its_figures_are(client: TestClient, engine: Engine,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    from model.model_card import ModelCard, Source, Stage
+    card = ModelCard(validation_loss=2.72, training_tokens=1_024_000,
+                     corpus=(Source("tinystories", weight=3, train_tokens=200_000),),
+                     stages=(Stage(100), Stage(150)))
+    monkeypatch.setattr(engine.loaded, "card", card)
+    body = client.get("/data").text
+    spec = json.loads(re.search(r'<script type="application/json" id="curve-data">(.*?)</script>', body, re.S).group(1))
+    assert spec["marks"] == [{"x": 409600, "label": "stage 2", "step": 100}]
+    assert "Training ran in 2 stages" in body
+    assert "The first measurement,\n    after 100 steps, is 8.00; the last, after\n    200 steps, is 4.30" in body
+    assert "(2.72)" in body and "on the whole held-out file" in body
+    assert ">5.1</td>" in body  # 1,024,000 tokens read, all from 200,000: each read about 5.1 times

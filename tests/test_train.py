@@ -65,6 +65,8 @@ def test_training_lowers_the_loss_and_exports_a_loadable_checkpoint(data, tmp_pa
     log = run(data, tmp_path / "run", "--export", str(tmp_path / "export"), "--export-dtype", "fp32")
     evals = [r for r in log if "val_loss" in r]
     assert [r["step"] for r in evals] == [4, 8, 12]
+    # the log opens with what the untrained model wrote, for the Data page to set beside the end
+    assert log[0]["step"] == 0 and log[0]["tokens"] == 0 and "Once upon a time" in log[0]["samples"]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.3
     assert evals[-1]["train_loss"] < evals[0]["train_loss"]
     assert "samples" in log[-1] and log[-1]["samples"]["Once upon a time"].startswith("Once upon a time")
@@ -80,7 +82,7 @@ def test_an_interrupted_run_resumes_at_the_same_step_with_the_same_data(data, tm
     assert torch.load(tmp_path / "parts" / "ckpt.pt", weights_only=True)["step"] == 6
     resumed = run(data, tmp_path / "parts")
     assert [r["step"] for r in resumed] == [r["step"] for r in whole]
-    for a, b in zip(whole, resumed):
+    for a, b in zip(whole[1:], resumed[1:]):  # after the untrained model's samples, logged once
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
     w1 = torch.load(tmp_path / "whole" / "ckpt.pt", weights_only=True)["model"]
@@ -100,7 +102,7 @@ def test_a_second_stage_starts_from_the_first_runs_best_weights_and_carries_its_
     assert [r["step"] for r in second[len(kept):]] == [best["step"] + 4]
     assert second[-1]["tokens"] == kept[-1]["tokens"] + 4 * 4 * 32
     # at a small learning rate, the second stage starts near where the first one's best weights were
-    assert second[-1]["val_loss"] < first[0]["val_loss"]
+    assert second[-1]["val_loss"] < first[1]["val_loss"]
     # and it resumes like any run: the finished sitting's log is kept, not restarted from the first stage's
     resumed = run(data, tmp_path / "second", "--init-from", str(tmp_path / "first"), "--lr", "1e-3", "--dropout", "0.1")
     assert [r["step"] for r in resumed if "val_loss" in r] == [r["step"] for r in kept if "val_loss" in r] + [

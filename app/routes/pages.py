@@ -100,8 +100,21 @@ def training_stream(tokenizer: Tokenizer, n_tokens: int) -> list[dict]:
     return stream[:n_tokens]
 
 
-def curve_spec(evals: list[dict]) -> dict | None:
-    """The line chart static/js/chart.js draws: train and validation loss against tokens seen."""
+def stage_starts(records: list[dict], stages: tuple) -> list[dict]:
+    """Where each training stage after the first began, in tokens seen: from the card's steps per stage
+    and the log's record of the step the stage started from."""
+    marks, step = [], 0
+    for i, st in enumerate(stages[:-1], 2):
+        step += st.steps
+        at = next((r["tokens"] for r in records if r.get("step") == step and finite(r.get("tokens"))), None)
+        if at is not None:
+            marks.append({"x": at, "label": f"stage {i}", "step": step})
+    return marks
+
+
+def curve_spec(evals: list[dict], marks: list[dict]) -> dict | None:
+    """The line chart static/js/chart.js draws: train and validation loss against tokens seen, and where
+    each training stage began."""
     if not evals:
         return None
     series = [
@@ -115,7 +128,8 @@ def curve_spec(evals: list[dict]) -> dict | None:
         points = [[r["tokens"], r["val_losses"][name]] for r in evals if finite((r.get("val_losses") or {}).get(name))]
         if points and points != series[1]["points"]:
             series.append({"label": f"validation loss ({name})", "class": "s-extra", "points": points})
-    return {"x_label": "tokens seen", "y_label": "loss (nats per token)", "x_format": "si", "series": series}
+    return {"x_label": "tokens seen", "y_label": "loss (nats per token)", "x_format": "si", "series": series,
+            "marks": marks}
 
 
 def checkpoint_samples(records: list[dict]) -> list[dict]:
@@ -131,13 +145,17 @@ def checkpoint_samples(records: list[dict]) -> list[dict]:
 @router.get("/data", response_class=HTMLResponse)
 async def data(request: Request, engine: EngineDep):
     records = read_training_log(engine.loaded.path / "training_log.jsonl")
-    corpus = engine.loaded.card.corpus if engine.loaded.card else ()
+    card = engine.loaded.card
+    corpus = card.corpus if card else ()
     weights = sum(c.weight for c in corpus if c.weight is not None)
     evals = evaluations(records or [])
+    marks = stage_starts(records or [], card.stages if card else ())
+    checkpoints = checkpoint_samples(records or [])
     return render(request, "data.html", "data",
                   stream=training_stream(engine.tokenizer, DATA_TOKENS), samples=await sample_stats(engine),
-                  corpus=corpus, weights=weights, records=records, curve=curve_spec(evals), evals=evals,
-                  checkpoints=checkpoint_samples(records or []), info=engine.info())
+                  corpus=corpus, weights=weights, records=records, curve=curve_spec(evals, marks), evals=evals,
+                  marks=marks, checkpoints=checkpoints, card=card, info=engine.info(),
+                  below=[r for r in evals if finite(r.get("train_loss")) and r["val_loss"] < r["train_loss"]])
 
 
 # ---------------------------------------------------------------- tokenizer

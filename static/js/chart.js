@@ -7,7 +7,8 @@
  *   </div>
  *   <script type="application/json" id="ID">{spec as JSON}</script>
  * Spec: {x_label, y_label, x_format: "si" | "int",
- *        series: [{label, class, points: [[x, y], ...], dots?: true}]}
+ *        series: [{label, class, points: [[x, y], ...], dots?: true}],
+ *        marks?: [{x, label}]}   (vertical lines, e.g. where a training stage began)
  * Each series is a path with the given CSS class (colours live in deepdive.css).
  * Pointer or arrow keys (the svg is focusable) pick an x; the readout names
  * every series' value there.
@@ -79,6 +80,12 @@
     axis.append(svgEl("text", { class: "axis-label", transform: "rotate(-90)", x: -(M.top + H - M.bottom) / 2, y: 16,
       "text-anchor": "middle" }, spec.y_label));
     svg.append(grid, axis);
+    (spec.marks || []).forEach(function (m) {
+      const g = svgEl("g", { class: "mark" });
+      g.append(svgEl("line", { x1: px(m.x), x2: px(m.x), y1: M.top, y2: H - M.bottom }));
+      g.append(svgEl("text", { x: px(m.x) + 4, y: M.top + 12 }, m.label));
+      svg.append(g);
+    });
 
     spec.series.forEach(function (s) {
       const d = s.points.map(function (p, i) { return (i ? "L" : "M") + px(p[0]).toFixed(1) + " " + py(p[1]).toFixed(1); }).join("");
