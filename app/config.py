@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     max_waiting_streams: int = 64      # streams queued for a place in the batch; more get 503
     max_queue: int = 64                # analysis requests waiting for the model; more get 503
     max_activation_values: int = 500_000  # numbers one /api/activations answer may hold (about 5 MB)
-    per_client_requests: int = 4       # model requests (streams included) one client address may run at once; 0: no cap
+    per_client_requests: int = 4       # model requests (streams included) one client address runs at once; more
+                                       # wait their turn (0: no share)
+    max_waiting_requests: int = 256    # requests waiting for their address's turn, in all; more get 503
     request_timeout_s: float = 30.0    # longest wait for one analysis answer; then 503
     generation_timeout_s: float = 120.0  # longest one generation may run; then it ends with a message
     cors_origins: list[str] = []       # origins other sites' pages may call the API from; empty: CORS off

@@ -1,4 +1,4 @@
-"""Security headers on every response, CORS only when configured, and a per-client share of the model.
+"""Security headers on every response, CORS only when configured, and fair turns on the model per client.
 
 Pure ASGI middleware (not BaseHTTPMiddleware): it wraps `send` and never buffers
 a body, so streams flow and a client disconnect still reaches the route.
@@ -6,8 +6,9 @@ a body, so streams flow and a client disconnect still reaches the route.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections import Counter
+from collections import Counter, deque
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,44 +48,94 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class ClientShare:
-    """At most `limit` model requests (streams included) in flight per client address; more get 429.
+class ShareFull(Exception):
+    """No room to wait: the sentence says why and what to do."""
 
-    The server-wide queue bounds total latency (503 beyond it); this keeps one
-    student with many tabs or a script from filling that queue for the room.
+
+class ClientShare:
+    """At most `limit` model requests (streams included) run at once per client address; more wait their turn.
+
+    Each address's extra requests queue behind its own, never in front of another address's, so the model's
+    work (and the rows of a batched decode) goes round the addresses: one student's script cannot starve the
+    room, and a class behind one school router, sharing one address, takes turns instead of being refused.
+    Waiting is bounded: `max_waiting` requests in all (more get 503), none for longer than `wait_s`.
     """
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, max_waiting: int, wait_s: float):
         self.app = app
         self.limit = limit
+        self.max_waiting = max_waiting
+        self.wait_s = wait_s
         self.in_flight: Counter[str] = Counter()
+        self.waiting: dict[str, deque[asyncio.Future]] = {}
+        self.n_waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in MODEL_PATHS:
             return await self.app(scope, receive, send)
         client = (scope.get("client") or ("unknown", 0))[0]
-        if self.in_flight[client] >= self.limit:
-            return await self._refuse(scope, send)
-        self.in_flight[client] += 1
+        try:
+            await self._acquire(client)
+        except ShareFull as e:
+            return await self._refuse(scope, send, str(e))
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight[client] -= 1
-            if not self.in_flight[client]:
-                del self.in_flight[client]
+            self._release(client)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        message = (f"you already have {self.limit} model requests running, the most one computer may have "
-                   "at once; wait for one to finish (or stop a generation) and try again")
+    async def _acquire(self, client: str) -> None:
+        if self.in_flight[client] < self.limit:
+            self.in_flight[client] += 1
+            return
+        if self.n_waiting >= self.max_waiting:
+            raise ShareFull(f"The server is full: {self.n_waiting} requests are already waiting for the model. "
+                            "Try again in a moment.")
+        turn = asyncio.get_running_loop().create_future()
+        queue = self.waiting.setdefault(client, deque())
+        queue.append(turn)
+        self.n_waiting += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), self.wait_s)
+        except (TimeoutError, asyncio.CancelledError) as e:
+            if turn.done():  # the turn came as the wait ended: pass it on
+                self._release(client)
+            else:
+                turn.cancel()
+                queue.remove(turn)
+                if not queue:
+                    del self.waiting[client]
+            if isinstance(e, TimeoutError):
+                raise ShareFull(f"Your requests waited {self.wait_s:g} s for a turn on the model, the longest "
+                                "this server lets one wait. Try again in a moment, or run fewer at once.") from None
+            raise
+        finally:
+            self.n_waiting -= 1
+
+    def _release(self, client: str) -> None:
+        """A request of this address ended: its place goes to the address's next waiting request, if any."""
+        queue = self.waiting.get(client)
+        while queue:
+            turn = queue.popleft()
+            if not queue:
+                del self.waiting[client]
+            if not turn.done():
+                turn.set_result(None)  # the place passes on; in_flight stays
+                return
+            queue = self.waiting.get(client)
+        self.in_flight[client] -= 1
+        if not self.in_flight[client]:
+            del self.in_flight[client]
+
+    async def _refuse(self, scope: Scope, send: Send, message: str) -> None:
         kind = b"application/json"
         if scope["path"].startswith("/v1/"):
-            data = json.dumps({"error": {"message": message, "type": "rate_limit_exceeded", "param": None,
+            data = json.dumps({"error": {"message": message, "type": "server_busy", "param": None,
                                          "code": None}}).encode()
         elif scope["path"].startswith("/api/"):
             data = json.dumps({"message": message, "detail": None}).encode()
         else:  # a page's partial: the page shows the sentence in place of the result
-            kind, data = b"text/plain; charset=utf-8", (message[0].upper() + message[1:] + ".").encode()
-        await send({"type": "http.response.start", "status": 429,
+            kind, data = b"text/plain; charset=utf-8", message.encode()
+        await send({"type": "http.response.start", "status": 503,
                     "headers": [(b"content-type", kind), (b"content-length", str(len(data)).encode()),
                                 (b"retry-after", b"2")]})
         await send({"type": "http.response.body", "body": data})
@@ -93,7 +144,8 @@ class ClientShare:
 def install(app, settings: Settings) -> None:
     """Add the middleware; the last added runs first, so the headers land on every answer, 429s included."""
     if settings.per_client_requests > 0:
-        app.add_middleware(ClientShare, limit=settings.per_client_requests)
+        app.add_middleware(ClientShare, limit=settings.per_client_requests,
+                           max_waiting=settings.max_waiting_requests, wait_s=settings.request_timeout_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["content-type"])

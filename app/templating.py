@@ -159,9 +159,15 @@ def partial(request: Request, template: str, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, template, context)
 
 
+def sentence(text: str) -> str:
+    """A message as a person reads it: a capital first letter and a full stop."""
+    text = text.strip()
+    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")) if text else text
+
+
 def message(request: Request, text: str, kind: str = "error") -> HTMLResponse:
     """A message box in place of a partial's result (200, so htmx swaps it in)."""
-    return partial(request, "partials/_message.html", text=text, kind=kind)
+    return partial(request, "partials/_message.html", text=sentence(text), kind=kind)
 
 
 def query_number(request: Request, name: str, default: float, lo: float, hi: float) -> float:
@@ -183,9 +189,9 @@ async def or_message(work: Awaitable[dict]) -> dict:
     try:
         return await work
     except InputError as e:
-        return {"error": f"{e}.", "kind": "error"}
+        return {"error": sentence(str(e)), "kind": "error"}
     except Busy as e:
-        return {"error": f"The model is busy ({e}); try again in a moment.", "kind": "error"}
+        return {"error": f"The model is busy ({e}). Try again in a moment.", "kind": "error"}
 
 
 def flag(value: str | None, default: bool) -> bool:

@@ -251,31 +251,25 @@ def test_generation_past_its_time_budget_ends_with_a_message(settings: Settings,
 
 # ---- faults: fairness ----
 
-def test_one_client_cannot_take_the_whole_model(settings: Settings) -> None:
+def test_a_client_over_its_share_waits_its_turn(settings: Settings) -> None:
     engine = Engine.load(settings)
     app = create_app(settings.model_copy(update={"per_client_requests": 2}), engine)
-    with TestClient(app) as c, ThreadPoolExecutor(2) as pool:
+    with TestClient(app) as c, ThreadPoolExecutor(3) as pool:
         release = threading.Event()
         engine.model_thread.submit(lambda: release.wait(20))
         try:
-            waiting = [pool.submit(c.post, "/api/next-token", json={"text": "x"}) for _ in range(2)]
+            running = [pool.submit(c.post, "/api/next-token", json={"text": "x"}) for _ in range(2)]
             deadline = time.monotonic() + 10
-            while engine.model_thread.queued < 3 and time.monotonic() < deadline:
+            while engine.model_thread.queued < 2 and time.monotonic() < deadline:  # both wait for the model
                 time.sleep(0.01)
-            r = c.post("/api/generate", json={"prompt": "x"})
-            assert r.status_code == 429 and r.headers["retry-after"] == "2"
-            assert "you already have 2 model requests running" in r.json()["message"]
-            r = c.post("/v1/completions", json={"model": "x", "prompt": "x"})
-            assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_exceeded"
+            third = pool.submit(c.post, "/partials/loss", data={"text": "x"})  # over the share: it waits
+            time.sleep(0.3)
+            assert not third.done() and engine.model_thread.queued == 2  # not refused, not yet on the model
             assert c.post("/api/tokenize", json={"text": "x"}).status_code == 200  # no model: no share
-            # the loss page's partial runs on the model too: the page is refused in words it can show
-            r = c.post("/partials/loss", data={"text": "x"})
-            assert r.status_code == 429 and r.headers["content-type"].startswith("text/plain")
-            assert r.text.startswith("You already have 2 model requests running")
         finally:
             release.set()
-        assert [f.result(timeout=20).status_code for f in waiting] == [200, 200]
-        assert c.post("/api/next-token", json={"text": "x"}).status_code == 200
+        assert [f.result(timeout=20).status_code for f in running] == [200, 200]
+        assert third.result(timeout=20).status_code == 200 and "Mean loss" in third.result().text
 
 
 def test_a_dropped_stream_gives_back_its_share(settings: Settings) -> None:
@@ -287,14 +281,13 @@ def test_a_dropped_stream_gives_back_its_share(settings: Settings) -> None:
         try:
             with c.stream("POST", "/api/generate", json={"prompt": "x", "max_new_tokens": 20}) as r:
                 assert r.status_code == 200
-                assert c.post("/api/next-token", json={"text": "x"}).status_code == 429
         finally:
             release.set()
         deadline = time.monotonic() + 5
         while engine.model_thread.streams and time.monotonic() < deadline:
             time.sleep(0.01)
         assert engine.model_thread.streams == 0
-        assert c.post("/api/next-token", json={"text": "x"}).status_code == 200
+        assert c.post("/api/next-token", json={"text": "x"}, timeout=5).status_code == 200  # its turn is free
 
 
 # ---- faults: a bad model at start-up ----

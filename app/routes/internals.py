@@ -147,9 +147,9 @@ async def heads_partial(request: Request, engine: EngineDep, prompt: Text = "", 
     try:
         rows = await engine.heads(text)
     except InputError as e:
-        return message(request, f"{e}.")
+        return message(request, str(e))
     except Busy as e:
-        return message(request, f"The model is busy ({e}); try again in a moment.")
+        return message(request, f"The model is busy ({e}). Try again in a moment.")
     rows = sorted(rows, key=lambda r: r[sort], reverse=True)
     return partial(request, "partials/_heads.html", rows=rows[:HEAD_ROWS], hidden=max(0, len(rows) - HEAD_ROWS),
                    kinds=HEAD_KINDS, sort=sort, on_probe=on_probe, probe_text=probe,

@@ -195,7 +195,7 @@ async def bpe_partial(request: Request, engine: EngineDep, text: Text = ""):
     try:
         history = await engine.bpe(shown)
     except InputError as e:
-        return message(request, f"{e}.")
+        return message(request, str(e))
     return partial(request, "partials/_bpe.html", history=history.model_dump(mode="json"),
                    truncated=len(text) > len(shown), bpe_chars=BPE_CHARS)
 
