@@ -31,6 +31,17 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Copying:
+    """In-context copying as model/incontext.py measures it (nats per token; head scores 0 to 1)."""
+    first_copy: float
+    second_copy: float
+    name_first_use: float
+    name_later_uses: float
+    previous_token_head: tuple[str, float] | None = None  # ("layer.head", score)
+    induction_head: tuple[str, float] | None = None
+
+
+@dataclass(frozen=True)
 class ModelCard:
     description: str | None = None
     training_tokens: int | None = None
@@ -40,6 +51,7 @@ class ModelCard:
     corpus: tuple[Source, ...] = ()
     licences: dict[str, str] = field(default_factory=dict)
     stages: tuple[Stage, ...] = ()
+    copying: Copying | None = None
 
 
 def number(v: Any) -> float | None:
@@ -49,6 +61,20 @@ def number(v: Any) -> float | None:
 def whole(v: Any) -> int | None:
     n = number(v)
     return int(n) if n is not None else None
+
+
+def parse_copying(ic: dict) -> Copying | None:
+    figures = [number(ic.get(k)) for k in ("first_copy", "second_copy", "name_first_use", "name_later_uses")]
+    if None in figures:
+        return None
+
+    def head(key: str) -> tuple[str, float] | None:
+        h = ic.get(key)
+        if isinstance(h, dict) and isinstance(h.get("head"), str) and number(h.get("score")) is not None:
+            return h["head"], float(h["score"])
+        return None
+
+    return Copying(*figures, previous_token_head=head("previous_token_head"), induction_head=head("induction_head"))
 
 
 def parse_card(raw: dict) -> ModelCard:
@@ -74,6 +100,7 @@ def parse_card(raw: dict) -> ModelCard:
         baselines={str(k): float(v) for k, v in table(get("evaluation", "baselines")).items() if number(v) is not None},
         corpus=corpus,
         licences={str(k): str(v) for k, v in table(get("licences")).items()},
+        copying=parse_copying(table(get("incontext"))),
         stages=tuple(Stage(steps, {str(k): float(v) for k, v in table(st.get("weights")).items() if number(v) is not None})
                      for st in (get("training", "stages") or []) if isinstance(st, dict)
                      and (steps := whole(st.get("steps"))) is not None),

@@ -361,3 +361,17 @@ def test_data_page_marks_the_stages_and_says_what_its_figures_are(client: TestCl
     assert "The first measurement,\n    after 100 steps, is 8.00; the last, after\n    200 steps, is 4.30" in body
     assert "(2.72)" in body and "on the whole held-out file" in body
     assert ">5.1</td>" in body  # 1,024,000 tokens read, all from 200,000: each read about 5.1 times
+
+
+@pytest.mark.parametrize("later,claim", [(0.8, "copy what it has just read: a made-up name costs it 0.8 nats"),
+                                         (9.5, "copy from its prompt: a made-up name it has just read costs it\n")])
+def test_overview_says_what_the_card_measured_about_copying(client: TestClient, engine: Engine,
+                                                            monkeypatch: pytest.MonkeyPatch, later: float, claim: str):
+    from model.model_card import Copying, ModelCard
+    card = ModelCard(copying=Copying(first_copy=10.4, second_copy=0.6, name_first_use=11.2, name_later_uses=later))
+    monkeypatch.setattr(engine.loaded, "card", card)
+    body = client.get("/").text
+    assert claim in body
+    assert "that takes a larger model" in body  # a small model: few-shot tasks are beyond it either way
+    playground = client.get("/playground").text
+    assert ("It does learn from its prompt what it can copy" in playground) == (later < 3)

@@ -56,7 +56,8 @@ MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
 
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request, engine: EngineDep):
-    return render(request, "overview.html", "overview", info=engine.info())
+    card = engine.loaded.card
+    return render(request, "overview.html", "overview", info=engine.info(), copying=card.copying if card else None)
 
 
 # ---------------------------------------------------------------- pre-training data
@@ -284,6 +285,7 @@ async def playground(request: Request, engine: EngineDep, prompt: str = DEFAULT_
                   default_prompt=DEFAULT_PLAYGROUND_PROMPT, defaults=d, presets=PLAYGROUND_PRESETS,
                   stops=STOPS, stop=stop if stop in {k for k, _, _ in STOPS} else "none",
                   compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND, preset=chosen,
+                  copying=engine.loaded.card.copying if engine.loaded.card else None,
                   seed=seed if seed.isdigit() and len(seed) <= 9 else "",
                   temperature=query_number(request, "temperature", d["temperature"], 0, 2),
                   top_k=int(query_number(request, "top_k", d["top_k"], 0, 100)),
