@@ -59,3 +59,26 @@ def test_a_chip_wider_than_the_line_breaks_with_a_mark(sized: Page) -> None:
     assert box["width"] <= sized.viewport_size["width"]  # never wider than the screen
     wraps = box["height"] > 1.5 * line
     assert wraps == (sized.viewport_size["width"] < 66 * 10)  # only where 66 characters do not fit a line
+
+
+PAGES = ["/", "/data", "/tokenizer", "/loss", "/internals", "/inference", "/playground"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_no_page_scrolls_sideways(sized: Page, path: str) -> None:
+    sized.goto(path)
+    sized.wait_for_load_state("networkidle")
+    width = sized.viewport_size["width"]
+    assert sized.evaluate("document.documentElement.scrollWidth") <= width
+    # the header: every stage reachable on screen, and on a phone one short row
+    links = sized.locator(".site-header .stages a")
+    assert links.count() == 7
+    for i in range(7):
+        box = links.nth(i).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, i
+    header = sized.locator(".site-header").bounding_box()["height"]
+    assert header <= (60 if width < 600 else 80)
+    # whatever is cut short is a box of its own that scrolls (a wide table), never clipped text in a bar
+    cut = sized.evaluate("""() => [...document.querySelectorAll('.lab-bar-value, .lab-bar-own, .model-facts dd')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+    assert cut == []
