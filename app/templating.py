@@ -75,12 +75,14 @@ def si(n: float) -> str:
 PCT_STEPS = ((0.995, 0), (0.1, 1), (0.001, 2))
 
 
-def pct(p: float) -> str:
-    """A probability as a percentage a student can read; tiny ones as '1 in N' too."""
+def pct(p: float, short: bool = False) -> str:
+    """A probability as a percentage a student can read; tiny ones as '1 in N' too, unless short."""
     for at_least, decimals in PCT_STEPS:
         if p >= at_least:
             return f"{p * 100:.{decimals}f}%"
-    return f"{p * 100:.2g}% (1 in {round(1 / p):,})" if p > 0 else "0%"
+    if p <= 0:
+        return "0%"
+    return f"{p * 100:.2g}%" + ("" if short else f" (1 in {round(1 / p):,})")
 
 
 LONG_CHIP = 16  # characters: a longer chip may break inside when wider than a line (see deepdive.css)

@@ -90,7 +90,7 @@ def test_page_explains_and_links_on(client: TestClient, path: str, explanation: 
     assert explanation in body
     assert re.search(rf'<a href="{re.escape(next_path)}" rel="next">Next stage: \w+ →</a>', body)
     # the nav lists every stage in order and marks this one
-    labels = re.findall(r'<li><a href="[^"]*"(?: aria-current="page")?>([^<]+)</a></li>', body)
+    labels = re.findall(r'<li><a href="[^"]*"(?: aria-current="page")?><span class="stage-label">([^<]+)</span></a></li>', body)
     assert labels == [s.label for s in templating.STAGES]
     assert re.search(rf'<a href="{re.escape(path)}" aria-current="page">', body)
 

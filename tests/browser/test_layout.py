@@ -82,3 +82,28 @@ def test_no_page_scrolls_sideways(sized: Page, path: str) -> None:
     cut = sized.evaluate("""() => [...document.querySelectorAll('.lab-bar-value, .lab-bar-own, .model-facts dd')]
         .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
     assert cut == []
+
+
+@pytest.mark.parametrize("present", [False, True], ids=["normal", "presentation"])
+def test_the_projector_shows_the_text_and_five_bars_at_once(browser, server_url: str, present: bool) -> None:
+    context = browser.new_context(viewport=SIZES["projector"], base_url=server_url)
+    page = context.new_page()
+    page.goto("/inference" + ("?present=1" if present else ""))
+    bars = page.locator("#inf-bars button.lab-bar")
+    bars.nth(4).wait_for()
+    page.screenshot(path=f"/tmp/shots/layout-projector-{present}.png")
+    height = SIZES["projector"]["height"]
+    assert page.locator("#inf-sofar").bounding_box()["y"] + page.locator("#inf-sofar").bounding_box()["height"] <= height
+    fifth = bars.nth(4).bounding_box()
+    assert fifth["y"] + fifth["height"] <= height
+    # the overview's pipeline stays one row (a wrapped row would start with a dangling arrow)
+    page.goto("/" + ("?present=1" if present else ""))
+    tops = page.evaluate("[...document.querySelectorAll('.pipeline')[0].children].map(li => Math.round(li.getBoundingClientRect().top))")
+    assert len(set(tops)) == 1
+    # the merge stepper's chips and the head thumbnails are big enough to read from the back
+    page.goto("/tokenizer?text=lower" + ("&present=1" if present else ""))
+    page.locator(".bpe-words .chip").first.wait_for()
+    assert page.locator(".bpe-words .chip").first.bounding_box()["height"] >= 28
+    page.goto("/internals" + ("?present=1" if present else ""))
+    assert page.locator(".lab-thumb").first.bounding_box()["width"] >= 80
+    context.close()
