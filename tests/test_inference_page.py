@@ -130,3 +130,8 @@ def test_token_texts_are_escaped(client: TestClient, engine: Engine):
     body, _ = act(client, prompt="<b>bold</b>", pick=str(lt))
     assert "<b>" not in body and "&lt;b&gt;bold&lt;/b&gt;" in body  # the prompt, in the text so far
     assert re.search(r'class="chip c0 lab-new"[^>]*>&lt;</span>', body)  # the picked token
+
+
+def test_a_pick_outside_the_vocabulary_is_refused_in_words(client: TestClient):
+    body, _ = act(client, steps="g11", pick="50300")
+    assert steps_of(body) == "g11" and "not a token of this model" in body

@@ -107,6 +107,21 @@ async def sample(engine: Engine, ids: list[int], dice: Dice, seed: int) -> int |
     return token if token is not None else reason
 
 
+async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: int | None, seed: int) -> int | str:
+    """The token an action chooses to follow ids, or a sentence saying why none joins the text."""
+    if action == "greedy":
+        chosen: int | str = (await engine.next_token(s.NextTokenRequest(ids=ids, n=1))).before[0].id
+    elif action == "sample":
+        chosen = await sample(engine, ids, dice, seed)
+    else:
+        chosen = pick if pick is not None and 0 <= pick < engine.info().vocab_size else "invalid"
+    if chosen == EOT_ID or chosen == "eos":
+        return "The model chose <|endoftext|>: it thinks the text is finished. Undo, change the seed, or start over."
+    if chosen == "invalid":
+        return "That is not a token of this model's vocabulary."
+    return chosen
+
+
 async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, action: str = "",
                        pick: int | None = None) -> dict:
     """Apply one action to the state and compute everything the stepper shows."""
@@ -123,32 +138,22 @@ async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Di
     elif action == "reset":
         steps = []
     elif action in ("greedy", "sample", "pick"):
-        ids = prompt_ids + [t.id for t in steps]
-        if len(ids) >= info.n_ctx:
+        if len(prompt_ids) + len(steps) >= info.n_ctx:
             notice = (f"The text fills the model's whole context of {info.n_ctx:,} tokens: it cannot read any more. "
                       "Undo or start over.")
         else:
-            if action == "greedy":
-                r = await engine.next_token(s.NextTokenRequest(ids=ids, n=1))
-                chosen: int | str = r.before[0].id
-            elif action == "sample":
-                chosen = await sample(engine, ids, dice, dice.seed + len(steps))
+            chosen = await take(engine, prompt_ids + [t.id for t in steps], dice, action, pick, dice.seed + len(steps))
+            if isinstance(chosen, str):
+                notice = chosen
             else:
-                chosen = pick if pick is not None and 0 <= pick < info.vocab_size else "invalid"
-            if chosen == EOT_ID or chosen == "eos":
-                notice = ("The model chose <|endoftext|>: it thinks the text is finished. "
-                          "Undo, change the seed, or start over.")
-            elif isinstance(chosen, int):
                 steps = [*steps, Taken({"greedy": "g", "sample": "s", "pick": "h"}[action], chosen)]
     ids = prompt_ids + [t.id for t in steps]
     dist = await engine.next_token(s.NextTokenRequest(ids=ids, n=dice.n, temperature=dice.temperature,
                                                       top_k=dice.top_k, top_p=dice.top_p))
     probs = await engine.chosen(ids, len(prompt_ids) - 1, dice.params) if steps else []
-    history = [{"n": i + 1, "text": engine.texts[t.id], "id": t.id, "how": HOW[t.how], **p}
+    history = [{"n": i + 1, "text": engine.texts[t.id], "id": t.id, **p,
+                "how": HOW[t.how] + (f", seed {dice.seed + i}" if t.how == "s" else "")}
                for i, (t, p) in enumerate(zip(steps, probs))]
-    for h, t in zip(history, steps):
-        if t.how == "s":
-            h["how"] += f", seed {dice.seed + h['n'] - 1}"
     return {"dist": dist, "bars": bars_of(dist, dice, info.vocab_size), "steps": steps, "history": history,
             "notice": notice, "url": state_url(prompt, steps, dice), "seed_now": dice.seed + len(steps)}
 
