@@ -77,15 +77,16 @@ def story_samples(model, n: int = 3, temperature: float = 0.8, max_new_tokens: i
 
 
 def transformations(metas: list[dict], stages: list[tuple[Path, int, str]]) -> list[str]:
-    """Every change made to the text before training, as a sentence for the card."""
-    out = []
-    for i, (m, (_, steps, command)) in enumerate(zip(metas, stages), 1):
+    """Every change made to the text before training, as a sentence for the card, naming the stages it applied to."""
+    said: dict[str, list[int]] = {}  # sentence -> the stages it applies to
+    for i, (m, (_, _, command)) in enumerate(zip(metas, stages), 1):
         renamed = [n for n, src in m["sources"].items() if src.get("invented_names")]
         if renamed:
-            out.append(f"Stage {i}: in source {', '.join(renamed)} (a second copy of the TinyStories stories, "
-                       "held-out ones included), each character name that the stories introduce with \"named X\" "
-                       "is replaced by an invented name made of random syllables, the same name throughout a "
-                       "story (model/augment.py). The names the in-context probe uses are never generated.")
+            said.setdefault(
+                f"in source {', '.join(renamed)} (a second copy of the TinyStories stories, held-out ones included), "
+                "each character name that the stories introduce with \"named X\" is replaced by an invented name "
+                "made of random syllables, the same name throughout a story (model/augment.py). The names the "
+                "in-context probe uses are never generated.", []).append(i)
         share = re.search(r"--repeat-share ([0-9.]+)", command)
         if share and float(share.group(1)) > 0:
             rand = re.search(r"--repeat-random ([0-9.]+)", command)
@@ -93,12 +94,16 @@ def transformations(metas: list[dict], stages: list[tuple[Path, int, str]]) -> l
             end = re.search(r"--repeat-share-end ([0-9.]+)", command)
             rows = f"{float(share.group(1)):.0%} of training rows"
             if end:
-                rows = f"from {float(share.group(1)):.0%} of training rows at the first step to {float(end.group(1)):.0%} at the last"
-            out.append(f"Stage {i}: {rows} are a span of 8 to 64 tokens "
-                       "repeated to fill the row: for "
-                       f"{rand:.0%} of them random tokens among the 3,000 most frequent of the training text "
-                       "(the first copy is not scored), for the rest a piece of the training text.")
-    return out
+                rows = (f"from {float(share.group(1)):.0%} of training rows at the first step to "
+                        f"{float(end.group(1)):.0%} at the last")
+            said.setdefault(f"{rows} are a span of 8 to 64 tokens repeated to fill the row: for {rand:.0%} of "
+                            "them random tokens among the 3,000 most frequent of the training text (the first copy "
+                            "is not scored), for the rest a piece of the training text.", []).append(i)
+
+    def which(ns: list[int]) -> str:
+        return f"Stage {ns[0]}" if len(ns) == 1 else "Stages " + ", ".join(map(str, ns[:-1])) + f" and {ns[-1]}"
+
+    return [f"{which(ns)}: {text}" for text, ns in said.items()]
 
 
 def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: str, exported: str = "best") -> dict:
