@@ -78,11 +78,30 @@ def browser():
         b.close()
 
 
+# a classroom: the teacher's projector and the students' phones
+SIZES = {"projector": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
+
+
 @pytest.fixture
 def page(browser, server_url: str):
     """A fresh page (1280×800) whose console errors and uncaught exceptions fail the test."""
+    yield from open_page(browser, server_url, {"width": 1280, "height": 800})
+
+
+@pytest.fixture
+def sizes() -> dict:
+    return SIZES
+
+
+@pytest.fixture(params=list(SIZES), ids=list(SIZES))
+def sized(request, browser, server_url: str):
+    """The same, once at the projector's size and once at a phone's."""
+    yield from open_page(browser, server_url, SIZES[request.param])
+
+
+def open_page(browser, server_url: str, viewport: dict):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=server_url)
+    context = browser.new_context(viewport=viewport, base_url=server_url)
     pg = context.new_page()
     problems: list[str] = []
     pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)

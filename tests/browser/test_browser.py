@@ -59,7 +59,8 @@ def test_tokenizer_escapes_typed_html(page: Page):
     assert shown == typed
 
 
-def test_bpe_step_back_and_play(page: Page):
+def test_bpe_step_back_and_play(sized: Page):
+    page = sized
     page.goto("/tokenizer?text=lower+lowest")
     n_tokens = page.locator('[data-count="tokens"]').inner_text()
     status = page.locator("[data-bpe-status]")

@@ -20,7 +20,8 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def test_docs_render_offline_from_this_server(page: Page, server_url: str):
+def test_docs_render_offline_from_this_server(sized: Page, server_url: str):
+    page = sized
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto("/docs")

@@ -59,7 +59,8 @@ def test_inference_bars_follow_the_settings(page: Page) -> None:
     shot(page, "inference-topk")
 
 
-def test_inference_click_and_keys(page: Page) -> None:
+def test_inference_click_and_keys(sized: Page) -> None:
+    page = sized
     page.goto("/inference?prompt=Once%20upon%20a%20time&seed=5")
     history = page.locator("#inf-history tr")
     third = page.locator("#inf-bars button.lab-bar").nth(2)
@@ -220,7 +221,8 @@ def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     shot(page, "playground-compare")
 
 
-def test_playground_preset_is_in_the_link_and_a_new_run_clears_the_hover_box(page: Page) -> None:
+def test_playground_preset_is_in_the_link_and_a_new_run_clears_the_hover_box(sized: Page) -> None:
+    page = sized
     page.goto("/playground")
     page.get_by_role("button", name="A repeated refrain").click()
     expect(page).to_have_url(re.compile(r"[?&]preset=refrain(&|$)"))

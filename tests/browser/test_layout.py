@@ -5,14 +5,12 @@ Uses tests/browser/conftest.py's live server (the tiny random model, strict CSP)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
-SIZES = {"projector": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
 PARAGRAPH = ("The quick brown fox jumps over the lazy dog while a rich merchant counts his coins. "
              "Unbelievable tokenization: 你好, naïve café, emoji 🙂 and a URL https://example.org/path?q=1 "
              "end with ---------------------------------------------------------------- dashes.")
@@ -20,19 +18,6 @@ PARAGRAPH = ("The quick brown fox jumps over the lazy dog while a rich merchant 
 SPLIT_CHIPS = """sel => [...document.querySelectorAll(sel)].filter(c =>
     c.getClientRects().length > 1 && !c.classList.contains("long") && !c.textContent.includes("\\n")
   ).map(c => c.textContent)"""
-
-
-@pytest.fixture(params=list(SIZES), ids=list(SIZES))
-def sized(request, browser, server_url: str) -> Iterator[Page]:
-    context = browser.new_context(viewport=SIZES[request.param], base_url=server_url)
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.set_default_timeout(30_000)
-    yield pg
-    context.close()
-    assert not problems, problems
 
 
 def test_chips_wrap_whole(sized: Page) -> None:
@@ -85,14 +70,15 @@ def test_no_page_scrolls_sideways(sized: Page, path: str) -> None:
 
 
 @pytest.mark.parametrize("present", [False, True], ids=["normal", "presentation"])
-def test_the_projector_shows_the_text_and_five_bars_at_once(browser, server_url: str, present: bool) -> None:
-    context = browser.new_context(viewport=SIZES["projector"], base_url=server_url)
+def test_the_projector_shows_the_text_and_five_bars_at_once(browser, server_url: str, sizes: dict,
+                                                             present: bool) -> None:
+    context = browser.new_context(viewport=sizes["projector"], base_url=server_url)
     page = context.new_page()
     page.goto("/inference" + ("?present=1" if present else ""))
     bars = page.locator("#inf-bars button.lab-bar")
     bars.nth(4).wait_for()
     page.screenshot(path=f"/tmp/shots/layout-projector-{present}.png")
-    height = SIZES["projector"]["height"]
+    height = sizes["projector"]["height"]
     assert page.locator("#inf-sofar").bounding_box()["y"] + page.locator("#inf-sofar").bounding_box()["height"] <= height
     fifth = bars.nth(4).bounding_box()
     assert fifth["y"] + fifth["height"] <= height
