@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 from app import errors, schemas, security
 from app.config import Settings
 from app.engine import Engine
-from app.routes import api, docs, inference, internals, openai, pages
+from app.routes import api, docs, downloads, inference, internals, openai, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(internals.router)
     app.include_router(inference.router)
     app.include_router(docs.router)
+    app.include_router(downloads.router)
     document_events(app)
     return app
 

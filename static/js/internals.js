@@ -9,6 +9,8 @@
  *     all the block's heads (switching heads needs no request; changing the
  *     block asks for that block only), with a thumbnail per head.
  * Both heatmaps read out a cell on hover, or with the arrow keys once focused.
+ * The attention and logit lens CSV links (app/routes/downloads.py) follow the
+ * prompt, block and head drawn.
  */
 (function () {
   "use strict";
@@ -20,6 +22,7 @@
 
   let shown;              // the #int-data node drawn from (htmx:load fires once per swapped piece)
   let data = null;        // its content: {tokens: [{text, id}], residual_norms: {labels, norms}}
+  let dataPrompt = "";    // the prompt it was computed from
   let attn = null;        // {data, layer, patterns: [head] -> rows}: the attention drawn for data
   let attnRequest = null; // the attention request in flight, aborted when superseded
 
@@ -145,6 +148,7 @@
       },
     });
     $("int-attn").setAttribute("aria-label", "Attention pattern of block " + layer + ", head " + head());
+    csvLink("int-attn-csv", "/download/attention.csv", { prompt: dataPrompt, layer: layer, head: head() });
     form.querySelectorAll("svg[data-head]").forEach(function (svg) { thumb(svg, attn.patterns[Number(svg.dataset.head)]); });
   }
 
@@ -181,6 +185,12 @@
     form.querySelectorAll("svg[data-head]").forEach(function (svg) { svg.replaceChildren(); });
   }
 
+  // a figure's CSV link, for the state drawn
+  function csvLink(id, path, params) {
+    const link = $(id);
+    if (link) link.setAttribute("href", path + "?" + new URLSearchParams(params));
+  }
+
   /* ---------------------------------------------------------- loading */
   // the attention of the chosen block for the tokens shown, by their ids: it always matches the partial's tokens
   function loadAttention() {
@@ -210,12 +220,14 @@
     if (node === shown) return; // another swap (the head finder's), or another piece of the same answer
     shown = node;
     data = node ? JSON.parse(node.textContent) : null;
+    dataPrompt = prompt.value;
     if (!data) {
       if (attnRequest) attnRequest.abort();
       attn = null;
       clear();
       return;
     }
+    csvLink("int-lens-csv", "/download/lens.csv", { prompt: dataPrompt });
     drawNorms();
     loadAttention();
   });
