@@ -6,6 +6,10 @@ One place for everything a teacher sees before typing: change an example here.
 from __future__ import annotations
 
 from model import incontext
+from model.model_card import Copying
+
+LARGE = 100_000_000  # parameters: GPT-2 124M and up learned from web text, and copy from their prompt
+COPIES = 3.0  # nats per token: an invented name that costs less than this when it returns was read from the prompt
 
 DEFAULT_TOKENIZER_TEXT = ("Hello world! GPT-2 reads text as tokens, not letters. "
                           "Unbelievable, isn't it? Tokenization also handles emoji 🙂 and ünïcödé.")
@@ -28,8 +32,9 @@ DEFAULT_INTERNALS_PROMPT = "Tom and his dog went to the park. Tom threw the ball
 DEFAULT_INFERENCE_PROMPT = "Once upon a time, there was a little"
 DEFAULT_PLAYGROUND_PROMPT = "Once upon a time"
 
-# Presets with needs_large=True show a pattern a model trained on web text continues and a children's-story model
-# does not; the others work greedily on the default model (tests/test_default_model.py runs each one).
+# A preset may need what a small model lacks: "copying" (reading a name or a line from the prompt, which the
+# model card measures) or "large" (knowledge from web text). `lacking` says which, for the loaded model; every
+# preset it does not flag works greedily on the default model (tests/test_default_model.py runs each one).
 PLAYGROUND_PRESETS = (
     {"key": "story", "label": "Once upon a time", "prompt": "Once upon a time", "temperature": 0.8, "max_new_tokens": 80,
      "stop": "none"},
@@ -38,28 +43,47 @@ PLAYGROUND_PRESETS = (
     {"key": "name", "label": "An invented name",
      "prompt": "Once upon a time, there was a little fox named Brimlo. Brimlo lived in a big forest. One day,",
      "temperature": 0.0, "max_new_tokens": 30, "stop": "none",
-     "note": "No story it read had a fox called Brimlo: to use the name again, it must read it from the prompt."},
+     "needs": "copying",
+     "note": "No story it read had a fox called Brimlo: to use the name again, a model must read it from the prompt."},
     {"key": "refrain", "label": "A repeated refrain",
      "prompt": "The wind says hush, hush, hush.\nThe rain says hush, hush, hush.\nThe sea says",
      "temperature": 0.0, "max_new_tokens": 8, "stop": "line",
-     "note": "The refrain is in the prompt twice; the model copies it a third time."},
+     "needs": "copying",
+     "note": "The refrain is in the prompt twice; a model that reads its prompt copies it a third time."},
     {"key": "list", "label": "A list",
      "prompt": "In my bag:\n- a red apple\n- a blue pen\n- a little book\n-",
      "temperature": 0.0, "max_new_tokens": 12, "stop": "line",
-     "note": "The prompt sets a format (a dash, then “a”, a describing word, a thing); the model keeps it."},
-    {"key": "french", "label": "English → French", "needs_large": True,
+     "needs": "copying",
+     "note": "The prompt sets a format (a dash, then “a”, a describing word, a thing); a model that reads its "
+             "prompt keeps it."},
+    {"key": "french", "label": "English → French", "needs": "large",
      "prompt": "sea otter => loutre de mer\ncheese => fromage\nplush giraffe => girafe en peluche\ncat =>",
      "temperature": 0.0, "max_new_tokens": 10, "stop": "line",
      "note": "A model trained on web text has read French and English side by side and answers “chat”. This "
              "model has read no French: it can copy the format, not translate."},
-    {"key": "opposites", "label": "Opposites", "needs_large": True, "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
+    {"key": "opposites", "label": "Opposites", "needs": "large",
+     "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
      "temperature": 0.0, "max_new_tokens": 6, "stop": "line",
      "note": "A larger model has seen enough word pairs to guess “down”; a small one knows the format, not the "
              "meaning."},
-    {"key": "chat", "label": "Human / Assistant chat", "needs_large": True,
+    {"key": "chat", "label": "Human / Assistant chat", "needs": "large",
      "prompt": "Human: Hi! Who are you?\nAssistant: I am a helpful assistant. How can I help?\n"
                "Human: What colour is the sky?\nAssistant:",
      "temperature": 0.7, "max_new_tokens": 40, "stop": "line",
      "note": "A model trained on web text has read dialogues and plays the Assistant's part (“The sky is blue.”). "
              "This one has read only stories: a chat transcript is a pattern it barely knows."},
 )
+
+
+def copies(copying: Copying | None, parameters: int) -> bool:
+    """Whether the loaded model reads from its prompt: measured on its card, or assumed of a large model."""
+    return copying.name_later_uses < COPIES if copying else parameters >= LARGE
+
+
+def lacking(preset: dict, copying: Copying | None, parameters: int) -> str | None:
+    """What the loaded model lacks for this preset, as its label says it; None when it has it."""
+    if preset.get("needs") == "large" and parameters < LARGE:
+        return "needs a larger model"
+    if preset.get("needs") == "copying" and not copies(copying, parameters):
+        return "needs a model that reads its prompt"
+    return None

@@ -18,6 +18,7 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app import demo
 from app.deps import get_engine
 from app.engine import Busy, InputError
 from model.tokenizer import EOT_ID
@@ -144,7 +145,7 @@ PAGE_CONSTANTS = {
     "long_chip": LONG_CHIP,
 }
 templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID, page_constants=PAGE_CONSTANTS,
-                             long_chip=LONG_CHIP)
+                             long_chip=LONG_CHIP, copies=demo.copies, lacking=demo.lacking)
 
 
 def render(request: Request, template: str, stage_key: str, **context: Any) -> HTMLResponse:

@@ -336,15 +336,30 @@ def test_internals_hint_claims_only_measured_heads(client: TestClient, engine: E
     assert "block 3, head 1 looks back at what followed the current token last time (an induction head): 62%" in rows
 
 
-def test_playground_labels_presets_that_need_a_larger_model(client: TestClient):
+def test_playground_labels_presets_the_model_cannot_do(client: TestClient):
     body = client.get("/playground").text
     for p in demo.PLAYGROUND_PRESETS:
         label = html.escape(p["label"])
-        needs = re.search(re.escape(label) + r'( <span class="muted">\(needs a larger model\)</span>)?</button>', body)
+        needs = re.search(re.escape(label) + r'(?: <span class="muted">\(([^)]*)\)</span>)?</button>', body)
         assert needs, p["label"]
-        assert bool(needs.group(1)) == bool(p.get("needs_large"))
-        if p.get("needs_large"):
-            assert p.get("note")  # says what a larger model does with it
+        # a tiny random model without a measured card: it neither knows the world nor reads its prompt
+        assert needs.group(1) == {"large": "needs a larger model", "copying": "needs a model that reads its prompt",
+                                  None: None}[p.get("needs")], p["label"]
+        if p.get("needs"):
+            assert p.get("note")  # says what a model that can does with it
+
+
+def test_what_a_preset_needs_follows_the_card():
+    from model.model_card import Copying
+    reads = Copying(first_copy=10, second_copy=0.5, name_first_use=11, name_later_uses=1.2)
+    does_not = Copying(first_copy=10, second_copy=9.5, name_first_use=11, name_later_uses=9.8)
+    name = next(p for p in demo.PLAYGROUND_PRESETS if p["key"] == "name")
+    french = next(p for p in demo.PLAYGROUND_PRESETS if p["key"] == "french")
+    assert demo.lacking(name, reads, 17_000_000) is None
+    assert demo.lacking(name, does_not, 17_000_000) == "needs a model that reads its prompt"
+    assert demo.lacking(name, None, 124_000_000) is None  # GPT-2 and up copy; no card needed
+    assert demo.lacking(french, reads, 17_000_000) == "needs a larger model"
+    assert demo.lacking(french, None, 124_000_000) is None
 
 
 def test_data_page_marks_the_stages_and_says_what_its_figures_are(client: TestClient, engine: Engine,
