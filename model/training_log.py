@@ -33,3 +33,15 @@ def finite(x: Any) -> bool:
 def evaluations(records: list[dict]) -> list[dict]:
     """The log's evaluation records: those with tokens seen and a validation loss."""
     return [r for r in records if finite(r.get("tokens")) and finite(r.get("val_loss"))]
+
+
+def other_sources(evals: list[dict]) -> dict[str, list[list[float]]]:
+    """Each validation source besides the main one: its (tokens, loss) points, unless they only repeat
+    val_loss (the main source is logged under both names)."""
+    main = [[r["tokens"], r["val_loss"]] for r in evals]
+    out = {}
+    for name in sorted({k for r in evals for k in (r.get("val_losses") or {})}):
+        points = [[r["tokens"], r["val_losses"][name]] for r in evals if finite((r.get("val_losses") or {}).get(name))]
+        if points and points != main:
+            out[name] = points
+    return out

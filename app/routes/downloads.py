@@ -27,7 +27,7 @@ from app.routes.inference import BARS, DEFAULTS, Dice, parse_steps, step_context
 from app.routes.pages import loss_context
 from app.templating import sentence
 from model import encodings
-from model.training_log import evaluations, finite, read_training_log
+from model.training_log import evaluations, finite, other_sources, read_training_log
 
 router = APIRouter(include_in_schema=False)
 
@@ -213,12 +213,7 @@ def curve_table(engine: Engine) -> Table:
     """The log's evaluations; each other validation source a column, unless it only repeats val_loss
     (as on the page's chart, app/routes/pages.py curve_spec)."""
     evals = evaluations(read_training_log(engine.loaded.path / "training_log.jsonl") or [])
-    main = [[r["tokens"], r["val_loss"]] for r in evals]
-    others = []
-    for name in sorted({k for r in evals for k in (r.get("val_losses") or {})}):
-        points = [[r["tokens"], r["val_losses"][name]] for r in evals if finite((r.get("val_losses") or {}).get(name))]
-        if points and points != main:
-            others.append(name)
+    others = list(other_sources(evals))
     rows = ([num(r["step"]), num(r["tokens"]), num(r.get("train_loss")), num(r["val_loss"]),
              *(num((r.get("val_losses") or {}).get(name)) for name in others)] for r in evals)
     return ["step", "tokens", "train_loss", "val_loss", *(f"val_loss_{name}" for name in others)], list(rows)

@@ -35,7 +35,7 @@ from app.templating import (LOSS_LEGEND, ROOT, STOPS, Text, flag, message, or_me
 from model import encodings, incontext
 from model.corpus import documents
 from model.tokenizer import EOT, EOT_ID, Tokenizer
-from model.training_log import evaluations, finite, read_training_log
+from model.training_log import evaluations, finite, other_sources, read_training_log
 
 SAMPLES = ROOT / "model" / "samples"
 
@@ -125,10 +125,8 @@ def curve_spec(evals: list[dict], marks: list[dict]) -> dict | None:
          "points": [[r["tokens"], r["val_loss"]] for r in evals]},
     ]
     # other validation sources (such as the books) as dashed lines; the main one is already drawn
-    for name in sorted({k for r in evals for k in (r.get("val_losses") or {})}):
-        points = [[r["tokens"], r["val_losses"][name]] for r in evals if finite((r.get("val_losses") or {}).get(name))]
-        if points and points != series[1]["points"]:
-            series.append({"label": f"validation loss ({name})", "class": "s-extra", "points": points})
+    series += [{"label": f"validation loss ({name})", "class": "s-extra", "points": points}
+               for name, points in other_sources(evals).items()]
     return {"x_label": "tokens seen", "y_label": "loss (nats per token)", "x_format": "si", "series": series,
             "marks": marks}
 
