@@ -105,8 +105,8 @@ class Engine:
     async def bpe(self, text: str) -> s.BpeResponse:
         size = len(text.encode("utf-8", errors="surrogatepass"))
         if size > MAX_HISTORY_BYTES:
-            raise InputError(f"text is {size:,} UTF-8 bytes; the merge history is shown for at most "
-                             f"{MAX_HISTORY_BYTES:,}", 413)
+            raise InputError(f"The text is {size:,} UTF-8 bytes; the merge history is shown for at most "
+                             f"{MAX_HISTORY_BYTES:,}: shorten it", 413)
         return await anyio.to_thread.run_sync(self._bpe, text)
 
     def _bpe(self, text: str) -> s.BpeResponse:
@@ -154,7 +154,7 @@ class Engine:
         if req.prepend_eos:
             ids = [EOT_ID, *ids]
         if len(ids) < 2:
-            raise InputError("scoring needs at least two tokens (the first has nothing before it to predict it); "
+            raise InputError("Scoring needs at least two tokens (the first has nothing before it to predict it); "
                              "give a longer text or set prepend_eos")
         r = await self.run(analysis.score, self.loaded.model, ids)
         return await off_loop(lambda: s.ScoreResponse(
@@ -167,22 +167,24 @@ class Engine:
         n, L, H = len(ids), self.config.n_layer, self.config.n_head
         bad = [p for p in req.positions or [] if p >= n]
         if bad:
-            raise InputError(f"position {bad[0]} is past the prompt's end: it has {n} tokens, positions 0 to {n - 1}")
+            raise InputError(f"Position {bad[0]} is past the prompt's end: it has {n} tokens, so choose "
+                             f"positions 0 to {n - 1}")
         positions = sorted(set(req.positions)) if req.positions is not None else list(range(n))
         attention: dict[int, list[int]] = {}
         for a in req.attention:
             if a.layer >= L:
-                raise InputError(f"layer {a.layer} does not exist: this model has {L} layers, 0 to {L - 1}")
+                raise InputError(f"Layer {a.layer} does not exist: this model has {L} layers, so choose 0 to {L - 1}")
             heads = list(range(H)) if a.heads is None else a.heads
             if any(h >= H for h in heads):
-                raise InputError(f"head {max(heads)} does not exist: this model has {H} heads per layer, 0 to {H - 1}")
+                raise InputError(f"Head {max(heads)} does not exist: this model has {H} heads per layer, so choose "
+                                 f"0 to {H - 1}")
             attention.setdefault(a.layer, [])
             attention[a.layer] += [h for h in heads if h not in attention[a.layer]]
         size = (len(positions) * (L + 1) * (int(req.residual_norms) + req.logit_lens)
                 + len(positions) * L * req.neurons
                 + sum(len(h) for h in attention.values()) * sum(p + 1 for p in positions))
         if size > self.settings.max_activation_values:
-            raise InputError(f"this selection is {size:,} numbers; the limit is "
+            raise InputError(f"This selection is {size:,} numbers; the limit is "
                              f"{self.settings.max_activation_values:,} — choose fewer layers, heads or positions",
                              413)
         r = await self.run(analysis.activations, self.loaded.model, ids, positions=positions,
@@ -198,7 +200,7 @@ class Engine:
         """Every head's previous-token, induction and first-token scores on the text, most induction-like first."""
         ids = await self.encode(text)
         if len(ids) < 2:
-            raise InputError("the text needs at least two tokens for a head to look back at anything")
+            raise InputError("The text needs at least two tokens for a head to look back at anything: type a longer one")
         self.check_context(len(ids))
         scores = await self.run(incontext.head_scores, self.loaded.model, [ids])
         return incontext.ranked_heads(scores)
@@ -218,7 +220,7 @@ class Engine:
             return await asyncio.wait_for(asyncio.wrap_future(self.model_thread.submit(lambda: fn(*args, **kwargs))),
                                           limit)
         except TimeoutError:
-            raise Busy(f"the model did not answer within {limit:g} s, this server's limit per request; "
+            raise Busy(f"The model did not answer within {limit:g} s, this server's limit per request; "
                        "it is busy, try again in a moment") from None
 
     # ---- generation ----
@@ -240,8 +242,8 @@ class Engine:
         self.check_context(len(ids))
         cap = self.settings.max_new_tokens
         if max_new_tokens is not None and max_new_tokens > cap:
-            raise InputError(f"{limit_name} is {max_new_tokens:,}; this server generates at most {cap:,} "
-                             "tokens per request")
+            raise InputError(f"The field {limit_name} is {max_new_tokens:,}; this server generates at most {cap:,} "
+                             "tokens per request: ask for fewer")
         room = self.config.n_ctx - len(ids)
         gen = Generation(ids, params, min(max_new_tokens or cap, room), seed, n_top, stop,
                          on_cancel=self.model_thread.cancel_stream, event=self.token_event,
@@ -254,19 +256,20 @@ class Engine:
     def check_text(self, text: str, what: str = "text") -> None:
         cap = self.settings.max_text_chars
         if len(text) > cap:
-            raise InputError(f"{what} is {len(text):,} characters; the limit is {cap:,}", 413)
+            raise InputError(f"The {what} is {len(text):,} characters; the limit is {cap:,}: shorten it", 413)
 
     def check_ids(self, ids: Sequence[int]) -> None:
         cap = self.settings.max_text_chars
         if len(ids) > cap:
-            raise InputError(f"{len(ids):,} ids were given; the limit is {cap:,}", 413)
+            raise InputError(f"Too many ids: {len(ids):,} were given and the limit is {cap:,}; send fewer", 413)
         bad = next((i for i in ids if not 0 <= i < self.config.vocab_size), None)
         if bad is not None:
-            raise InputError(f"{bad} is not a token id: ids run from 0 to {self.config.vocab_size - 1:,}")
+            raise InputError(f"The id {bad} is not a token of this model: use ids from 0 to "
+                             f"{self.config.vocab_size - 1:,}")
 
     def check_context(self, n: int) -> None:
         if n > self.config.n_ctx:
-            raise InputError(f"prompt is {n:,} tokens; this model reads at most {self.config.n_ctx:,}")
+            raise InputError(f"The prompt is {n:,} tokens; this model reads at most {self.config.n_ctx:,}: shorten it")
 
     async def encode(self, text: str) -> list[int]:
         self.check_text(text)
@@ -277,7 +280,7 @@ class Engine:
         ids = req.ids if req.ids is not None else await self.encode(req.text)
         self.check_ids(ids)
         if not ids and not reserve:
-            raise InputError("the input is empty; give at least one token")
+            raise InputError("The input is empty: give at least one token")
         self.check_context(len(ids) + reserve)
         return ids
 
@@ -287,7 +290,7 @@ class Engine:
             return target
         ids = self.tokenizer.encode(target)
         if len(ids) != 1:
-            raise InputError(f"target {target!r} is {len(ids)} tokens ({', '.join(map(repr, map(self.texts.__getitem__, ids)))}); "
+            raise InputError(f"The target {target!r} is {len(ids)} tokens ({', '.join(map(repr, map(self.texts.__getitem__, ids)))}); "
                              "name a text that is exactly one token, or give its id")
         return ids[0]
 

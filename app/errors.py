@@ -34,9 +34,9 @@ def error_response(path: str, status: int, message: str, detail: list | None = N
         kind = {413: "request_too_large", 415: "invalid_request_error", 422: "invalid_request_error",
                 503: "server_busy"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
         param = ".".join(str(x) for x in detail[0]["loc"][1:]) if detail else None
-        body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": param or None, "code": None}}
+        body: dict[str, Any] = {"error": {"message": sentence(message), "type": kind, "param": param or None, "code": None}}
     else:
-        body = {"message": message, "detail": detail}
+        body = {"message": sentence(message), "detail": detail}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -56,8 +56,18 @@ def _body_fields(request: Request) -> list[str]:
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
+def sentence(text: str) -> str:
+    """A message as a person reads it: a capital first letter and a full stop."""
+    text = text.strip()
+    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")) if text else text
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
 def describe(errors: list[dict], fields: list[str]) -> str:
-    """Pydantic's errors as sentences a person can act on."""
+    """Pydantic's errors as sentences a person can act on: what to do first, then what was wrong."""
     sentences = []
     for e in errors[:5]:
         where, kind, msg = _where(e["loc"]), e["type"], e["msg"].removeprefix("Value error, ")
@@ -65,20 +75,20 @@ def describe(errors: list[dict], fields: list[str]) -> str:
             reason = (e.get("ctx") or {}).get("error", "")
             at = e["loc"][-1] if isinstance(e["loc"][-1], int) else None
             where = f" at character {at}" if at is not None else ""
-            return f"the body is not valid JSON ({reason or 'cannot parse it'}{where})"
+            return sentence(f"Send valid JSON: the body is not ({reason or 'cannot parse it'}{where})")
         if kind == "extra_forbidden":
             allowed = f"; the fields are: {', '.join(fields)}" if fields and len(e["loc"]) == 2 else ""
-            sentences.append(f"{where} is not a field of this request{allowed}")
+            sentences.append(f"Remove {where}: it is not a field of this request{allowed}")
         elif kind == "missing":
-            sentences.append(f"{where} is required")
+            sentences.append(f"Add {where}: it is required" if e["loc"][1:] else "Send a JSON object as the body: none came")
         elif kind in ("model_type", "model_attributes_type", "dict_type") and len(e["loc"]) <= 1:
-            sentences.append(f"the body must be a JSON object, not {_shown(e.get('input'))}")
+            sentences.append(f"Send a JSON object as the body, not {_shown(e.get('input'))}")
         elif kind == "value_error" and len(e["loc"]) <= 1:
             sentences.append(msg)
         else:
-            sentences.append(f"{where}: {msg} (got {_shown(e.get('input'))})")
-    more = f" (and {len(errors) - 5} more problems)" if len(errors) > 5 else ""
-    return "; ".join(sentences) + more
+            sentences.append(f"Fix {where}: {_lower_first(msg)} (got {_shown(e.get('input'))})")
+    more = f" And {len(errors) - 5} more problems." if len(errors) > 5 else ""
+    return " ".join(map(sentence, sentences)) + more
 
 
 def _detail(errors: list[dict]) -> list[dict]:
@@ -110,7 +120,7 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
         if exc.status_code == 400 and request.method == "POST":
             # FastAPI's answer when json.loads fails other than by syntax: bytes that are not UTF-8, or
             # nesting too deep to parse; for the caller, both are invalid JSON
-            return error_response(request.url.path, 422, "the body is not valid JSON: it must be UTF-8 text "
+            return error_response(request.url.path, 422, "The body is not valid JSON: send UTF-8 text "
                                                          "holding one JSON object")
         return error_response(request.url.path, exc.status_code, str(exc.detail), headers=exc.headers)
 
@@ -118,8 +128,8 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
     async def crashed(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         # this answer is sent from outside every middleware, so it carries the security headers itself
-        return error_response(request.url.path, 500, f"internal error ({type(exc).__name__}); "
-                                                     "the server log has the details",
+        return error_response(request.url.path, 500, f"Something went wrong on the server ({type(exc).__name__}); "
+                                                     "its log has the details. Try again, or report it",
                               headers={name.decode(): value.decode() for name, value in HEADERS})
 
 
@@ -128,7 +138,7 @@ def require_json(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (media == "application/json" or media.endswith("+json")):
         got = f"got {media!r}" if media else "no Content-Type was sent"
-        raise InputError(f"the body must be JSON, sent with the header Content-Type: application/json ({got})", 415)
+        raise InputError(f"The body must be JSON, sent with the header Content-Type: application/json ({got})", 415)
 
 
 class GuardMiddleware:
@@ -171,5 +181,5 @@ class GuardMiddleware:
         await self.app(scope, replay, send)
 
     async def _too_large(self, path: str, size: int | None, scope: Scope, receive: Receive, send: Send) -> None:
-        what = f"the body is {size:,} bytes" if size is not None else "the body is too large"
-        await error_response(path, 413, f"{what}; this server accepts at most {self.limit:,}")(scope, receive, send)
+        what = f"The body is {size:,} bytes" if size is not None else "The body is too large"
+        await error_response(path, 413, f"{what}; this server accepts at most {self.limit:,}: send less")(scope, receive, send)

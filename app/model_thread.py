@@ -113,7 +113,7 @@ class ModelThread:
 
     def _check_running(self) -> None:
         if self._stopping or not self._thread:
-            raise Busy("the model is not running (the server is starting or stopping)")
+            raise Busy("The model is not running (the server is starting or stopping): try again in a moment")
 
     # ---- the model thread ----
 
@@ -138,13 +138,13 @@ class ModelThread:
                 log.exception("model thread: a decode step failed")
                 self._end_all(f"generation failed: {type(e).__name__}: {e}")
                 self._decoder = self._new_decoder()
-        self._end_all("the server is shutting down")
+        self._end_all("The server is shutting down: try again once it is back")
         with self._cond:
             jobs = list(self._jobs)
             self._jobs.clear()
         for fut, _ in jobs:
             if fut.set_running_or_notify_cancel():
-                fut.set_exception(Busy("the server is shutting down"))
+                fut.set_exception(Busy("The server is shutting down: try again once it is back"))
 
     @staticmethod
     def _run_job(fut: Future, fn: Callable[[], Any]) -> None:

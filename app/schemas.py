@@ -51,7 +51,7 @@ class TextOrIds(Strict):
     @model_validator(mode="after")
     def _one_input(self) -> "TextOrIds":
         if (self.text is None) == (self.ids is None):
-            raise ValueError("give the input either as text or as ids (exactly one of the two)")
+            raise ValueError("Give the input either as text or as ids (exactly one of the two)")
         return self
 
 

@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from app import demo
 from app.deps import get_engine
 from app.engine import Busy, InputError
+from app.errors import sentence
 from model.tokenizer import EOT_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,12 +161,6 @@ def render(request: Request, template: str, stage_key: str, **context: Any) -> H
 
 def partial(request: Request, template: str, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, template, context)
-
-
-def sentence(text: str) -> str:
-    """A message as a person reads it: a capital first letter and a full stop."""
-    text = text.strip()
-    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")) if text else text
 
 
 def message(request: Request, text: str, kind: str = "error") -> HTMLResponse:

@@ -265,29 +265,29 @@ def test_end_of_text_finishes_with_eos(tiny_model: GPT, tiny_checkpoint, setting
 # ---- bad input: a 4xx that says what was wrong ----
 
 BAD = [
-    ("/api/tokenize", {"text": "x", "colour": "red"}, 422, "colour is not a field of this request; the fields are: text"),
-    ("/api/tokenize", {"text": "x" * 5001}, 413, "text is 5,001 characters; the limit is 5,000"),
-    ("/api/tokenize", {}, 422, "text is required"),
-    ("/api/tokenize", [1, 2], 422, "must be a JSON object"),
-    ("/api/detokenize", {"ids": [50257]}, 422, "ids.0: Input should be less than 50257"),
+    ("/api/tokenize", {"text": "x", "colour": "red"}, 422, "Remove colour: it is not a field of this request; the fields are: text."),
+    ("/api/tokenize", {"text": "x" * 5001}, 413, "The text is 5,001 characters; the limit is 5,000: shorten it."),
+    ("/api/tokenize", {}, 422, "Add text: it is required."),
+    ("/api/tokenize", [1, 2], 422, "Send a JSON object as the body, not [1, 2]."),
+    ("/api/detokenize", {"ids": [50257]}, 422, "Fix ids.0: input should be less than 50257 (got 50257)."),
     ("/api/bpe", {"text": "ab " * 700}, 413, "2,100 UTF-8 bytes; the merge history is shown for at most 2,000"),
-    ("/api/next-token", {"text": "x", "ids": [1]}, 422, "exactly one of the two"),
-    ("/api/next-token", {"text": ""}, 422, "the input is empty"),
-    ("/api/next-token", {"text": " ".join(["word"] * 70)}, 422, "prompt is 70 tokens; this model reads at most 64"),
-    ("/api/next-token", {"text": "x", "top_k": -1}, 422, "top_k: Input should be greater than or equal to 0"),
-    ("/api/next-token", {"text": "x", "top_p": 0}, 422, "top_p: Input should be greater than or equal to 0.000001"),
-    ("/api/next-token", {"text": "x", "temperature": "hot"}, 422, "temperature: Input should be a valid number"),
+    ("/api/next-token", {"text": "x", "ids": [1]}, 422, "Give the input either as text or as ids (exactly one of the two)."),
+    ("/api/next-token", {"text": ""}, 422, "The input is empty: give at least one token."),
+    ("/api/next-token", {"text": " ".join(["word"] * 70)}, 422, "The prompt is 70 tokens; this model reads at most 64: shorten it."),
+    ("/api/next-token", {"text": "x", "top_k": -1}, 422, "Fix top_k: input should be greater than or equal to 0 (got -1)."),
+    ("/api/next-token", {"text": "x", "top_p": 0}, 422, "Fix top_p: input should be greater than or equal to 0.000001 (got 0)."),
+    ("/api/next-token", {"text": "x", "temperature": "hot"}, 422, "Fix temperature: input should be a valid number"),
     ("/api/next-token", {"text": "x", "targets": ["hello world"]}, 422, "is 2 tokens"),
-    ("/api/score", {"text": "Hi"}, 422, "scoring needs at least two tokens"),
-    ("/api/activations", {"text": "a b", "attention": [{"layer": 2}]}, 422, "layer 2 does not exist: this model has 2"),
-    ("/api/activations", {"text": "a b", "attention": [{"layer": 0, "heads": [4]}]}, 422, "head 4 does not exist"),
-    ("/api/activations", {"text": "a b", "positions": [5]}, 422, "position 5 is past the prompt's end"),
+    ("/api/score", {"text": "Hi"}, 422, "Scoring needs at least two tokens"),
+    ("/api/activations", {"text": "a b", "attention": [{"layer": 2}]}, 422, "Layer 2 does not exist: this model has 2 layers, so choose 0 to 1."),
+    ("/api/activations", {"text": "a b", "attention": [{"layer": 0, "heads": [4]}]}, 422, "Head 4 does not exist"),
+    ("/api/activations", {"text": "a b", "positions": [5]}, 422, "Position 5 is past the prompt's end"),
     ("/api/activations", {"text": "a " * 60, "neurons": 50, "logit_lens": 20}, 413, "the limit is 5,000"),
     ("/api/generate", {"prompt": "x", "max_new_tokens": 41}, 422,
-     "max_new_tokens is 41; this server generates at most 40 tokens"),
-    ("/api/generate", {"prompt": " ".join(["word"] * 65)}, 422, "prompt is 65 tokens; this model reads at most 64"),
-    ("/api/generate", {"prompt": "x", "stop": [""]}, 422, "stop.0: String should have at least 1 character"),
-    ("/api/generate", {"prompt": "x", "seed": -1}, 422, "seed: Input should be greater than or equal to 0"),
+     "The field max_new_tokens is 41; this server generates at most 40 tokens per request: ask for fewer."),
+    ("/api/generate", {"prompt": " ".join(["word"] * 65)}, 422, "The prompt is 65 tokens; this model reads at most 64: shorten it."),
+    ("/api/generate", {"prompt": "x", "stop": [""]}, 422, "Fix stop.0: string should have at least 1 character"),
+    ("/api/generate", {"prompt": "x", "seed": -1}, 422, "Fix seed: input should be greater than or equal to 0 (got -1)."),
 ]
 
 
@@ -295,7 +295,9 @@ BAD = [
 def test_bad_input_is_refused_with_a_reason(client: TestClient, path: str, body, status: int, message: str) -> None:
     r = client.post(path, json=body)
     assert r.status_code == status, r.text
-    assert message in r.json()["message"]
+    said = r.json()["message"]
+    # a sentence a person can act on, whatever the field: a capital letter, a full stop
+    assert message in said and said[0].isupper() and said.endswith("."), said
 
 
 @pytest.mark.parametrize("raw", ['{"text": "x", "temperature": NaN}', '{"text": "x", "top_p": Infinity}',
@@ -303,7 +305,7 @@ def test_bad_input_is_refused_with_a_reason(client: TestClient, path: str, body,
 def test_non_finite_numbers_are_refused(client: TestClient, raw: str) -> None:
     r = client.post("/api/next-token", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422
-    assert r.json()["message"].startswith(("temperature: ", "top_p: "))
+    assert r.json()["message"].startswith(("Fix temperature: ", "Fix top_p: "))
 
 
 def test_wrong_content_type_size_and_json(client: TestClient) -> None:
@@ -312,7 +314,7 @@ def test_wrong_content_type_size_and_json(client: TestClient) -> None:
     r = client.post("/api/tokenize", data={"text": "x"})  # a form
     assert r.status_code == 415
     r = client.post("/api/tokenize", content='{"text": "x"', headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["message"].startswith("the body is not valid JSON")
+    assert r.status_code == 422 and r.json()["message"].startswith("Send valid JSON: the body is not")
     r = client.post("/api/tokenize", json={"text": "x" * 60_000})
     assert r.status_code == 413 and "this server accepts at most 50,000" in r.json()["message"]
 

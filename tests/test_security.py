@@ -46,7 +46,7 @@ def test_an_unexpected_failure_is_a_sentence_with_the_security_headers(settings,
     with TestClient(create_app(settings, engine), raise_server_exceptions=False) as c:
         r = c.post("/api/tokenize", json={"text": "hi"})
     assert r.status_code == 500
-    assert r.json()["message"] == "internal error (RuntimeError); the server log has the details"
+    assert r.json()["message"] == "Something went wrong on the server (RuntimeError); its log has the details. Try again, or report it."
     assert r.headers["content-security-policy"] == CSP and r.headers["x-frame-options"] == "DENY"
 
 

@@ -23,9 +23,9 @@ from app import schemas as s
 from app.demo import DEFAULT_INFERENCE_PROMPT, DEFAULT_INTERNALS_PROMPT, DEFAULT_LOSS_TEXT, DEFAULT_TOKENIZER_TEXT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
+from app.errors import sentence
 from app.routes.inference import BARS, DEFAULTS, Dice, parse_steps, step_context
 from app.routes.pages import loss_context
-from app.templating import sentence
 from model import encodings
 from model.training_log import evaluations, finite, other_sources, read_training_log
 
@@ -100,9 +100,9 @@ def whole(value: str | None, name: str, default: int, lo: int, hi: int) -> int:
             raise ValueError
         n = int(value.strip())
     except ValueError:
-        raise InputError(f"{name} must be a whole number from {lo} to {hi}, not {shown(value)}") from None
+        raise InputError(f"The setting {name} must be a whole number from {lo} to {hi}, not {shown(value)}") from None
     if not lo <= n <= hi:
-        raise InputError(f"{name} is {n}; it must be from {lo} to {hi}")
+        raise InputError(f"The setting {name} is {n}; choose one from {lo} to {hi}")
     return n
 
 
@@ -117,16 +117,16 @@ def decimal(value: str | None, name: str, default: float, lo: float, hi: float) 
     except ValueError:
         x = math.nan
     if not math.isfinite(x):
-        raise InputError(f"{name} must be a number from {lo:g} to {hi:g}, not {shown(value)}")
+        raise InputError(f"The setting {name} must be a number from {lo:g} to {hi:g}, not {shown(value)}")
     if not lo <= x <= hi:
-        raise InputError(f"{name} is {x:g}; it must be from {lo:g} to {hi:g}")
+        raise InputError(f"The setting {name} is {x:g}; choose one from {lo:g} to {hi:g}")
     return x
 
 
 def some_text(text: str, name: str, blank_is_empty: bool = False) -> str:
     """The text, unless it is empty (or, where white space alone shows nothing, blank)."""
     if not (text.strip() if blank_is_empty else text):
-        raise InputError(f"{name} is empty; give at least one token")
+        raise InputError(f"The {name} is empty: give at least one token")
     return text
 
 
@@ -175,13 +175,13 @@ async def next_token_table(engine: Engine, prompt: str, steps: str, temperature:
                 n=whole(n, "n (the bars shown)", d["n"], 1, max(BARS)))
     taken = parse_steps(steps, info.vocab_size)
     if taken is None:
-        raise InputError("steps must be the steps taken, such as g318.s464.h1110 (g, s or h and a token id, "
+        raise InputError("The steps must be the steps taken, such as g318.s464.h1110 (g, s or h and a token id, "
                          "joined by dots)")
     ids = await engine.encode(some_text(prompt, "prompt"))
     engine.check_context(len(ids))
     if len(ids) + len(taken) > info.n_ctx:
-        raise InputError(f"the prompt ({len(ids):,} tokens) and its {len(taken):,} steps do not fit this model's "
-                         f"context of {info.n_ctx:,} tokens")
+        raise InputError(f"The prompt ({len(ids):,} tokens) and its {len(taken):,} steps do not fit this model's "
+                         f"context of {info.n_ctx:,} tokens: undo steps or shorten the prompt")
     bars = (await step_context(engine, prompt, taken, dice))["bars"]
     rows = ([r["rank"], r["id"], r["text"], num(r["model"]), num(r["now"])] for r in bars["rows"])
     return ["rank", "id", "token", "model_probability", "chance_now"], rows

@@ -109,7 +109,7 @@ async def completions(req: o.CompletionRequest, engine: EngineDep) -> o.Completi
             collector.add(ev.text)
             done = ev
     if done.finish_reason in ("timeout", "error"):
-        raise Busy(f"the completion was cut short ({done.message}); try again")
+        raise Busy(f"The completion was cut short ({done.message}); try again")
     return o.Completion(**meta, choices=[o.CompletionChoice(text=collector.text, logprobs=logprobs,
                                                             finish_reason=finish(done.finish_reason))],
                         usage=usage_of(done))
@@ -130,7 +130,7 @@ async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool)
             yield chunk(ev.text, collector.logprobs(ev), None)
             collector.add(ev.text)
         elif ev.finish_reason in ("timeout", "error"):
-            error = o.OpenAIError(error=o.OpenAIErrorBody(message=f"the completion was cut short ({ev.message})",
+            error = o.OpenAIError(error=o.OpenAIErrorBody(message=f"The completion was cut short ({ev.message})",
                                                           type="server_error"))
             yield f"data: {error.model_dump_json()}\n\n".encode()
         else:
