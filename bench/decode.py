@@ -14,6 +14,7 @@ the median gap between consecutive tokens (decode only).
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -86,8 +87,74 @@ def accuracy_cost(ours, low, prompt: list[int], ids: list[int]) -> dict:
             "max_prob_change": float((a.exp() - b.exp()).abs().max())}
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    p = c.parser(__doc__.splitlines()[0])
+def measure(label: str, note: str, ours, ref, low, args) -> list[dict]:
+    """Both decode modes on one model: ours in fp32 (and in bf16 when `low` is given) against the
+    reference in fp32, timed in alternation; prints the table and returns the results."""
+    results = []
+    ref.generation_config.eos_token_id = None  # run to --new tokens, as ours does
+    cfg = ours.config
+    print(f"\n{label}: {cfg.n_layer} layers x {cfg.n_embd} wide, {note}; "
+          f"max |logit difference| ours vs reference {c.max_logit_diff(ours, ref):.2e}")
+    new = min(args.new, cfg.n_ctx - PROMPT_TOKENS)
+    prompt = torch.randint(0, cfg.vocab_size, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1)).tolist()
+    rows = []
+    for mode, (params, kwargs) in MODES.items():
+        got: dict[str, list[dict]] = {"ours": [], "ref": [], "bf16": []}
+        pending: dict[str, dict] = {}
+        seeds = iter(range(10**6))
+        fns = {"ours": lambda: pending.__setitem__("ours", run_ours(ours, prompt, params, new, args.n_top,
+                                                                    next(seeds))),
+               "ref": lambda: pending.__setitem__("ref", run_ref(ref, prompt, kwargs, new, next(seeds)))}
+        if low is not None:
+            fns["bf16"] = lambda: pending.__setitem__("bf16", run_ours(low, prompt, params, new, args.n_top,
+                                                                       next(seeds)))
+
+        def on_round(kept: bool) -> None:
+            if kept:
+                for k, v in pending.items():
+                    got[k].append(v)
+            pending.clear()
+
+        c.interleaved(fns, repeat=args.repeat, warmup=1, on_round=on_round)
+        if params.greedy:  # same weights, same argmax: a check that both did the same work
+            agree = sum(a == b for a, b in zip(got["ours"][0]["ids"], got["ref"][0]["ids"])) / new
+        else:
+            agree = float("nan")
+        o, r = summarize(got["ours"]), summarize(got["ref"])
+        speedup = o["tokens_per_s"] / r["tokens_per_s"]
+        results.append({"model": label, "mode": mode, "weights": "fp32", "new_tokens": new,
+                        "runs": len(got["ours"]), "ours": o, "ref": r, "speedup": speedup,
+                        "greedy_agreement": agree})
+        rows.append([mode, "fp32", f"{o['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
+                     f"{o['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{o['first_token_ms']:.1f}",
+                     f"{r['first_token_ms']:.1f}", "—" if agree != agree else f"{agree:.0%}"])
+        if low is not None:
+            b = summarize(got["bf16"])
+            speedup = b["tokens_per_s"] / r["tokens_per_s"]
+            results.append({"model": label, "mode": mode, "weights": "bf16", "new_tokens": new,
+                            "runs": len(got["bf16"]), "ours": b, "ref": r, "speedup": speedup})
+            rows.append([mode, "bf16", f"{b['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
+                         f"{b['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{b['first_token_ms']:.1f}",
+                         f"{r['first_token_ms']:.1f}", ""])
+    c.table(["mode", "our weights", "ours tok/s", "transformers tok/s (fp32)", "ours / ref (goal ≥ 1.2×)",
+             "ours step ms", "ref step ms", "ours 1st token ms", "ref 1st token ms", "same greedy tokens"], rows,
+            title=f"Single-stream decode, {label} model: {PROMPT_TOKENS}-token prompt + {new} new "
+                  f"tokens, median of {args.repeat} interleaved runs")
+    if low is not None:
+        greedy_ids = run_ours(ours, prompt, MODES["greedy"][0], new, 0, 0)["ids"]
+        cost = accuracy_cost(ours, low, prompt, greedy_ids)
+        results.append({"model": label, "bf16_accuracy": cost})
+        print(f"\nbf16 weights, accuracy cost over the {PROMPT_TOKENS + new}-token greedy text: mean KL(fp32 || bf16) "
+              f"{cost['kl_nats']:.2e} nats per token; top token agrees at {cost['top1_agreement']:.1%} of "
+              f"positions; largest change in any probability {cost['max_prob_change']:.2g}")
+    return results
+
+
+def parse_args(description: str, argv: list[str] | None, models: str | None = None) -> argparse.Namespace:
+    """The shared options, and what this benchmark adds to them (`models`: another default for --models)."""
+    p = c.parser(description)
+    if models:
+        p.set_defaults(models=models)
     p.add_argument("--new", type=int, default=128, help="new tokens per run (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs of each (default: %(default)s)")
     p.add_argument("--n-top", type=int, default=5,
@@ -96,67 +163,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     if args.quick:
         args.new, args.repeat = 8, 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(__doc__.splitlines()[0], argv)
     facts = c.setup(args)
     results = []
     for ref_model in c.model_refs(args):
         ours, ref = c.load_ours(ref_model.path), c.load_reference(ref_model.path)
         low = None if args.no_bf16 else load_model(ref_model.path, dtype=torch.bfloat16).model
-        ref.generation_config.eos_token_id = None  # run to --new tokens, as ours does
-        cfg = ours.config
-        print(f"\n{ref_model.label}: {cfg.n_layer} layers x {cfg.n_embd} wide, {ref_model.note}; "
-              f"max |logit difference| ours vs reference {c.max_logit_diff(ours, ref):.2e}")
-        new = min(args.new, cfg.n_ctx - PROMPT_TOKENS)
-        prompt = torch.randint(0, cfg.vocab_size, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1)).tolist()
-        rows = []
-        for mode, (params, kwargs) in MODES.items():
-            got: dict[str, list[dict]] = {"ours": [], "ref": [], "bf16": []}
-            pending: dict[str, dict] = {}
-            seeds = iter(range(10**6))
-            fns = {"ours": lambda: pending.__setitem__("ours", run_ours(ours, prompt, params, new, args.n_top,
-                                                                        next(seeds))),
-                   "ref": lambda: pending.__setitem__("ref", run_ref(ref, prompt, kwargs, new, next(seeds)))}
-            if low is not None:
-                fns["bf16"] = lambda: pending.__setitem__("bf16", run_ours(low, prompt, params, new, args.n_top,
-                                                                           next(seeds)))
-
-            def on_round(kept: bool) -> None:
-                if kept:
-                    for k, v in pending.items():
-                        got[k].append(v)
-                pending.clear()
-
-            c.interleaved(fns, repeat=args.repeat, warmup=1, on_round=on_round)
-            if params.greedy:  # same weights, same argmax: a check that both did the same work
-                agree = sum(a == b for a, b in zip(got["ours"][0]["ids"], got["ref"][0]["ids"])) / new
-            else:
-                agree = float("nan")
-            o, r = summarize(got["ours"]), summarize(got["ref"])
-            speedup = o["tokens_per_s"] / r["tokens_per_s"]
-            results.append({"model": ref_model.label, "mode": mode, "weights": "fp32", "new_tokens": new,
-                            "runs": len(got["ours"]), "ours": o, "ref": r, "speedup": speedup,
-                            "greedy_agreement": agree})
-            rows.append([mode, "fp32", f"{o['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
-                         f"{o['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{o['first_token_ms']:.1f}",
-                         f"{r['first_token_ms']:.1f}", "—" if agree != agree else f"{agree:.0%}"])
-            if low is not None:
-                b = summarize(got["bf16"])
-                speedup = b["tokens_per_s"] / r["tokens_per_s"]
-                results.append({"model": ref_model.label, "mode": mode, "weights": "bf16", "new_tokens": new,
-                                "runs": len(got["bf16"]), "ours": b, "ref": r, "speedup": speedup})
-                rows.append([mode, "bf16", f"{b['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
-                             f"{b['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{b['first_token_ms']:.1f}",
-                             f"{r['first_token_ms']:.1f}", ""])
-        c.table(["mode", "our weights", "ours tok/s", "transformers tok/s (fp32)", "ours / ref (goal ≥ 1.2×)",
-                 "ours step ms", "ref step ms", "ours 1st token ms", "ref 1st token ms", "same greedy tokens"], rows,
-                title=f"Single-stream decode, {ref_model.label} model: {PROMPT_TOKENS}-token prompt + {new} new "
-                      f"tokens, median of {args.repeat} interleaved runs")
-        if low is not None:
-            greedy_ids = run_ours(ours, prompt, MODES["greedy"][0], new, 0, 0)["ids"]
-            cost = accuracy_cost(ours, low, prompt, greedy_ids)
-            results.append({"model": ref_model.label, "bf16_accuracy": cost})
-            print(f"\nbf16 weights, accuracy cost over the {PROMPT_TOKENS + new}-token greedy text: mean KL(fp32 || bf16) "
-                  f"{cost['kl_nats']:.2e} nats per token; top token agrees at {cost['top1_agreement']:.1%} of "
-                  f"positions; largest change in any probability {cost['max_prob_change']:.2g}")
+        results += measure(ref_model.label, ref_model.note, ours, ref, low, args)
         del ours, ref, low
     c.write_json(args.json, facts, results)
     return results

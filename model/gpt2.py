@@ -38,6 +38,15 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 
+    @property
+    def n_kv_head(self) -> int:
+        """Key/value heads: one per query head in GPT-2 (grouped-query models share them)."""
+        return self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
     def to_dict(self) -> dict:
         return asdict(self)
 

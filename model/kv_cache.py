@@ -1,8 +1,9 @@
 """The KV cache: each layer's keys and values kept between forwards, so decoding a token
 attends to the past without recomputing it.
 
-Shapes: L layers, B rows, H heads, M the cache's length, D head size, T new tokens,
-S keys a forward looks at (cached + new).
+Shapes: L layers, B rows, H key/value heads (fewer than the query heads under grouped-query
+attention), M the cache's length, D head size, T new tokens, S keys a forward looks at
+(cached + new).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 if TYPE_CHECKING:
     from model.gpt2 import GPTConfig
+    from model.llama import LlamaConfig
 
 
 class KVCache:
@@ -26,9 +28,9 @@ class KVCache:
         self.k, self.v, self.lengths = k, v, lengths  # (L, B, H, M, D) twice, (B,)
 
     @classmethod
-    def empty(cls, config: GPTConfig, batch_size: int, max_len: int | None = None,
+    def empty(cls, config: GPTConfig | LlamaConfig, batch_size: int, max_len: int | None = None,
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
-        shape = (config.n_layer, batch_size, config.n_head, max_len or config.n_ctx, config.n_embd // config.n_head)
+        shape = (config.n_layer, batch_size, config.n_kv_head, max_len or config.n_ctx, config.head_dim)
         return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                    torch.zeros(batch_size, dtype=torch.long, device=device))
 

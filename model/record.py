@@ -3,15 +3,16 @@
 Names follow TransformerLens' dotted style. For a model with L layers:
 
     embed                     token embeddings                     (B, T, C)
-    pos_embed                 position embeddings                  (B, T, C)
+    pos_embed                 position embeddings (GPT-2 only)     (B, T, C)
     blocks.{i}.resid_pre      residual stream entering block i     (B, T, C)
-    blocks.{i}.attn.pattern   attention weights after softmax      (B, H, T, S)
+    blocks.{i}.attn.pattern   attention weights after softmax      (B, H, T, S), H query heads
     blocks.{i}.attn_out       what attention adds to the stream    (B, T, C)
     blocks.{i}.resid_mid      stream between attention and MLP     (B, T, C)
     blocks.{i}.mlp.post       MLP hidden units after GELU          (B, T, 4C)
+                              (Llama: silu(gate) * up, (B, T, I))
     blocks.{i}.mlp_out        what the MLP adds to the stream      (B, T, C)
     blocks.{i}.resid_post     stream leaving block i               (B, T, C)
-    ln_final                  final layer norm output              (B, T, C)
+    ln_final                  final layer norm output              (B, T, C) (Llama: RMSNorm)
     logits                    scores over the vocabulary           (B, T, V)
 
 A Recorder is given the names (or shell-style patterns such as
@@ -30,9 +31,10 @@ PER_BLOCK = ("resid_pre", "attn.pattern", "attn_out", "resid_mid", "mlp.post", "
 GLOBAL = ("embed", "pos_embed", "ln_final", "logits")
 
 
-def all_names(n_layer: int) -> list[str]:
-    """Every name a model with n_layer blocks can record, in forward order."""
-    names = ["embed", "pos_embed"]
+def all_names(n_layer: int, pos_embed: bool = True) -> list[str]:
+    """Every name a model with n_layer blocks can record, in forward order (rotary positions,
+    pos_embed=False, have no position embedding to record)."""
+    names = ["embed", "pos_embed"] if pos_embed else ["embed"]
     names += [f"blocks.{i}.{part}" for i in range(n_layer) for part in PER_BLOCK]
     return names + ["ln_final", "logits"]
 

@@ -1,14 +1,16 @@
 """A CPU speed layer for inference, applied at load time: `speed_up(model)`.
 
-The maths stays in model/gpt2.py; this module only changes how two products are
-computed when no gradients are wanted, and changes no output (tests/test_gpt2.py):
+The maths stays in model/gpt2.py and model/llama.py; this module only changes how two
+products are computed when no gradients are wanted, and changes no output
+(tests/test_gpt2.py, tests/test_llama.py):
 
-- the projections (c_attn, c_proj, c_fc) multiply by copies of their fp32 weight laid
-  out for a CPU. One row (a decoding step of one stream) uses a copy stored (in, out),
-  which a row times the matrix reads in order; several rows of a large layer (a batched
-  step) go through oneDNN with its packed copy, where MKL's gemm reads a large matrix
-  2-3x slower on a 2-core CPU;
-- the lm head (logits against the tied token embedding) does the same with wte.
+- the projections (GPT-2's c_attn, c_proj, c_fc; Llama's q/k/v/o, gate, up, down) multiply
+  by copies of their fp32 weight laid out for a CPU. One row (a decoding step of one
+  stream) uses a copy stored (in, out), which a row times the matrix reads in order;
+  several rows of a large layer (a batched step) go through oneDNN with its packed copy,
+  where MKL's gemm reads a large matrix 2-3x slower on a 2-core CPU;
+- the lm head (logits against the token embedding, or an untied head) does the same
+  with its weight.
 
 Training and evaluation under autocast use the weights themselves: with gradients, or
 under autocast, every product is the plain one. Each copy takes as much memory again,
@@ -17,11 +19,13 @@ and is remade whenever its weight changes.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.gpt2 import GPT
+M = TypeVar("M", bound=nn.Module)  # GPT or Llama: any model with a head_product
 
 
 class WeightCopies:
@@ -74,12 +78,15 @@ class FastLinear(nn.Linear):
             return super().forward(x)
         rows = x.reshape(-1, x.shape[-1])
         if rows.shape[0] > 1 and self.weight.numel() >= self.PACKED_MIN and onednn_usable(x, self.weight):
-            return onednn_linear(x, self._copies.get(self.weight, "packed")) + self.bias
-        return torch.addmm(self.bias, rows, self._copies.get(self.weight, "t")).view(*x.shape[:-1], -1)
+            y = onednn_linear(x, self._copies.get(self.weight, "packed"))
+            return y if self.bias is None else y + self.bias
+        t = self._copies.get(self.weight, "t")
+        y = rows @ t if self.bias is None else torch.addmm(self.bias, rows, t)  # Llama's projections have no bias
+        return y.view(*x.shape[:-1], -1)
 
 
 class FastHead:
-    """The lm head's product x @ wte.T, reading wte from copies laid out for a CPU: 1.1-3x faster
+    """The lm head's product x @ w.T, reading w from copies laid out for a CPU: 1.1-3x faster
     than F.linear for 1 to 64 rows of a small model on a 2-core CPU."""
 
     def __init__(self) -> None:
@@ -93,7 +100,7 @@ class FastHead:
         return x @ self._copies.get(w, "t")  # (C, V): one position's logits stream through memory in order
 
 
-def speed_up(model: GPT) -> GPT:
+def speed_up(model: M) -> M:
     """Swap in the fast products, in place; the parameters and every output stay the same."""
     for module in model.modules():
         if type(module) is nn.Linear:

@@ -39,8 +39,8 @@ def read_checked(path: Path, sha256: str) -> bytes:
     return data
 
 
-def _data_gym_byte_map() -> dict[str, int]:
-    """GPT-2's files spell bytes as printable characters; map them back to bytes."""
+def byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's printable spelling of the 256 bytes (its files, and tokenizers' ByteLevel, use it): character -> byte."""
     printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
     mapping = {chr(b): b for b in printable}
     n = 0
@@ -53,7 +53,7 @@ def _data_gym_byte_map() -> dict[str, int]:
 
 def gpt2_mergeable_ranks(assets: Path = ASSETS) -> dict[bytes, int]:
     """Token bytes -> rank (= id) from vocab.bpe, checked against encoder.json."""
-    byte_of = _data_gym_byte_map()
+    byte_of = byte_level_alphabet()
     decode = lambda s: bytes(byte_of[c] for c in s)  # noqa: E731
     # the 256 single bytes come first, in the order GPT-2 numbered them
     ranks = {}
@@ -109,6 +109,7 @@ class Token:
     the input exactly; a token holding only the later bytes of a character that
     began in the token before has an empty span (start == end).
     `text` is the token's own bytes decoded, with escapes where partial is True.
+    `special` marks a special or chat token (<|endoftext|>, <|im_start|>), shown as its name.
     """
 
     id: int
@@ -117,6 +118,7 @@ class Token:
     start: int
     end: int
     partial: bool
+    special: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class VocabEntry:
     text: str  # as in Token.text: escapes where partial
     bytes: bytes
     partial: bool
+    special: bool = False  # as in Token.special
 
 
 @dataclass(frozen=True)
@@ -206,14 +209,14 @@ class Tokenizer:
             data = self.encoding.decode_single_token_bytes(id)
             shown, partial = readable(data)
             starts = sum(1 for b in data if b & 0xC0 != 0x80)  # bytes 10xxxxxx continue a character
-            out.append(Token(id, shown, data, char, char + starts, partial))
+            out.append(Token(id, shown, data, char, char + starts, partial, special=id in self._special_ids))
             char += starts
         return out
 
     def lookup(self, id: int) -> VocabEntry:
         data = self.token_bytes(id)
         text, partial = readable(data)
-        return VocabEntry(id, text, data, partial)
+        return VocabEntry(id, text, data, partial, special=id in self._special_ids)
 
     def search(self, query: str, offset: int = 0, limit: int = 50) -> tuple[int, list[VocabEntry]]:
         """Entries whose text contains query (case-sensitive, as tokens are), in id order.
@@ -273,7 +276,10 @@ class Tokenizer:
         return tuple(self._ranks[s] for s in word)
 
     @cached_property
+    def _special_ids(self) -> frozenset[int]:
+        return frozenset(self.encoding.encode_single_token(s) for s in self.encoding.special_tokens_set)
+
+    @cached_property
     def _entries(self) -> dict[int, VocabEntry]:
         """Every token by id, for search; built on first use (about 0.1 s per 50,000 tokens)."""
-        specials = [self.encoding.encode_single_token(s) for s in self.encoding.special_tokens_set]
-        return {id: self.lookup(id) for id in sorted([*self._ranks.values(), *specials])}
+        return {id: self.lookup(id) for id in sorted([*self._ranks.values(), *self._special_ids])}

@@ -179,7 +179,7 @@ def test_bin_never_runs_code(model_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("changes, pattern", [
-    ({"model_type": "llama"}, r"config\.json: model_type 'llama' is not GPT-2"),
+    ({"model_type": "bert"}, r"config\.json: model_type 'bert' is not supported"),
     ({"activation_function": "relu"}, r"activation_function 'relu' is not supported"),
     ({"n_inner": 100}, r"n_inner=100 is not supported \(expected null or 4 \* n_embd = 256\)"),
     ({"scale_attn_by_inverse_layer_idx": True}, r"scale_attn_by_inverse_layer_idx=True is not supported"),
@@ -288,7 +288,9 @@ def test_hub_download(offline_hub: Path, tiny_checkpoint: Path, monkeypatch: pyt
 
     monkeypatch.setattr(loading, "snapshot_download", fake_download)
     assert load_model("gpt2").name == "gpt2"
-    assert calls == [["config.json", "model.safetensors"]]  # not the .bin as well: half the download
+    # the weights, shards with their index, a Llama-family tokenizer; not the .bin as well: half the download
+    assert calls == [["config.json", "model.safetensors", "model.safetensors.index.json",
+                      "model-*-of-*.safetensors", "tokenizer.json"]]
 
     def no_network(repo_id: str, **kwargs) -> str:
         raise ConnectionError("Cannot reach huggingface.co")

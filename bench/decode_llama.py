@@ -1,0 +1,94 @@
+"""Single-stream decode of a Llama-family model with the KV cache, greedy and sampled: ours vs
+transformers' generate, as bench/decode.py does for GPT-2.
+
+The model has SmolLM2-135M's shape (30 layers, 576 wide, 9 query heads over 3 KV heads,
+MLP 1,536 wide, a 49,152-token vocabulary, the head tied to the embedding) with random
+weights, saved by transformers' LlamaForCausalLM in bf16 as the hub's checkpoint is; both
+sides read those weights in fp32, and ours also in bf16 (its own row). The reference is
+LlamaForCausalLM.generate(use_cache=True) with its default (SDPA) attention.
+
+    .venv/bin/python -m bench.decode_llama [--models 135m] [--threads 2] [--new 128] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from bench import common as c
+from bench.decode import measure, parse_args
+from model.loading import load_model
+
+SHAPES = {  # label: LlamaConfig options
+    "135m": dict(num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
+                 intermediate_size=1536, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,
+                 rms_norm_eps=1e-5, tie_word_embeddings=True),
+    "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, vocab_size=512, max_position_embeddings=128, tie_word_embeddings=True),
+}
+
+
+def byte_tokenizer() -> str:
+    """A tokenizer.json of the 256 byte tokens and no merges: the loader wants one, decoding needs none."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(sorted(alphabet))}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok.to_str()
+
+
+def random_checkpoint(label: str, seed: int = 0) -> Path:
+    """A seeded random LlamaForCausalLM of the named shape in bf16, saved once under the temp dir and reused."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = c.CACHE / f"llama-{label}-bfloat16-seed{seed}"
+    if not (directory / "model.safetensors").is_file():
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(LlamaConfig(**SHAPES[label]))
+        tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
+        model.to(torch.bfloat16).save_pretrained(tmp)
+        (tmp / "tokenizer.json").write_text(byte_tokenizer())
+        try:
+            tmp.rename(directory)
+        except OSError:  # another benchmark made it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def load_reference(path: Path):
+    """transformers' LlamaForCausalLM on the same files, fp32, default (SDPA) attention."""
+    from transformers import LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(__doc__.splitlines()[0], argv, models="135m")
+    labels = [m.strip() for m in args.models.split(",") if m.strip()]
+    if unknown := [m for m in labels if m not in SHAPES]:
+        sys.exit(f"unknown model {unknown[0]!r}: choose from {', '.join(SHAPES)}")
+    facts = c.setup(args)
+    results = []
+    for label in labels:
+        path = random_checkpoint(label)
+        ours, ref = load_model(path).model, load_reference(path)
+        low = None if args.no_bf16 else load_model(path, dtype=torch.bfloat16).model
+        results += measure(f"Llama {label}", "random weights (SmolLM2-135M's shape)" if label == "135m"
+                           else "random weights", ours, ref, low, args)
+        del ours, ref, low
+    c.write_json(args.json, facts, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
