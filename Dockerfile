@@ -3,6 +3,8 @@
 #   docker run --rm -p 8000:8000 deepdive        then open http://localhost:8000
 # Another checkpoint: mount it and name it, e.g.
 #   docker run --rm -p 8000:8000 -v /path/to/gpt2:/models/gpt2:ro -e DEEPDIVE_MODEL=/models/gpt2 deepdive
+# A class session's QR code must carry the address phones reach, which a container cannot see:
+#   docker run --rm -p 8000:8000 -e DEEPDIVE_PUBLIC_URL=http://192.168.1.20:8000 deepdive
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -35,3 +35,18 @@ class Settings(BaseSettings):
     request_timeout_s: float = 30.0    # longest wait for one analysis answer; then 503
     generation_timeout_s: float = 120.0  # longest one generation may run; then it ends with a message
     cors_origins: list[str] = []       # origins other sites' pages may call the API from; empty: CORS off
+
+    # more models for the Inference, Playground and Training pages (app/sources.py)
+    second_model: str = ""             # a second local model shown beside the first: a directory or hub name
+    remote_url: str = ""               # a server speaking the OpenAI completions protocol (vLLM, llama.cpp, TGI)
+    remote_model: str = ""             # the model name that server serves
+    remote_api_key: str = ""           # sent as a Bearer token when set
+    remote_timeout_s: float = 30.0     # longest wait for the remote server's answer (or its next streamed token)
+    remote_logprobs: int = 5           # alternatives the server lists per token: OpenAI and Deep Dive 5, vLLM 20
+
+    redis_url: str = ""                # class sessions in Redis (redis://host:6379/0), shared by several processes
+    public_url: str = ""               # the address phones use to reach this server (http://192.168.1.20:8000);
+                                       # empty: the request's host, else this machine's network address
+    class_ttl_s: float = 7200.0        # a class session ends after this long without activity
+    max_class_sessions: int = 50       # class sessions held at once; more are refused
+    max_class_students: int = 200      # students in one class session; more are refused

@@ -23,10 +23,11 @@ from app.config import Settings
 from app.model_thread import Busy, ModelThread
 from app.streaming import Generation
 from model import analysis, incontext
+from model.hf_tokenizer import HFTokenizer
 from model.loading import LoadedModel, load_model
 from model.model_card import ModelCard
 from model.sampling import SamplingParams, Step
-from model.tokenizer import EOT_ID, MAX_HISTORY_BYTES, Tokenizer, gpt2_tokenizer
+from model.tokenizer import MAX_HISTORY_BYTES, Tokenizer
 
 __all__ = ["Busy", "Engine", "Generation", "InputError"]
 T = TypeVar("T")
@@ -47,9 +48,24 @@ class Engine:
         self.loaded = loaded
         self.settings = settings
         self.config = loaded.config
-        self.tokenizer: Tokenizer = gpt2_tokenizer()
-        # every token's display text, looked up for each candidate of every response
-        self.texts = [self.tokenizer.lookup(i).text for i in range(self.tokenizer.vocab_size)]
+        self.tokenizer: Tokenizer | HFTokenizer = loaded.tokenizer  # GPT-2's, or the checkpoint's own
+        self.eos_id = self.tokenizer.eot_id  # ends a generation (GPT-2's <|endoftext|>); None: nothing does
+        self.start_id = start_token(self.tokenizer)
+        # every token's display text, looked up for each candidate of every response; the special tokens;
+        # the model's rows no token uses (a vocabulary padded to a round size), shown as "<unused N>"
+        self.texts: list[str] = []
+        specials, self.unused = set(), set()
+        for i in range(max(self.config.vocab_size, self.tokenizer.vocab_size)):
+            try:
+                e = self.tokenizer.lookup(i)
+            except ValueError:
+                self.texts.append(f"<unused {i}>")
+                self.unused.add(i)
+                continue
+            self.texts.append(e.text)
+            if e.special:
+                specials.add(i)
+        self.special_ids = frozenset(specials | self.unused)  # shown as markers, not as text
         self.model_thread = ModelThread(loaded, settings)
         self.started = int(time.time())  # reported as the model's "created" time by /v1/models
         self._info = self._model_info()
@@ -78,7 +94,8 @@ class Engine:
             name=self.loaded.name, source=str(self.loaded.source), parameters=self.loaded.model.num_parameters(),
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_ctx=cfg.n_ctx,
             vocab_size=cfg.vocab_size, dtype=str(self.loaded.dtype).removeprefix("torch."),
-            card=card_summary(self.loaded.card))
+            card=card_summary(self.loaded.card), tokenizer_vocab_size=self.tokenizer.vocab_size,
+            **analysis.shape(self.loaded.model))
 
     # ---- tokens: no model, ordinary thread pool ----
 
@@ -97,6 +114,10 @@ class Engine:
 
     async def detokenize(self, ids: list[int]) -> s.DetokenizeResponse:
         self.check_ids(ids)
+        unused = next((i for i in ids if i in self.unused), None)
+        if unused is not None:
+            raise InputError(f"The id {unused} is a row of this model's embedding that no token of its tokenizer "
+                             "uses, so it has no text: leave it out")
         return await anyio.to_thread.run_sync(self._detokenize, ids)
 
     def _detokenize(self, ids: list[int]) -> s.DetokenizeResponse:
@@ -152,7 +173,10 @@ class Engine:
     async def score(self, req: s.ScoreRequest) -> s.ScoreResponse:
         ids = await self.input_ids(req, reserve=int(req.prepend_eos))
         if req.prepend_eos:
-            ids = [EOT_ID, *ids]
+            if self.start_id is None:
+                raise InputError("This model's tokenizer names no start-of-text token to put first, so the first "
+                                 "token cannot be scored: set prepend_eos to false")
+            ids = [self.start_id, *ids]
         if len(ids) < 2:
             raise InputError("Scoring needs at least two tokens (the first has nothing before it to predict it); "
                              "give a longer text or set prepend_eos")
@@ -209,7 +233,12 @@ class Engine:
         """The same ranking on the built-in probe (random words said twice), measured once."""
         if self._probe_heads is None:
             model = self.loaded.model
-            scores = await self.run(incontext.head_scores, model, incontext.head_probe(model))
+            try:
+                probe = incontext.head_probe(model, self.tokenizer, self.start_id)
+            except ValueError:  # a vocabulary without two common words of one token: nothing to measure on
+                self._probe_heads = []
+                return self._probe_heads
+            scores = await self.run(incontext.head_scores, model, probe)
             self._probe_heads = incontext.ranked_heads(scores)
         return self._probe_heads
 
@@ -230,15 +259,18 @@ class Engine:
                        limit_name: str = "max_new_tokens") -> Generation:
         """Start a stream; iterate the returned Generation for its events.
 
-        An empty prompt starts from <|endoftext|>, as GPT-2 saw the start of
-        every document. max_new_tokens None means "to the server's cap"; over
+        An empty prompt starts from the start-of-text token (GPT-2's <|endoftext|>,
+        as it saw the start of every document). max_new_tokens None means "to the server's cap"; over
         the cap is refused (the message names it limit_name). The stream ends
         with reason "length" at the context's end, however many tokens were
         asked for.
         """
         ids = list(prompt) if isinstance(prompt, list) else await self.encode(prompt)
         self.check_ids(ids)
-        ids = ids or [EOT_ID]
+        if not ids:
+            if self.start_id is None:
+                raise InputError("Type a prompt: this model's tokenizer names no start-of-text token to begin from")
+            ids = [self.start_id]
         self.check_context(len(ids))
         cap = self.settings.max_new_tokens
         if max_new_tokens is not None and max_new_tokens > cap:
@@ -247,7 +279,8 @@ class Engine:
         room = self.config.n_ctx - len(ids)
         gen = Generation(ids, params, min(max_new_tokens or cap, room), seed, n_top, stop,
                          on_cancel=self.model_thread.cancel_stream, event=self.token_event,
-                         token_bytes=self.tokenizer.token_bytes, timeout_s=self.settings.generation_timeout_s)
+                         token_bytes=self.token_bytes, timeout_s=self.settings.generation_timeout_s,
+                         eos_id=self.eos_id)
         self.model_thread.add_stream(gen)
         return gen
 
@@ -298,6 +331,20 @@ class Engine:
         e = self.tokenizer.lookup(id)
         return s.TokenOut(id=e.id, text=e.text, bytes=list(e.bytes), partial=e.partial)
 
+    @property
+    def own_tokenizer(self) -> HFTokenizer | None:
+        """The checkpoint's own tokenizer, where the model does not use GPT-2's."""
+        return self.tokenizer if isinstance(self.tokenizer, HFTokenizer) else None
+
+    def token_bytes(self, id: int) -> bytes:
+        """A token's bytes; none for a row no token uses."""
+        return b"" if id in self.unused else self.tokenizer.token_bytes(id)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ids (checked as inputs are), which may include rows no token uses: they add nothing."""
+        self.check_ids(ids)
+        return self.tokenizer.decode([i for i in ids if i not in self.unused])
+
     def piece_text(self, data: bytes) -> str:
         return data.decode("utf-8", errors="backslashreplace")
 
@@ -317,6 +364,15 @@ class Engine:
                             prob=analysis.rounded(step.prob), raw_prob=analysis.rounded(step.raw_prob),
                             entropy=analysis.rounded(step.entropy),
                             before=self.step_candidates(step.before), after=self.step_candidates(step.after))
+
+
+def start_token(tokenizer: Tokenizer | HFTokenizer) -> int | None:
+    """The token a text starts after: what the tokenizer puts first (Llama 3's <|begin_of_text|>, Mistral's
+    <s>), else its end-of-text token, which starts the next document in the training stream (GPT-2's
+    <|endoftext|>, SmolLM2's and Qwen2's); None where it has neither."""
+    if isinstance(tokenizer, HFTokenizer) and tokenizer.bos_ids:
+        return tokenizer.bos_ids[0]
+    return tokenizer.eot_id
 
 
 async def off_loop(build: Callable[[], T]) -> T:

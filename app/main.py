@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
-from app import errors, schemas, security
+from app import errors, schemas, security, sources
+from app.classroom import routes as classroom
 from app.config import Settings
 from app.engine import Engine
 from app.routes import api, docs, downloads, inference, internals, openai, pages
@@ -27,9 +28,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.engine = eng
         eng.start()
         try:
-            yield
+            async with sources.opened(settings, eng) as app.state.sources:  # the models pages may choose
+                yield
         finally:
             eng.stop()
+            await app.state.classes.close()
 
     app = FastAPI(
         title="Deep Dive",
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(inference.router)
     app.include_router(docs.router)
     app.include_router(downloads.router)
+    classroom.install(app, settings)  # class sessions: their routes and the store
     document_events(app)
     return app
 

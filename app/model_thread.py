@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from app.config import Settings
 from model.batching import BatchDecoder
 from model.loading import LoadedModel
-from model.tokenizer import EOT_ID
 
 if TYPE_CHECKING:
     from app.streaming import Generation
@@ -180,11 +179,11 @@ class ModelThread:
             if gen is None:
                 continue
             gen.deliver(("step", ev.step))
-            if ev.step.id == EOT_ID or ev.finished:
+            if ev.step.id == gen.eos_id or ev.finished:
                 if not ev.finished:
                     self._decoder.cancel(ev.seq_id)
                 del self._active[ev.seq_id]
-                self._end(gen, "eos" if ev.step.id == EOT_ID else "length")  # "context" is a length too
+                self._end(gen, "eos" if ev.step.id == gen.eos_id else "length")  # "context" is a length too
 
     def _end(self, gen: Generation, reason: str, message: str | None = None) -> None:
         gen.deliver(("end", reason, message))

@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-VOCAB = 50257  # GPT-2's vocabulary; every model we load shares its tokenizer
+# above every loaded model's vocabulary (GPT-2's 50,257, Llama 3's 128,256, Qwen2's 151,936): the engine
+# checks ids against the loaded model's own and says its range
+VOCAB = 262_144
 
 
 def whole_characters(text: str) -> str:
@@ -25,7 +27,7 @@ def whole_characters(text: str) -> str:
 
 Text = Annotated[str, AfterValidator(whole_characters)]
 
-TokenId = Annotated[int, Field(ge=0, lt=VOCAB, description="a token id, 0 to 50,256")]
+TokenId = Annotated[int, Field(ge=0, lt=VOCAB, description="a token id of the loaded model (GPT-2: 0 to 50,256)")]
 Prob = Annotated[float, Field(ge=0, le=1)]
 Temperature = Annotated[float, Field(ge=0, le=10, allow_inf_nan=False,
                                      description="divides the logits: below 1 sharpens, above 1 flattens; 0 is greedy")]
@@ -91,15 +93,28 @@ class ModelInfo(BaseModel):
     n_head: int
     n_embd: int = Field(description="the width of the residual stream")
     n_ctx: int = Field(description="the longest sequence the model reads, in tokens")
-    vocab_size: int
+    vocab_size: int = Field(description="rows of the token embedding (the tokenizer may use fewer)")
     dtype: str
     card: CardSummary | None = Field(description="the model card's summary, when the checkpoint has one")
+    model_type: str = Field("gpt2", description="the architecture: gpt2, llama, qwen2 or mistral")
+    n_kv_head: int = Field(description="key/value heads per block; fewer than n_head when query heads share them")
+    head_dim: int = Field(description="numbers per head")
+    n_inner: int = Field(description="the MLP's hidden width")
+    positions: Literal["learned", "rotary"] = Field(
+        description="learned: a position table added to the stream; rotary: rotations inside attention")
+    norm: Literal["layernorm", "rmsnorm"]
+    mlp: Literal["gelu", "swiglu"]
+    tied_head: bool = Field(description="the lm head is the token embedding (no parameters of its own)")
+    final_norm: int = Field(description="parameters of the final norm (part of parameters.layer_norm)")
+    tokenizer_vocab_size: int = Field(description="the tokens the tokenizer knows")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "name": "deepdive-tiny", "source": "/models/deepdive-tiny",
         "parameters": {"token_embedding": 12865792, "position_embedding": 65536, "attention": 1579008,
                        "mlp": 3151872, "layer_norm": 6656, "total": 17668864},
         "n_layer": 6, "n_head": 8, "n_embd": 256, "n_ctx": 256, "vocab_size": 50257, "dtype": "float32",
+        "model_type": "gpt2", "n_kv_head": 8, "head_dim": 32, "n_inner": 1024, "positions": "learned",
+        "norm": "layernorm", "mlp": "gelu", "tied_head": True, "final_norm": 512, "tokenizer_vocab_size": 50257,
         "card": {"description": "A small GPT-2 trained on children's stories.", "validation_loss": 2.1}}]})
 
 
@@ -118,7 +133,7 @@ class SpanToken(TokenOut):
 
 
 class TokenizeRequest(Strict):
-    text: Text = Field(description="any text; <|endoftext|> typed in it is ordinary text",
+    text: Text = Field(description="any text; special tokens typed in it (<|endoftext|>) are ordinary text",
                       examples=["Hello world! Tokenizers split text into pieces."])
 
 
@@ -260,7 +275,8 @@ class NextTokenResponse(BaseModel):
 # ---- score ----
 
 class ScoreRequest(TextOrIds):
-    prepend_eos: bool = Field(False, description="start from <|endoftext|>, so the first token is scored too")
+    prepend_eos: bool = Field(False, description="start from the model's start-of-text token (GPT-2's <|endoftext|>), so the first "
+                                            "token is scored too")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"text": "Once upon a time there was a cat."}]})
 
@@ -355,7 +371,8 @@ class ActivationsResponse(BaseModel):
 # ---- generation ----
 
 class GenerateRequest(Strict):
-    prompt: Text = Field("", description="the text to continue; empty starts from <|endoftext|>")
+    prompt: Text = Field("", description="the text to continue; empty starts from the start-of-text token "
+                                       "(GPT-2's <|endoftext|>)")
     max_new_tokens: int = Field(64, ge=1, description="at most this many tokens (capped by the server's limit, "
                                                       "and by the context: generation ends with reason "
                                                       "\"length\" at the context's end)")
@@ -396,7 +413,8 @@ class DoneEvent(BaseModel):
     """data of the final `event: done`."""
 
     finish_reason: Literal["length", "eos", "stop", "timeout", "error"] = Field(
-        description="length: max_new_tokens or the context's end; eos: <|endoftext|>; stop: a stop string; "
+        description="length: max_new_tokens or the context's end; eos: the end-of-text token (GPT-2's "
+                    "<|endoftext|>); stop: a stop string; "
                     "timeout: the server's time limit per request; error: see message")
     prompt_tokens: int
     completion_tokens: int

@@ -28,7 +28,7 @@ HEADERS = [
 # routes whose work runs on the model thread; each request holds a share until its response ends
 MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate",
                "/v1/completions", "/partials/loss", "/partials/heads", "/partials/forward",
-               "/partials/inference")
+               "/partials/inference", "/playground/generate")
 
 
 class SecurityHeaders:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from app import schemas as s
 from model.sampling import SamplingParams, Step, Utf8Stream
-from model.tokenizer import EOT_ID
 
 
 class TextStream:
@@ -46,19 +45,20 @@ class Generation:
     """One streaming generation. The model thread feeds it; one async consumer iterates it.
 
     Iterating yields a schemas.TokenEvent per token, then one schemas.DoneEvent.
-    The <|endoftext|> token ends the stream (reason "eos") and is not itself an
-    event. Call cancel() (idempotent) when the consumer goes away; the model
+    The model's end-of-text token (eos_id: GPT-2's <|endoftext|>) ends the stream
+    (reason "eos") and is not itself an event. Call cancel() (idempotent) when the consumer goes away; the model
     stops working on it before its next step.
     """
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int,
                  seed: int | None, n_top: int, stop: Sequence[str], *, on_cancel: Callable[[Generation], None],
                  event: Callable[[int, Step, str], s.TokenEvent], token_bytes: Callable[[int], bytes],
-                 timeout_s: float):
+                 timeout_s: float, eos_id: int | None):
         self.on_cancel = on_cancel      # tells the model thread to stop working on this stream
         self.event = event              # (n, step, text) -> the event a consumer sees
         self.token_bytes = token_bytes  # token id -> its bytes
         self.timeout_s = timeout_s
+        self.eos_id = eos_id            # the token that ends the text; None: only the length does
         self.prompt_ids = prompt_ids
         self.params = params
         self.max_new_tokens = max_new_tokens
@@ -102,7 +102,7 @@ class Generation:
                     _, reason, message = item
                     break
                 step: Step = item[1]
-                if step.id == EOT_ID:
+                if step.id == self.eos_id:
                     continue  # the "end" that follows says eos
                 first = first or time.perf_counter()
                 count += 1

@@ -22,7 +22,6 @@ from app import demo
 from app.deps import get_engine
 from app.engine import Busy, InputError
 from app.errors import sentence
-from model.tokenizer import EOT_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,16 +135,16 @@ templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands
 # Playground stop choices: (key, label, stop texts)
 STOPS = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
          ("para", "a blank line", ["\n\n"]))
-# what the pages' scripts share with the server, defined here once (base.html hands it to them)
+# what the pages' scripts share with the server, defined here once (base.html hands it to them; render()
+# adds the loaded model's end-of-text id, eot_id)
 PAGE_CONSTANTS = {
-    "eot_id": EOT_ID,
     "loss_bins": LOSS_BINS,
     "pct_steps": PCT_STEPS,
     "ws": {ch: [f"ws-{kind}", WS_MARKS[kind]] for ch, kind in WS_KINDS.items()},
     "stops": {key: texts for key, _, texts in STOPS},
     "long_chip": LONG_CHIP,
 }
-templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, eot_id=EOT_ID, page_constants=PAGE_CONSTANTS,
+templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, page_constants=PAGE_CONSTANTS,
                              long_chip=LONG_CHIP, copies=demo.copies, lacking=demo.lacking)
 
 
@@ -153,10 +152,13 @@ def render(request: Request, template: str, stage_key: str, **context: Any) -> H
     """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom."""
     keys = [st.key for st in STAGES]
     i = keys.index(stage_key)
-    info = get_engine(request).info()
+    engine = get_engine(request)
+    # the loaded model's end-of-text token, as pages name it ("<|endoftext|>" for GPT-2)
+    eos = engine.texts[engine.eos_id] if engine.eos_id is not None else "end-of-text"
     return templates.TemplateResponse(request, template, {
         "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
-        "model_name": info.name, "present": request.query_params.get("present") == "1", **context})
+        "page_constants": PAGE_CONSTANTS | {"eot_id": engine.eos_id, "eot_text": eos}, "eos_text": eos,
+        "model_name": engine.info().name, "present": request.query_params.get("present") == "1", **context})
 
 
 def partial(request: Request, template: str, **context: Any) -> HTMLResponse:

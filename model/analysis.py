@@ -3,6 +3,8 @@
 Pure functions of (model, ids): each runs the model under inference_mode and
 returns plain lists and dicts of rounded floats, so no caller holds a tensor
 and every payload is JSON as it stands. Token ids only; the caller adds text.
+Any model serves: GPT-2 (model/gpt2.py) or the Llama family (model/llama.py),
+which share the activation names and the final norm's name (ln_f).
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from collections.abc import Sequence
 import torch
 
 from model.gpt2 import GPT
+from model.llama import Llama
 from model.record import Recorder
 from model.sampling import SamplingParams, entropy, largest, warp
 
 SIG = 6  # significant digits kept in payloads: enough for any plot, a third of float's text
 CHUNK = 256  # positions unembedded at once: a (CHUNK, V) block of logits, not (T, V)
 LENS_CHUNK = 64  # the lens' rows per product: as fast per row, and 13 MB of logits rather than 51 at a time
+
+
+Model = GPT | Llama
 
 
 def rounded(x: float, sig: int = SIG) -> float:
@@ -28,14 +34,14 @@ def rounded(x: float, sig: int = SIG) -> float:
     return round(x, sig - 1 - math.floor(math.log10(abs(x))))
 
 
-def _ids(model: GPT, ids: Sequence[int]) -> torch.Tensor:
+def _ids(model: Model, ids: Sequence[int]) -> torch.Tensor:
     if not ids:
         raise ValueError("at least one token is needed")
     return torch.tensor([list(ids)], dtype=torch.long, device=model.wte.weight.device)
 
 
-def _unembed(model: GPT, x: torch.Tensor) -> torch.Tensor:
-    """Layer-normed hidden states (..., C) -> logits (..., V), as GPT.forward does."""
+def _unembed(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """Final-normed hidden states (..., C) -> logits (..., V), as the model's forward does."""
     return model.unembed(x).float()
 
 
@@ -47,9 +53,20 @@ def _candidates(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[dict]
 
 
 @torch.inference_mode()
-def next_token(model: GPT, ids: Sequence[int], params: SamplingParams, n: int = 10,
+def next_logits(model: Model, ids: Sequence[int]) -> torch.Tensor:
+    """The model's logits (V,) for the token after `ids`."""
+    return model(_ids(model, ids), last_only=True)[0, -1].float()
+
+
+def next_token(model: Model, ids: Sequence[int], params: SamplingParams, n: int = 10,
                targets: Sequence[int] = ()) -> dict:
-    """The distribution over the token after `ids`, before and after the warpers.
+    """distribution() of the token after `ids`."""
+    return distribution(next_logits(model, ids), params, n, targets)
+
+
+@torch.inference_mode()
+def distribution(logits: torch.Tensor, params: SamplingParams, n: int = 10, targets: Sequence[int] = ()) -> dict:
+    """The distribution that logits (V,) give, before and after the warpers.
 
     `before` is the model's own top-n (softmax of its logits), `after` the top-n
     once temperature / top-k / top-p have acted (its logits are the warped ones);
@@ -57,7 +74,6 @@ def next_token(model: GPT, ids: Sequence[int], params: SamplingParams, n: int = 
     (1 = most likely) and probability both ways; a token the warpers removed has
     prob_after 0 and rank_after None.
     """
-    logits = model(_ids(model, ids), last_only=True)[0, -1].float()
     raw = logits.softmax(dim=-1)
     warped = warp(logits, params)
     after = warped.softmax(dim=-1)
@@ -85,7 +101,7 @@ def next_token(model: GPT, ids: Sequence[int], params: SamplingParams, n: int = 
 
 
 @torch.inference_mode()
-def chosen(model: GPT, ids: Sequence[int], start: int, params: SamplingParams) -> list[dict]:
+def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams) -> list[dict]:
     """For each token after position `start` (ids[start + 1:], tokens appended one at a time): its
     probability under the model's own distribution ("raw") and after the warpers ("prob"), given
     the tokens before it. One forward for all of them."""
@@ -105,7 +121,7 @@ def chosen(model: GPT, ids: Sequence[int], start: int, params: SamplingParams) -
 
 
 @torch.inference_mode()
-def score(model: GPT, ids: Sequence[int]) -> dict:
+def score(model: Model, ids: Sequence[int]) -> dict:
     """How well the model predicts each actual next token of `ids`.
 
     Position p (1..T-1) is predicted from tokens 0..p-1: its probability, its
@@ -144,7 +160,7 @@ def stream_labels(n_layer: int) -> list[str]:
 
 
 @torch.inference_mode()
-def activations(model: GPT, ids: Sequence[int], *, positions: Sequence[int] | None = None,
+def activations(model: Model, ids: Sequence[int], *, positions: Sequence[int] | None = None,
                 residual_norms: bool = False, attention: dict[int, Sequence[int]] | None = None,
                 neurons: int = 0, logit_lens: int = 0) -> dict:
     """What one forward pass computes, only the parts asked for, at the chosen positions.
@@ -153,10 +169,11 @@ def activations(model: GPT, ids: Sequence[int], *, positions: Sequence[int] | No
       stream_labels) and position: [state][position].
     - attention: {layer: heads}; each head's pattern, one row per query position
       holding its weights over keys 0..q (later keys are masked, so left out).
-    - neurons: the k largest MLP activations (after GELU) per layer and position.
-    - logit_lens: each residual state through the final layer norm and the
-      unembedding: the k most likely tokens per position. The last state is
-      exactly the model's own prediction.
+    - neurons: the k largest MLP activations per layer and position (GPT-2's after
+      GELU; the Llama family's gate times up, SwiGLU's hidden layer).
+    - logit_lens: each residual state through the model's own final norm (GPT-2's
+      LayerNorm, the Llama family's RMSNorm) and its lm head: the k most likely
+      tokens per position. The last state is exactly the model's own prediction.
     """
     x = _ids(model, ids)
     T, L = x.shape[1], model.config.n_layer
@@ -190,7 +207,7 @@ def activations(model: GPT, ids: Sequence[int], *, positions: Sequence[int] | No
     if neurons:
         out["neurons"] = []
         for layer in range(L):
-            acts = rec[f"blocks.{layer}.mlp.post"][0].index_select(0, index).float()  # (P, 4C)
+            acts = rec[f"blocks.{layer}.mlp.post"][0].index_select(0, index).float()  # (P, MLP width)
             vals, idx = acts.topk(min(neurons, acts.shape[-1]), dim=-1)
             out["neurons"].append({"layer": layer, "top": [
                 [{"neuron": i, "value": rounded(v)} for i, v in zip(ri, rv)]
@@ -210,3 +227,20 @@ def activations(model: GPT, ids: Sequence[int], *, positions: Sequence[int] | No
         out["logit_lens"] = [{"label": label, "top": top[i * P:(i + 1) * P]}
                              for i, label in enumerate(stream_labels(L))]
     return out
+
+
+def shape(model: Model) -> dict:
+    """What kind of transformer the model is, read from its modules: how positions enter (a learned table
+    added to the stream, or rotary angles inside attention), the norm and the MLP, query and key/value heads,
+    the MLP's width, whether the lm head is the token embedding, and the final norm's parameters."""
+    c = model.config
+    llama = isinstance(model, Llama)
+    first = model.layers[0] if llama else model.h[0]
+    mlp_width = first.mlp.up_proj.out_features if llama else first.mlp.c_fc.out_features
+    return {"model_type": c.model_type if llama else "gpt2",
+            "positions": "rotary" if llama else "learned",
+            "norm": "rmsnorm" if llama else "layernorm",
+            "mlp": "swiglu" if llama else "gelu",
+            "n_kv_head": c.n_kv_head, "head_dim": c.head_dim, "n_inner": mlp_width,
+            "tied_head": not llama or model.lm_head is None,
+            "final_norm": sum(p.numel() for p in model.ln_f.parameters())}

@@ -1,4 +1,5 @@
-"""The vocabularies GPT-2's is compared with: cl100k_base (GPT-3.5/GPT-4) and o200k_base (GPT-4o).
+"""The vocabularies GPT-2's is compared with: cl100k_base (GPT-3.5/GPT-4) and o200k_base (GPT-4o), and
+the loaded model's own when it is not GPT-2's.
 
 Their rank files are vendored in model/assets/ (model/assets/README.md says how
 they were made) and must byte-match OpenAI's: tiktoken's own recipe for each
@@ -18,6 +19,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken_ext import openai_public
 
+from model.hf_tokenizer import HFTokenizer
 from model.tokenizer import ASSETS, Token, Tokenizer, gpt2_tokenizer, read_checked
 
 VENDORED = ("cl100k_base", "o200k_base")
@@ -68,6 +70,7 @@ class Comparison:
         return len(self.tokens)
 
 
-def compare(text: str) -> list[Comparison]:
-    """The text as each encoding splits it, GPT-2's first."""
-    return [Comparison(name, tokenizer(name).vocab_size, tokenizer(name).tokens(text)) for name in NAMES]
+def compare(text: str, own: HFTokenizer | None = None) -> list[Comparison]:
+    """The text as each encoding splits it: the loaded model's own tokenizer first when given, then GPT-2's."""
+    first = [Comparison(own.name, own.vocab_size, own.tokens(text))] if own is not None else []
+    return first + [Comparison(name, tokenizer(name).vocab_size, tokenizer(name).tokens(text)) for name in NAMES]

@@ -13,7 +13,9 @@
   earlier occurrence (an induction head), and on the first token (an "attention sink").
   The same scores on any text rank the heads on the Internals page.
 
-Every probe is fixed (seeded), so figures are comparable across checkpoints.
+Every probe is fixed (seeded), so figures are comparable across checkpoints. The head scores
+work on any model (GPT-2 or the Llama family, whose patterns are recorded per query head),
+in its own tokens; the loss probes are GPT-2's.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +33,7 @@ import tiktoken
 
 from model.augment import RESERVED_NAMES
 from model.gpt2 import GPT
+from model.llama import Llama
 from model.record import Recorder
 from model.tokenizer import EOT_ID, gpt2_encoding
 
@@ -50,6 +55,14 @@ NAME_STORIES = (
     "When the sun went down, {n} said goodbye.",
 )
 PROBE_NAMES = sorted(RESERVED_NAMES)[:6]
+Model = GPT | Llama
+
+
+class Encoder(Protocol):
+    """Anything that turns text into ids without special tokens: a tiktoken.Encoding, or the tokenizers of
+    model/tokenizer.py and model/hf_tokenizer.py."""
+
+    encode: Callable[..., list[int]]
 
 
 @dataclass
@@ -59,9 +72,9 @@ class HeadScores:
     first_token: torch.Tensor     # (L, H)
 
 
-def common_word_ids(enc: tiktoken.Encoding) -> list[int]:
+def common_word_ids(enc: Encoder) -> list[int]:
     """COMMON_WORDS that are one token with their leading space, as ids."""
-    ids = [enc.encode_ordinary(" " + w) for w in COMMON_WORDS]
+    ids = [enc.encode(" " + w) for w in COMMON_WORDS]
     return [i[0] for i in ids if len(i) == 1]
 
 
@@ -129,7 +142,7 @@ def expected_positions(ids: list[int]) -> dict[str, list[tuple[int, int]]]:
 
 
 @torch.no_grad()
-def head_scores(model: GPT, seqs: list[list[int]]) -> HeadScores:
+def head_scores(model: Model, seqs: list[list[int]]) -> HeadScores:
     """Each head's mean attention on the expected position of each kind, over the sequences
     (of one length) and the positions where that kind expects something."""
     x = torch.tensor(seqs, device=model.wte.weight.device)
@@ -150,13 +163,18 @@ def head_scores(model: GPT, seqs: list[list[int]]) -> HeadScores:
     return HeadScores(**scores)
 
 
-def repeated_tokens(length: int = 40, trials: int = 8, seed: int = 0) -> list[list[int]]:
-    """The card's head probe: <|endoftext|>, `length` random common words, the same words again."""
-    pool, rng = common_word_ids(gpt2_encoding()), random.Random(seed)
+def repeated_tokens(length: int = 40, trials: int = 8, seed: int = 0, enc: Encoder | None = None,
+                    start: int | None = EOT_ID) -> list[list[int]]:
+    """The card's head probe: the start token (GPT-2's <|endoftext|>; none where start is None), `length`
+    random common words, the same words again. enc: the model's tokenizer (GPT-2's by default); a small
+    vocabulary with fewer common words of one token gets as many as it has."""
+    pool, rng = common_word_ids(enc or gpt2_encoding()), random.Random(seed)
+    if len(pool) < 2:
+        raise ValueError("the tokenizer has fewer than two common words of one token, too few to repeat")
     seqs = []
     for _ in range(trials):
-        words = rng.sample(pool, length)
-        seqs.append([EOT_ID] + words + words)
+        words = rng.sample(pool, min(length, len(pool)))
+        seqs.append(([] if start is None else [start]) + words + words)
     return seqs
 
 
@@ -179,9 +197,10 @@ def repeats(ids: list[int], losses: list[float]) -> dict | None:
     return {"tokens": len(again), "first_time": sum(before) / len(before), "again": sum(again) / len(again)}
 
 
-def head_probe(model: GPT) -> list[list[int]]:
-    """repeated_tokens, as long as the model's context allows (40 words for any GPT-2)."""
-    return repeated_tokens(length=min(40, (model.config.n_ctx - 1) // 2))
+def head_probe(model: Model, enc: Encoder | None = None, start: int | None = EOT_ID) -> list[list[int]]:
+    """repeated_tokens in the model's own tokens (GPT-2's by default), as long as its context allows (40
+    words for any GPT-2)."""
+    return repeated_tokens(length=min(40, (model.config.n_ctx - 1) // 2), enc=enc, start=start)
 
 
 def ranked_heads(scores: HeadScores) -> list[dict]:

@@ -259,6 +259,17 @@ def draw(probs: torch.Tensor, generators: Sequence[torch.Generator | None]) -> l
     return torch.minimum(torch.searchsorted(cdf, u, right=True), last)[:, 0].tolist()
 
 
+def warp_probs(probs: Sequence[float], params: SamplingParams) -> list[float]:
+    """The chain applied to a few candidates' probabilities (all a model server sends): their chances after it."""
+    logits = torch.tensor([math.log(max(p, 1e-45)) for p in probs])
+    return torch.softmax(warp(logits, params), dim=-1).tolist()
+
+
+def draw_one(probs: Sequence[float], seed: int) -> int:
+    """The index one seeded draw picks from a short list of probabilities."""
+    return draw(torch.tensor([list(probs)]), [torch.Generator().manual_seed(seed)])[0]
+
+
 def largest(x: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """torch.topk(x, k, dim=-1) over rows (G, V), sorted, for a small k and a large V: about 4x faster.
 

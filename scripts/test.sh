@@ -3,12 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# the browser tests drive Debian's Chromium (no browser is downloaded by a test tool)
-if ! command -v chromium >/dev/null 2>&1; then
+# the browser tests drive Debian's Chromium (no browser is downloaded by a test tool); the class
+# session tests start Debian's redis-server, each on its own port, with nothing written to disk
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null
+        sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 fi
 

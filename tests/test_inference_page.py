@@ -47,10 +47,10 @@ async def top_id(engine: Engine, ids: list[int]) -> int:
 def test_steps_round_trip():
     steps = [Taken("g", 318), Taken("s", 464), Taken("h", 1110)]
     assert format_steps(steps) == "g318.s464.h1110"
-    assert parse_steps("g318.s464.h1110", 50257) == steps
-    assert parse_steps("", 50257) == []
+    assert parse_steps("g318.s464.h1110", 50257, EOT_ID) == steps
+    assert parse_steps("", 50257, EOT_ID) == []
     for bad in ("x12", "g", "g12.", "g99999999", "g50257", f"s{EOT_ID}", "g1;s2", "g1." * 2000):
-        assert parse_steps(bad, 50257) is None, bad
+        assert parse_steps(bad, 50257, EOT_ID) is None, bad
 
 
 def test_greedy_appends_the_most_likely_token(client: TestClient, engine: Engine):

@@ -173,7 +173,7 @@ async def next_token_table(engine: Engine, prompt: str, steps: str, temperature:
                 top_k=whole(top_k, "top_k", d["top_k"], 0, 50), top_p=decimal(top_p, "top_p", d["top_p"], 0.05, 1),
                 seed=whole(seed, "seed", d["seed"], 0, 999_999),
                 n=whole(n, "n (the bars shown)", d["n"], 1, max(BARS)))
-    taken = parse_steps(steps, info.vocab_size)
+    taken = parse_steps(steps, info.vocab_size, engine.eos_id)
     if taken is None:
         raise InputError("The steps must be the steps taken, such as g318.s464.h1110 (g, s or h and a token id, "
                          "joined by dots)")
@@ -225,11 +225,12 @@ async def training_curve_csv(engine: EngineDep):
     return csv_file("training-curve", header, rows)
 
 
-# ---------------------------------------------------------------- tokenizer: three vocabularies
+# ---------------------------------------------------------------- tokenizer: the vocabularies compared
 
 async def compare_table(engine: Engine, text: str) -> Table:
     engine.check_text(some_text(text, "text"))
-    comparisons = await anyio.to_thread.run_sync(encodings.compare, text)  # first use builds two encodings
+    # the loaded model's own tokenizer first, where it has one; first use builds two encodings
+    comparisons = await anyio.to_thread.run_sync(encodings.compare, text, engine.own_tokenizer)
     rows = ([c.name, i, t.id, t.text] for c in comparisons for i, t in enumerate(c.tokens))
     return ["vocabulary", "index", "id", "token"], rows
 

@@ -10,22 +10,33 @@ far, the history, the statistics and the URL.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import math
 import re
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
 from app import schemas as s
+from app.classroom import teacher as classroom
 from app.demo import DEFAULT_INFERENCE_PROMPT
 from app.deps import EngineDep
 from app.engine import Engine, InputError
+from app.sources import (
+    MAIN,
+    Candidate,
+    LocalSource,
+    RemoteSource,
+    Source,
+    Sources,
+    SourcesDep,
+)
 from app.templating import or_message, partial, render
-from model.sampling import SamplingParams
-from model.tokenizer import EOT_ID
+from model.sampling import SamplingParams, draw_one, warp_probs
 
 router = APIRouter(include_in_schema=False)
 
@@ -55,15 +66,16 @@ class Dice:
         return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
-def parse_steps(text: str, vocab: int) -> list[Taken] | None:
-    """"g318.s464" -> the steps; None if the field is not a list of steps (a mangled link)."""
+def parse_steps(text: str, vocab: int, eos: int | None) -> list[Taken] | None:
+    """"g318.s464" -> the steps; None if the field is not a list of steps (a mangled link). A step is never
+    the model's end-of-text token (eos: pass the engine's, eos_id), which ends the text rather than joining it."""
     if not text:
         return []
     parts = text.split(".")
     if len(text) > MAX_STEPS_TEXT or not all(STEP.fullmatch(p) for p in parts):
         return None
     steps = [Taken(p[0], int(p[1:])) for p in parts]
-    return steps if all(0 <= t.id < vocab and t.id != EOT_ID for t in steps) else None
+    return steps if all(0 <= t.id < vocab and t.id != eos for t in steps) else None
 
 
 def format_steps(steps: list[Taken]) -> str:
@@ -115,8 +127,9 @@ async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: in
         chosen = await sample(engine, ids, dice, seed)
     else:
         chosen = pick if pick is not None and 0 <= pick < engine.info().vocab_size else "invalid"
-    if chosen == EOT_ID or chosen == "eos":
-        return "The model chose <|endoftext|>: it thinks the text is finished. Undo, change the seed, or start over."
+    if chosen == engine.eos_id or chosen == "eos":
+        return (f"The model chose {engine.texts[engine.eos_id]}: it thinks the text is finished. Undo, change the "
+                "seed, or start over.")
     if chosen == "invalid":
         return "That is not a token of this model's vocabulary."
     return chosen
@@ -194,16 +207,20 @@ def query_float(request: Request, name: str) -> float | None:
 
 
 @router.get("/inference", response_class=HTMLResponse)
-async def inference(request: Request, engine: EngineDep, prompt: str = DEFAULT_INFERENCE_PROMPT, steps: str = ""):
+async def inference(request: Request, engine: EngineDep, sources: SourcesDep, prompt: str = DEFAULT_INFERENCE_PROMPT,
+                    steps: str = "", model: str = "", compare: str = ""):
+    if len(sources) > 1:
+        return await inference_of(request, sources, prompt, steps, model, compare)
     info = engine.info()
     dice = dice_of(*(query_float(request, k) for k in ("temperature", "top_k", "top_p", "seed", "n")))
-    taken = parse_steps(steps, info.vocab_size)
+    taken = parse_steps(steps, info.vocab_size, engine.eos_id)
     context = await stepper(engine, prompt, taken or [], dice)
     if taken is None:
         context["notice"] = "This link's steps could not be read: starting from the prompt."
+    lead = await classroom.follow(request, prompt, dice, context)  # a class session follows its teacher's stepper
     return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
                   default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
-                  oob=False, **context)
+                  oob=False, classroom=lead, **context)
 
 
 async def stepper(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, action: str = "",
@@ -219,11 +236,214 @@ async def inference_partial(request: Request, engine: EngineDep, prompt: Annotat
                             steps: Annotated[str, Form()] = "",
                             temperature: Number = None, top_k: Number = None, top_p: Number = None,
                             seed: Number = None, n: Number = None, action: Annotated[str, Form()] = "",
-                            pick: Annotated[int | None, Form()] = None):
+                            pick: Annotated[int | None, Form()] = None, *, sources: SourcesDep,
+                            model: Annotated[str, Form()] = "", compare: Annotated[str, Form()] = ""):
     dice = dice_of(temperature, top_k, top_p, seed, n)
-    taken = parse_steps(steps, engine.info().vocab_size)
+    if len(sources) > 1:
+        return await inference_partial_of(request, sources, prompt, steps, dice, action, pick, model, compare)
+    taken = parse_steps(steps, engine.info().vocab_size, engine.eos_id)
     context = await stepper(engine, prompt, taken or [], dice, action or ("pick" if pick is not None else ""), pick)
+    await classroom.follow(request, prompt, dice, context)
     response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among,
                        info=engine.info(), oob=True, **context)
+    response.headers["HX-Replace-Url"] = context["url"]
+    return response
+
+
+# ---------------------------------------------------------------- more than one model (app/sources.py)
+# With a second or a remote model configured, the URL also names the model that steps (`model=`) and one to
+# show beside it (`compare=`). Steps belong to one model, so another model's steps carry its key:
+# "second~g318.s464" are ids of the second model's vocabulary. A remote model's tokens are known only by
+# their text, so its steps keep that text (base64url, whatever characters it holds): "remote~gIHRoZQ".
+
+SAID = re.compile(r"([sgh])([A-Za-z0-9_-]{1,800})")
+MAX_REMOTE_STEPS = 256  # each shown step asks the server for its distribution again
+REMOTE_REQUESTS = 8     # of those, at most this many at once
+
+
+@dataclass
+class Said:
+    """A step taken on a remote model: how the token was chosen, and its text."""
+
+    how: str  # a key of HOW
+    text: str
+
+
+def own_steps(text: str, key: str) -> str | None:
+    """The steps field's steps if they were taken on the model `key`, else None; "" when there are none."""
+    if not text:
+        return ""
+    if key == MAIN:
+        return None if "~" in text else text
+    return text.removeprefix(f"{key}~") if text.startswith(f"{key}~") else None
+
+
+def parse_said(text: str) -> list[Said] | None:
+    if not text:
+        return []
+    parts = text.split(".")
+    if len(text) > MAX_STEPS_TEXT or len(parts) > MAX_REMOTE_STEPS or not all(SAID.fullmatch(p) for p in parts):
+        return None
+    try:
+        return [Said(p[0], base64.urlsafe_b64decode(p[1:] + "=" * (-len(p[1:]) % 4)).decode("utf-8"))
+                for p in parts]
+    except ValueError:  # not base64, or not UTF-8
+        return None
+
+
+def format_said(steps: list[Said]) -> str:
+    return ".".join(st.how + base64.urlsafe_b64encode(st.text.encode()).decode().rstrip("=") for st in steps)
+
+
+def with_models(url: str, steps_text: str, key: str, compare: str) -> str:
+    """A state's URL with the models named and the steps as that model writes them."""
+    path, _, query = url.partition("?")
+    q = {k: v for k, v in parse_qsl(query, keep_blank_values=True) if k != "steps"}
+    q |= {"steps": steps_text} if steps_text else {}
+    q |= {"model": key} if key != MAIN else {}
+    q |= {"compare": compare} if compare else {}
+    return path + ("?" + urlencode(q) if q else "")
+
+
+def remote_bars(cands: list[Candidate], dice: Dice) -> dict:
+    now = warp_probs([c.prob for c in cands], dice.params)
+    rows = [{"rank": i + 1, "id": i, "text": c.text, "model": c.prob, "now": now[i],
+             "cut": None if now[i] > 0 else cut_reason(i + 1, dice)} for i, c in enumerate(cands[:dice.n])]
+    rest = lambda covered: 0.0 if covered > 1 - 1e-6 else 1 - covered  # no float dust
+    return {"rows": rows, "others": None, "rest_now": rest(sum(r["now"] for r in rows)),
+            "rest_model": rest(sum(r["model"] for r in rows))}
+
+
+async def remote_take(source: RemoteSource, text: str, dice: Dice, action: str, pick: int | None,
+                      seed: int) -> Candidate | str:
+    """The candidate an action chooses on the remote model, or a sentence saying why none joins the text."""
+    cands = await source.next_token(text, source.model.logprobs)
+    if action == "greedy":
+        i = 0
+    elif action == "sample":
+        i = draw_one(warp_probs([c.prob for c in cands], dice.params), seed)
+    else:
+        i = pick if pick is not None and 0 <= pick < len(cands) else -1
+    if i < 0:
+        return "That is not one of the tokens the model server sent: choose a bar."
+    if not cands[i].text:
+        return "That token is only part of a character, which a link cannot hold: choose another."
+    return cands[i]
+
+
+async def remote_step_context(source: RemoteSource, prompt: str, steps: list[Said], dice: Dice, action: str = "",
+                              pick: int | None = None) -> dict:
+    """step_context for a model on a serving engine: the server re-reads the whole text at every step."""
+    if not prompt:
+        return {"error": "Type a prompt above to see what could come next.", "kind": "info", "steps": []}
+    notice = None
+    if action == "undo" and steps:
+        steps = steps[:-1]
+    elif action == "reset":
+        steps = []
+    elif action in ("greedy", "sample", "pick"):
+        chosen = await remote_take(source, prompt + "".join(st.text for st in steps), dice, action, pick,
+                                   dice.seed + len(steps))
+        if isinstance(chosen, str):
+            notice = chosen
+        else:
+            steps = [*steps, Said({"greedy": "g", "sample": "s", "pick": "h"}[action], chosen.text)]
+    texts = [prompt + "".join(st.text for st in steps[:i]) for i in range(len(steps) + 1)]
+    # each step's chance is looked up in the distribution it was chosen from: one request per step, together
+    limit = asyncio.Semaphore(REMOTE_REQUESTS)
+
+    async def dist(text: str) -> list[Candidate]:
+        async with limit:
+            return await source.next_token(text, source.model.logprobs)
+
+    tasks = [asyncio.ensure_future(dist(t)) for t in texts]
+    try:
+        dists = await asyncio.gather(*tasks)
+    except BaseException:  # one failed: the others stop asking
+        for t in tasks:
+            t.cancel()
+        raise
+    history = []
+    for i, (st, cands) in enumerate(zip(steps, dists)):
+        now = warp_probs([c.prob for c in cands], dice.params)
+        at = next((j for j, c in enumerate(cands) if c.text == st.text), None)
+        history.append({"n": i + 1, "text": st.text, "id": None, "prob": None if at is None else now[at],
+                        "raw": None if at is None else cands[at].prob,
+                        "how": HOW[st.how] + (f", seed {dice.seed + i}" if st.how == "s" else "")})
+    return {"bars": remote_bars(dists[-1], dice), "steps": steps, "history": history, "seed_now": dice.seed + len(steps),
+            "notice": notice or (f"{source.name} runs on {source.model.host}: it sends its {source.model.logprobs} "
+                                 "most likely tokens, and the settings here act on those.")}
+
+
+async def beside_of(source: Source, text: str, n: int) -> dict:
+    """One column of the side-by-side view: a model's own most likely next tokens after the text."""
+    async def column() -> dict:
+        cands = await source.next_token(text, n)
+        return {"rows": cands, "rest": max(0.0, 1 - sum(c.prob for c in cands))}
+
+    return {"name": source.name, "size": source.size, **await or_message(column())}
+
+
+async def steps_of(sources: Sources, source: Source, prompt: str, steps: str, dice: Dice, action: str,
+                   pick: int | None, compare: str) -> dict:
+    """The stepper on the chosen model, and the compared model's distribution for the same text."""
+    mine = own_steps(steps, source.key)
+    if isinstance(source, RemoteSource):
+        said = parse_said(mine or "")
+        context = await or_message(remote_step_context(source, prompt, said or [], dice, action, pick))
+        taken = context.get("steps", said or [])
+        steps_text = format_said(taken)
+        text = prompt + "".join(st.text for st in taken)
+        context = {"history": [], "notice": None, **context,
+                   "url": state_url(prompt, [], dice)}
+    else:
+        info = source.engine.info()
+        said = parse_steps(mine or "", info.vocab_size, source.engine.eos_id)
+        context = await stepper(source.engine, prompt, said or [], dice, action, pick)
+        taken = context["steps"]
+        steps_text = context["steps_text"]
+        text = prompt + source.engine.decode([t.id for t in taken])
+    key = source.key
+    steps_text = f"{key}~{steps_text}" if steps_text and key != MAIN else steps_text
+    other = sources.other(compare, source)
+    beside = None
+    if other is not None and prompt:
+        mine_column = ({"name": source.name, "size": source.size, "error": context["error"]} if "error" in context
+                       else {"name": source.name, "size": source.size,
+                             "rows": [Candidate(r["text"], r["model"]) for r in context["bars"]["rows"]],
+                             "rest": context["bars"]["rest_model"]})
+        beside = [mine_column, await beside_of(other, text, dice.n)]
+    unread = mine is None or said is None
+    return {**context, "steps_text": steps_text, "url": with_models(context["url"], steps_text, key, compare),
+            "beside": beside, "unread": unread, "model_key": key, "compare_key": other.key if other else "",
+            "model_choices": sources.choices()}
+
+
+async def inference_of(request: Request, sources: Sources, prompt: str, steps: str, model: str, compare: str):
+    """The Inference page where more than one model is configured."""
+    source = sources.get(model)
+    dice = dice_of(*(query_float(request, k) for k in ("temperature", "top_k", "top_p", "seed", "n")))
+    context = await steps_of(sources, source, prompt, steps, dice, "", None, compare)
+    if context.pop("unread"):
+        context["notice"] = "This link's steps could not be read: starting from the prompt."
+    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
+    # a class session follows the loaded model's stepper only: its steps are that model's ids
+    lead = await classroom.follow(request, prompt, dice, context) if source is sources.main else None
+    return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
+                  default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
+                  oob=False, classroom=lead, **context)
+
+
+async def inference_partial_of(request: Request, sources: Sources, prompt: str, steps: str, dice: Dice, action: str,
+                               pick: int | None, model: str, compare: str):
+    source = sources.get(model)
+    context = await steps_of(sources, source, prompt, steps, dice, action or ("pick" if pick is not None else ""),
+                             pick, compare)
+    context.pop("unread")
+    if source is sources.main:
+        await classroom.follow(request, prompt, dice, context)
+    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
+    response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among, info=info,
+                       oob=True, **context)
     response.headers["HX-Replace-Url"] = context["url"]
     return response

@@ -18,6 +18,7 @@ from app import schemas as s
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
+from app.sources import SourcesDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
 from model import incontext
 
@@ -30,15 +31,15 @@ EMPTY_PROMPT = "Type a prompt above to look inside."
 
 
 def architecture(info: s.ModelInfo) -> dict:
-    """Per-part parameter counts of one block and the final layer norm, from the totals by part
-    (every block has the same shape; the final layer norm is a scale and a shift per width)."""
-    L, C, p = info.n_layer, info.n_embd, info.parameters
-    final_ln = 2 * C
+    """Per-part parameter counts of one block and the final norm, from the totals by part and the final norm's
+    own count (every block has the same shape)."""
+    L, p = info.n_layer, info.parameters
+    final_ln = info.final_norm
     block_ln = (p["layer_norm"] - final_ln) // L
     shown = list(range(L)) if L <= 4 else [0, 1, L - 1]  # a deep model: the first two, "…", the last
     return {"attention": p["attention"] // L, "mlp": p["mlp"] // L, "block_ln": block_ln, "final_ln": final_ln,
-            "block": (p["attention"] + p["mlp"]) // L + block_ln, "head_size": C // info.n_head,
-            "hidden": 4 * C, "shown": shown, "hidden_blocks": L - len(shown),
+            "block": (p["attention"] + p["mlp"]) // L + block_ln, "head_size": info.head_dim,
+            "hidden": info.n_inner, "shown": shown, "hidden_blocks": L - len(shown),
             "bytes": p["total"] * {"float16": 2, "bfloat16": 2}.get(info.dtype, 4)}
 
 
@@ -93,10 +94,14 @@ async def try_forward(engine: Engine, prompt: str, pos: int) -> dict:
 
 
 @router.get("/internals", response_class=HTMLResponse)
-async def internals(request: Request, engine: EngineDep, prompt: str = DEFAULT_INTERNALS_PROMPT):
+async def internals(request: Request, engine: EngineDep, sources: SourcesDep, prompt: str = DEFAULT_INTERNALS_PROMPT,
+                    model: str = ""):
     info = engine.info()
     pos = int(query_number(request, "pos", -1, -1, info.n_ctx - 1))
-    forward = await try_forward(engine, prompt, pos)
+    source = sources.get(model)
+    forward = await try_forward(engine, prompt, pos) if not source.remote else {
+        "error": f"Looking inside {source.name} needs its weights, which stay on the model server ({source.size}): "
+                 f"this page shows a model loaded here, {info.name}.", "kind": "info"}
     return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
                   default_prompt=DEFAULT_INTERNALS_PROMPT,
                   head_hint=head_hint(await engine.probe_heads()), head_kinds=HEAD_KINDS,
@@ -123,6 +128,8 @@ HEAD_ROWS = 12  # rows of the head finder's table: the heads worth a look, not a
 
 def head_hint(rows: list[dict]) -> str:
     """What the attention hint may claim, from the heads measured on the probe: named heads with their scores."""
+    if not rows:  # the tokenizer has too few common words of one token to build the probe
+        return "This model's vocabulary has too few common words of one token for the probe of random words."
     claims = []
     for key, what in (("previous_token", "looks at the previous token"),
                       ("induction", "looks back at what followed the current token last time (an induction head)")):

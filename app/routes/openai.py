@@ -12,13 +12,14 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from itertools import accumulate
 
 from fastapi import APIRouter, Depends
 from starlette.responses import StreamingResponse
 
 from app import schemas as s
 from app.deps import EngineDep
-from app.engine import Busy, Generation
+from app.engine import Busy, Engine, Generation
 from app.errors import require_json
 from app.routes import openai_schemas as o
 from app.routes.api import EventStream
@@ -91,16 +92,17 @@ async def completions(req: o.CompletionRequest, engine: EngineDep) -> o.Completi
     temperature = 1.0 if req.temperature is None else req.temperature
     params = SamplingParams(temperature=temperature, top_k=req.top_k or 0,
                             top_p=1.0 if req.top_p is None else req.top_p)
+    echo, echo_logprobs = await echoed(engine, prompt, req.logprobs) if req.echo else ("", None)
     gen = await engine.generate(prompt, req.max_tokens, params, seed=req.seed, stop=stops, n_top=req.logprobs or 0,
                                 limit_name="max_tokens")
-    collector = Collector(len(prompt) if isinstance(prompt, str) else len(engine.tokenizer.decode(prompt)),
+    collector = Collector(len(prompt) if isinstance(prompt, str) else len(engine.decode(prompt)),
                           req.logprobs)
     meta = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": engine.info().name}
     if req.stream:
         usage = req.stream_options is not None and req.stream_options.include_usage
         return EventStream(gen, chunks(gen, collector, meta, usage))
 
-    logprobs, done = None, None
+    logprobs, done = echo_logprobs, None
     async for ev in gen:
         if isinstance(ev, s.TokenEvent):
             logprobs = merge(logprobs, collector.logprobs(ev))
@@ -110,9 +112,28 @@ async def completions(req: o.CompletionRequest, engine: EngineDep) -> o.Completi
             done = ev
     if done.finish_reason in ("timeout", "error"):
         raise Busy(f"The completion was cut short ({done.message}); try again")
-    return o.Completion(**meta, choices=[o.CompletionChoice(text=collector.text, logprobs=logprobs,
+    return o.Completion(**meta, choices=[o.CompletionChoice(text=echo + collector.text, logprobs=logprobs,
                                                             finish_reason=finish(done.finish_reason))],
                         usage=usage_of(done))
+
+
+async def echoed(engine: Engine, prompt: str | list[int], want: int | None) -> tuple[str, o.Logprobs | None]:
+    """The prompt as echo gives it back: its text and, when logprobs are asked for, each prompt token's
+    log-probability and the model's most likely token there (the first token has neither: nothing predicts it)."""
+    text = prompt if isinstance(prompt, str) else engine.decode(prompt)
+    if want is None:
+        return text, None
+    ids = prompt if isinstance(prompt, list) else await engine.encode(prompt)
+    spans = (await engine.tokenize(text)).tokens
+    if [t.id for t in spans] == ids:
+        offsets = [t.start for t in spans]
+    else:  # ids that tokenize differently once decoded: each token's own text lengths
+        offsets = list(accumulate((len(engine.decode([i])) for i in ids[:-1]), initial=0))
+    predictions = (await engine.score(s.ScoreRequest(ids=ids))).predictions if len(ids) >= 2 else []
+    top = [None, *({p.top_text: logprob(p.top_prob)} for p in predictions)][:len(ids)] if want else None
+    return text, o.Logprobs(tokens=[engine.texts[i] for i in ids],
+                            token_logprobs=[None, *(-p.loss for p in predictions)][:len(ids)],
+                            top_logprobs=top, text_offset=offsets)
 
 
 def usage_of(done: s.DoneEvent) -> o.Usage:

@@ -38,7 +38,8 @@ class CompletionRequest(Strict):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5, description="top alternatives to report per token")
-    echo: bool | None = Field(False, description="not supported: false only")
+    echo: bool | None = Field(False, description="give the prompt back before the completion, with each prompt "
+                              "token's logprobs (the first has none); logprobs 0 or 1, not with stream")
     stop: StopText | list[StopText] | None = Field(None, description="up to 4 texts that end the completion")
     seed: Seed | None = None
     presence_penalty: Annotated[float, Field(allow_inf_nan=False)] | None = Field(0, description="not supported: 0 only")
@@ -54,23 +55,28 @@ class CompletionRequest(Strict):
 
     @model_validator(mode="after")
     def _shapes(self) -> "CompletionRequest":
-        unsupported = {"echo": self.echo, "presence_penalty": self.presence_penalty,
+        unsupported = {"presence_penalty": self.presence_penalty,
                        "frequency_penalty": self.frequency_penalty, "logit_bias": self.logit_bias,
                        "suffix": self.suffix}
         for name, value in unsupported.items():
             if value:
-                raise ValueError(f"{name} is not supported by this server; leave it out")
+                raise ValueError(f"The field {name} is not supported by this server: leave it out")
         if isinstance(self.prompt, list) and self.prompt and isinstance(self.prompt[0], str) and len(self.prompt) != 1:
-            raise ValueError("prompt as a list of texts must hold exactly one text: this server returns one completion")
+            raise ValueError("A prompt given as a list of texts must hold exactly one text: this server returns one completion")
+        if self.echo and self.stream:
+            raise ValueError("The field echo works without stream only: leave one of them out")
+        if self.echo and (self.logprobs or 0) > 1:
+            raise ValueError("With echo, logprobs can be 0 or 1 (the prompt's tokens come with their most likely "
+                             "alternative only): ask for fewer")
         if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError(f"stop holds {len(self.stop)} texts; at most 4 are allowed")
+            raise ValueError(f"The field stop holds {len(self.stop)} texts: give at most 4")
         return self
 
 
 class Logprobs(BaseModel):
     tokens: list[str]
     token_logprobs: list[float | None]
-    top_logprobs: list[dict[str, float]] | None
+    top_logprobs: list[dict[str, float] | None] | None  # None for an echoed prompt's first token
     text_offset: list[int]
 
 

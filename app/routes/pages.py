@@ -21,20 +21,45 @@ from functools import lru_cache
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
 from app import schemas as s
-from app.demo import (DEFAULT_LOSS_TEXT,
-                      DEFAULT_PLAYGROUND_PROMPT, DEFAULT_TOKENIZER_TEXT, LOSS_EXAMPLES, PLAYGROUND_PRESETS,
-                      SAMPLE_FILES)
+from app.demo import (
+    DEFAULT_LOSS_TEXT,
+    DEFAULT_PLAYGROUND_PROMPT,
+    DEFAULT_TOKENIZER_TEXT,
+    LOSS_EXAMPLES,
+    PLAYGROUND_PRESETS,
+    SAMPLE_FILES,
+)
 from app.deps import EngineDep
 from app.engine import Engine, InputError
-from app.templating import (LOSS_LEGEND, ROOT, STOPS, Text, flag, message, or_message, partial, query_number,
-                            render)
+from app.errors import require_json
+from app.sources import (
+    GenerateRequest,
+    LocalSource,
+    RemoteSource,
+    Source,
+    Sources,
+    SourcesDep,
+)
+from app.templating import (
+    LOSS_LEGEND,
+    ROOT,
+    STOPS,
+    Text,
+    flag,
+    message,
+    or_message,
+    partial,
+    query_number,
+    render,
+)
 from model import encodings, incontext
 from model.corpus import documents
-from model.tokenizer import EOT, EOT_ID, Tokenizer
+from model.hf_tokenizer import HFTokenizer
+from model.tokenizer import Tokenizer
 from model.training_log import evaluations, finite, other_sources, read_training_log
 
 SAMPLES = ROOT / "model" / "samples"
@@ -48,6 +73,7 @@ MAX_COMPARE_CHIPS = 1500  # chips per vocabulary in the comparison
 BPE_CHARS = 200           # the merge story covers this many characters
 VOCAB_PAGE = 30
 DATA_TOKENS = 400         # tokens of the training stream on the data page
+SPECIALS_SHOWN = 8        # special tokens the tokenizer page names (Llama 3 has 256, mostly reserved)
 
 MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
 
@@ -71,11 +97,11 @@ class SampleStats:
     tokens: int
 
 
-_sample_cache: dict[str, SampleStats] = {}
+_sample_cache: dict[tuple[Tokenizer | HFTokenizer, str], SampleStats] = {}  # by tokenizer and sample
 
 
-def count_sample(tokenizer: Tokenizer, name: str, what: str) -> SampleStats:
-    """A committed sample counted as training counts it: each document followed by one <|endoftext|>."""
+def count_sample(tokenizer: Tokenizer | HFTokenizer, name: str, what: str) -> SampleStats:
+    """A committed sample counted as training counts it: each document followed by one end-of-text token."""
     docs = documents(SAMPLES / name)
     tokens = sum(len(tokenizer.encode(d)) + 1 for d in docs)
     return SampleStats(name, what, len(docs), sum(map(len, docs)), tokens)
@@ -84,18 +110,22 @@ def count_sample(tokenizer: Tokenizer, name: str, what: str) -> SampleStats:
 async def sample_stats(engine: Engine) -> list[SampleStats]:
     # server files, not user input: the engine's tokenizer, without the request size limit; counted once
     for name, what in SAMPLE_FILES:
-        if name not in _sample_cache:
-            _sample_cache[name] = await anyio.to_thread.run_sync(count_sample, engine.tokenizer, name, what)
-    return [_sample_cache[name] for name, _ in SAMPLE_FILES]
+        if (engine.tokenizer, name) not in _sample_cache:
+            _sample_cache[engine.tokenizer, name] = await anyio.to_thread.run_sync(count_sample, engine.tokenizer,
+                                                                                   name, what)
+    return [_sample_cache[engine.tokenizer, name] for name, _ in SAMPLE_FILES]
 
 
 @lru_cache(maxsize=1)
-def training_stream(tokenizer: Tokenizer, n_tokens: int) -> list[dict]:
-    """The first n_tokens of the training sample as the network sees it: documents joined by <|endoftext|>."""
+def training_stream(tokenizer: Tokenizer | HFTokenizer, n_tokens: int) -> list[dict]:
+    """The first n_tokens of the training sample as the network sees it: documents joined by the end-of-text
+    token (GPT-2's <|endoftext|>; nothing where the tokenizer names none)."""
     stream: list[dict] = []
+    eot = tokenizer.eot_id
     for doc in documents(SAMPLES / "tinystories_train.txt"):
         stream += [{"id": t.id, "text": t.text, "eot": False} for t in tokenizer.tokens(doc)]
-        stream.append({"id": EOT_ID, "text": EOT, "eot": True})
+        if eot is not None:
+            stream.append({"id": eot, "text": tokenizer.lookup(eot).text, "eot": True})
         if len(stream) >= n_tokens:
             break
     return stream[:n_tokens]
@@ -161,7 +191,7 @@ async def data(request: Request, engine: EngineDep):
 
 async def tokens_context(engine: Engine, text: str) -> dict:
     r = await engine.tokenize(text)
-    return {"tokens": r.tokens[:MAX_CHIPS], "counts": r.counts}
+    return {"tokens": r.tokens[:MAX_CHIPS], "counts": r.counts, "specials": engine.special_ids}
 
 
 @router.get("/tokenizer", response_class=HTMLResponse)
@@ -173,7 +203,19 @@ async def tokenizer(request: Request, engine: EngineDep, text: str = DEFAULT_TOK
         result = {"error": f"That text is too long to show: {e}."}
     return render(request, "tokenizer.html", "tokenizer", text=text, show_ids=flag(ids, False),
                   show_ws=flag(ws, True), default_text=DEFAULT_TOKENIZER_TEXT, bpe_chars=BPE_CHARS,
-                  **result, **await vocab_context(engine, q[:100], vpage))
+                  tok=tokenizer_facts(engine), **result | await vocab_context(engine, q[:100], vpage))
+
+
+def tokenizer_facts(engine: Engine) -> dict:
+    """What the Tokenizer page says about the loaded model's tokenizer: GPT-2's, or the checkpoint's own."""
+    own = engine.own_tokenizer
+    specials = sorted(engine.special_ids - engine.unused)
+    return {"gpt2": own is None, "name": engine.info().name, "vocab_size": engine.tokenizer.vocab_size,
+            "byte_level": own is None or own.byte_level, "byte_fallback": own is not None and own.byte_fallback,
+            "specials": [{"id": i, "text": engine.texts[i]} for i in specials[:SPECIALS_SHOWN]],
+            "more_specials": max(0, len(specials) - SPECIALS_SHOWN),
+            "eos": None if engine.eos_id is None else engine.texts[engine.eos_id],
+            "start": None if engine.start_id is None else engine.texts[engine.start_id]}
 
 
 @router.post("/partials/tokens", response_class=HTMLResponse)
@@ -196,7 +238,7 @@ async def bpe_partial(request: Request, engine: EngineDep, text: Text = ""):
     except InputError as e:
         return message(request, str(e))
     return partial(request, "partials/_bpe.html", history=history.model_dump(mode="json"),
-                   truncated=len(text) > len(shown), bpe_chars=BPE_CHARS)
+                   truncated=len(text) > len(shown), bpe_chars=BPE_CHARS, tok=tokenizer_facts(engine))
 
 
 @router.post("/partials/compare", response_class=HTMLResponse)
@@ -208,9 +250,10 @@ async def compare_partial(request: Request, engine: EngineDep, text: Text = ""):
     except InputError as e:
         return message(request, f"That text is too long to compare: {e}.")
     # building cl100k/o200k takes a second on first use: off the event loop
-    rows = await anyio.to_thread.run_sync(encodings.compare, text)
+    rows = await anyio.to_thread.run_sync(encodings.compare, text, engine.own_tokenizer)
     most = max(r.count for r in rows) or 1
-    return partial(request, "partials/_compare.html", rows=rows, most=most, max_chips=MAX_COMPARE_CHIPS)
+    return partial(request, "partials/_compare.html", rows=rows, most=most, max_chips=MAX_COMPARE_CHIPS,
+                   own=engine.own_tokenizer is not None, specials=engine.special_ids)
 
 
 async def vocab_context(engine: Engine, q: str, page: int) -> dict:
@@ -218,7 +261,7 @@ async def vocab_context(engine: Engine, q: str, page: int) -> dict:
     pages = max(1, math.ceil(result.total / VOCAB_PAGE))
     if page > pages:  # past the end (a stale link): show the last page
         return await vocab_context(engine, q, pages)
-    return {"result": result, "q": q, "page": page, "pages": pages}
+    return {"result": result, "q": q, "page": page, "pages": pages, "specials": engine.special_ids}
 
 
 @router.get("/partials/vocab", response_class=HTMLResponse)
@@ -236,7 +279,7 @@ async def loss_context(engine: Engine, text: str) -> dict:
     room = engine.info().n_ctx - 1
     r = await engine.score(s.ScoreRequest(ids=ids[:room], prepend_eos=True))
     worst = sorted(r.predictions, key=lambda p: p.loss, reverse=True)[:5]
-    repeated = incontext.repeats([EOT_ID, *ids[:room]], [p.loss for p in r.predictions])
+    repeated = incontext.repeats([engine.start_id, *ids[:room]], [p.loss for p in r.predictions])
     return {"score": r, "n_tokens": len(ids), "truncated": len(ids) > room, "room": room, "worst": worst,
             "repeated": repeated if repeated and repeated["tokens"] >= MIN_REPEATS else None,
             "uniform": math.log(engine.info().vocab_size)}
@@ -249,19 +292,47 @@ async def try_loss(engine: Engine, text: str) -> dict:
     return await or_message(loss_context(engine, text))
 
 
+async def remote_loss_context(source: RemoteSource, text: str) -> dict:
+    """Each token's loss as the model server reports it (its own tokenizer; the first token is not scored)."""
+    scores = await source.score(text)
+    if not scores:
+        raise InputError("The model server scored no token of this text: the first token has nothing before it, "
+                         "so type a longer text")
+    mean = sum(t.loss for t in scores) / len(scores)
+    return {"scores": scores, "mean_loss": mean, "perplexity": math.exp(mean) if mean < 700 else math.inf,
+            "worst": sorted(scores, key=lambda t: t.loss, reverse=True)[:5], "source": source}
+
+
+async def try_source_loss(source: Source, text: str) -> dict:
+    """The loss view of the model a page chose: the partial to render and its context."""
+    if isinstance(source, LocalSource):
+        return {"view": "partials/_loss.html", **await try_loss(source.engine, text)}
+    if not text.strip():
+        return {"error": "Type or paste some text above to see how surprised the model is by each token.",
+                "kind": "info"}
+    return {"view": "partials/_source_loss.html", **await or_message(remote_loss_context(source, text))}
+
+
+def models_of(sources: Sources, source: Source) -> dict:
+    """The model chooser's context, on a server with more than one model."""
+    return {"model_choices": sources.choices(), "model_key": source.key, "compare_key": ""} if len(sources) > 1 else {}
+
+
 @router.get("/loss", response_class=HTMLResponse)
-async def loss(request: Request, engine: EngineDep, text: str = DEFAULT_LOSS_TEXT):
-    result = await try_loss(engine, text)
+async def loss(request: Request, engine: EngineDep, sources: SourcesDep, text: str = DEFAULT_LOSS_TEXT,
+               model: str = ""):
+    source = sources.get(model)
+    result = await try_source_loss(source, text)
     return render(request, "loss.html", "loss", text=text, examples=LOSS_EXAMPLES, legend=LOSS_LEGEND,
-                  default_text=DEFAULT_LOSS_TEXT, info=engine.info(), **result)
+                  default_text=DEFAULT_LOSS_TEXT, info=engine.info(), **models_of(sources, source), **result)
 
 
 @router.post("/partials/loss", response_class=HTMLResponse)
-async def loss_partial(request: Request, engine: EngineDep, text: Text = ""):
-    result = await try_loss(engine, text)
+async def loss_partial(request: Request, sources: SourcesDep, text: Text = "", model: Text = ""):
+    result = await try_source_loss(sources.get(model), text)
     if "error" in result:
         return message(request, result["error"], result["kind"])
-    return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, **result)
+    return partial(request, result.pop("view"), legend=LOSS_LEGEND, **result)
 
 
 # ---------------------------------------------------------------- playground
@@ -273,9 +344,15 @@ PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_t
 COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
 
 
+@router.post("/playground/generate", dependencies=[Depends(require_json)])
+async def playground_generate(req: GenerateRequest, sources: SourcesDep) -> Response:
+    """The Playground's stream from the model it chose: /api/generate's events, from any source."""
+    return await sources.get(req.model).generate(req)
+
+
 @router.get("/playground", response_class=HTMLResponse)
-async def playground(request: Request, engine: EngineDep, prompt: str = DEFAULT_PLAYGROUND_PROMPT, seed: str = "",
-                     stop: str = "none", preset: str = ""):
+async def playground(request: Request, engine: EngineDep, sources: SourcesDep, prompt: str = DEFAULT_PLAYGROUND_PROMPT,
+                     seed: str = "", stop: str = "none", preset: str = "", model: str = "", compare: str = ""):
     d = PLAYGROUND_DEFAULTS
     chosen = next((p for p in PLAYGROUND_PRESETS if p["key"] == preset), None)
     cap = request.app.state.settings.max_new_tokens
@@ -285,7 +362,13 @@ async def playground(request: Request, engine: EngineDep, prompt: str = DEFAULT_
                   compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND, preset=chosen,
                   copying=engine.loaded.card.copying if engine.loaded.card else None,
                   seed=seed if seed.isdigit() and len(seed) <= 9 else "",
+                  **models_of(sources, sources.get(model)) | playground_compare(sources, model, compare),
                   temperature=query_number(request, "temperature", d["temperature"], 0, 2),
                   top_k=int(query_number(request, "top_k", d["top_k"], 0, 100)),
                   top_p=query_number(request, "top_p", d["top_p"], 0.05, 1),
                   max_new_tokens=int(query_number(request, "max_new_tokens", min(d["max_new_tokens"], cap), 1, cap)))
+
+
+def playground_compare(sources: Sources, model: str, compare: str) -> dict:
+    other = sources.other(compare, sources.get(model))
+    return {"compare_key": other.key if other else ""} if len(sources) > 1 else {}

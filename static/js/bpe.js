@@ -2,7 +2,10 @@
  *
  * The JSON block is the engine's BPE history (/api/bpe's shape): pretokens,
  * initial (each pretoken's byte tokens), steps (each merge and the pretokens it
- * changed), tokens, pieces (id -> text). Every state is computed once up front,
+ * changed), tokens, pieces (id -> text). data-bpe-unit says what the story starts
+ * from ("bytes", or "characters" for a SentencePiece-style tokenizer, whose missing
+ * characters start as byte tokens); data-bpe-rank "id" where a token's id is also
+ * its merge's rank (GPT-2), "list" where the merge list orders them. Every state is computed once up front,
  * so Back is as cheap as Step. The step is in the URL (?bpe=K): a link opens at it;
  * a new text starts again from the bytes.
  */
@@ -30,6 +33,8 @@
     const slider = box.querySelector("[data-bpe-slider]");
     const play = box.querySelector('[data-bpe-action="play"]');
     const nBytes = h.initial.reduce(function (n, w) { return n + w.length; }, 0);
+    const unit = box.dataset.bpeUnit || "bytes";
+    const byId = box.dataset.bpeRank !== "list";
     let k = Math.max(0, Math.min(last, Math.floor(fromUrl)));
     fromUrl = 0;
     let timer = null;
@@ -37,7 +42,7 @@
     function describe() {
       const D = DeepDive;
       if (k === 0) {
-        return [D.el("strong", {}, "Start: "), nBytes + " bytes, one token each, in " + h.pretokens.length +
+        return [D.el("strong", {}, "Start: "), nBytes + " " + unit + ", one token each, in " + h.pretokens.length +
           " pieces. A pattern first splits the text into words, numbers, punctuation and spaces; merges never cross pieces. " +
           h.steps.length + " merges to go."];
       }
@@ -46,7 +51,7 @@
         " → ", quoted(st.merged), " (id " + st.token_id + ")" + (st.count > 1 ? ", " + st.count + " times" : "") + ". "];
       parts.push(k === last
         ? "Done: " + h.tokens.length + " tokens, the same as above."
-        : "Lower ids were learned earlier, so they merge first.");
+        : byId ? "Lower ids were learned earlier, so they merge first." : "Merges learned earlier apply first.");
       return parts;
     }
 

@@ -1,7 +1,9 @@
 /* The playground: streamed generation from /api/generate, tokens coloured by
  * the model's own probability, a Stop that aborts the request (the server
  * stops generating when the connection closes), and the same prompt at
- * several temperatures side by side.
+ * several temperatures side by side. Where the server has more than one model
+ * (app/sources.py), the chosen one writes (through /playground/generate unless it
+ * is the loaded model), and a second chosen model writes beside it.
  */
 (function () {
   "use strict";
@@ -15,7 +17,25 @@
   const BINS = DeepDive.constants.loss_bins; // the training page's loss colours: -ln p at each edge
 
   let controller = null; // the running generation(s)
-  const IDLE = new Map([$("pg-detail"), $("pg-cmp-detail")].map(function (box) { return [box, [...box.childNodes]]; }));
+  const IDLE = new Map([$("pg-detail"), $("pg-cmp-detail"), $("pg-models-detail")].filter(Boolean)
+    .map(function (box) { return [box, [...box.childNodes]]; }));
+  const MAIN = "local"; // app/sources.py: the loaded model, which /api/generate serves
+
+  // which model writes: its stream's URL and the request body
+  function request(model, body) {
+    return !model || model === MAIN ? ["/api/generate", body]
+      : ["/playground/generate", Object.assign({}, body, { model: model })];
+  }
+
+  function chosen(name) {
+    const field = form.elements[name];
+    return field ? field.value : "";
+  }
+
+  function label(name) {
+    const field = form.elements[name];
+    return field && field.selectedOptions[0] ? field.selectedOptions[0].textContent : "";
+  }
 
   function settings() {
     const f = form.elements;
@@ -47,13 +67,13 @@
 
   const REASONS = {
     length: "Stopped at the token limit.",
-    eos: "The model chose <|endoftext|>: it thinks the text is finished.",
+    eos: "The model chose " + DeepDive.constants.eot_text + ": it thinks the text is finished.",
     stop: "Stopped at the stop text.",
   };
 
   /* ---------------------------------------------------------- one stream into one output */
   // out: {text (the .tokens element), stats (element holding [data-stat] fields) }
-  async function run(out, body, signal) {
+  async function run(out, body, signal, model) {
     out.text.replaceChildren(el("span", { class: "lab-prompt-text" }, body.prompt));
     const stat = function (name, value) {
       const node = out.stats.querySelector("[data-stat=" + name + "]");
@@ -66,16 +86,21 @@
     let count = 0;
     let done = false;
     try {
-      await Lab.stream("/api/generate", body, function (name, data) {
+      const [url, sent] = request(model, body);
+      await Lab.stream(url, sent, function (name, data) {
         if (name === "token") {
           count += 1;
           stat("tokens", String(count));
           if (!data.text) return; // part of a character: its text comes with the next token
-          const alternatives = data.after.map(function (c) { return "“" + c.text + "” " + Lab.pct(c.prob); }).join(", ");
+          // a model server sends the model's own alternatives only, and no chance after the settings
+          const dice = data.after.length ? data.after : data.before;
+          const alternatives = dice.map(function (c) { return "“" + c.text + "” " + Lab.pct(c.prob); }).join(", ");
           const chip = el("span", {
             class: "chip " + lossClass(data.raw_prob), tabindex: out.text.querySelector(".chip") ? "-1" : "0",
-            title: "chance " + Lab.pct(data.prob) + " · the model's own probability " + Lab.pct(data.raw_prob) +
-              " · token " + (data.step + 1) + (alternatives ? " · the dice chose among: " + alternatives : ""),
+            title: (data.prob === null ? "" : "chance " + Lab.pct(data.prob) + " · ") +
+              (data.raw_prob === null ? "" : "the model's own probability " + Lab.pct(data.raw_prob) + " · ") +
+              "token " + (data.step + 1) + (alternatives ? " · " + (data.after.length ? "the dice chose among: "
+                : "the model's most likely: ") + alternatives : ""),
           }, DeepDive.visible(data.text));
           out.text.append(chip);
         } else if (name === "done") {
@@ -85,8 +110,8 @@
           stat("speed", data.timings.tokens_per_second.toFixed(1));
           stat("first", data.timings.first_token_ms === null ? "–" : Math.round(data.timings.first_token_ms) + " ms");
           const f = stat("finish", data.message ? data.message || "Generation failed."
-            : REASONS[data.finish_reason] + " " + data.prompt_tokens + " prompt tokens, " +
-              data.completion_tokens + " written.");
+            : REASONS[data.finish_reason] + (data.prompt_tokens === null ? " " : " " + data.prompt_tokens +
+              " prompt tokens, ") + data.completion_tokens + " written.");
           if (f && data.message) f.classList.add("error");
         }
       }, signal);
@@ -115,10 +140,29 @@
     // the hover boxes describe the last run's tokens: back to their hints
     IDLE.forEach(function (nodes, box) { box.replaceChildren(...nodes.map(function (n) { return n.cloneNode(true); })); });
     try {
-      if (kind === "one") {
+      const beside = chosen("compare");
+      if (kind === "one" && beside) {
         $("pg-compare").hidden = true;
-        await run({ text: $("pg-output"), stats: $("pg-one") }, base, mine.signal);
+        $("pg-one").hidden = true;
+        $("pg-models").hidden = false;
+        const columns = [[chosen("model"), label("model")], [beside, label("compare")]].map(function (m) {
+          const text = el("div", { class: "tokens lab-output", "data-chips": "", "data-detail": "pg-models-detail" });
+          const col = el("section", { class: "lab-column", "aria-label": m[1] }, el("h3", {}, m[1]), text,
+            el("p", { class: "lab-status" },
+              el("span", { "data-stat": "tokens" }), " tokens · ", el("span", { "data-stat": "speed" }), " tokens/s"),
+            el("p", { class: "lab-status", "data-stat": "finish" }));
+          return { col: col, out: { text: text, stats: col }, model: m[0] };
+        });
+        $("pg-model-columns").replaceChildren(...columns.map(function (c) { return c.col; }));
+        await Promise.all(columns.map(function (c) { return run(c.out, base, mine.signal, c.model); }));
+      } else if (kind === "one") {
+        $("pg-compare").hidden = true;
+        if ($("pg-models")) $("pg-models").hidden = true;
+        $("pg-one").hidden = false;
+        await run({ text: $("pg-output"), stats: $("pg-one") }, base, mine.signal, chosen("model"));
       } else {
+        if ($("pg-models")) $("pg-models").hidden = true;
+        $("pg-one").hidden = false;
         $("pg-compare").hidden = false;
         const columns = TEMPERATURES.map(function (t) {
           const text = el("div", { class: "tokens lab-output", "data-chips": "", "data-detail": "pg-cmp-detail" });
@@ -132,7 +176,7 @@
         });
         $("pg-columns").replaceChildren(...columns.map(function (c) { return c.col; }));
         await Promise.all(columns.map(function (c) {
-          return run(c.out, Object.assign({}, base, { temperature: c.temperature }), mine.signal);
+          return run(c.out, Object.assign({}, base, { temperature: c.temperature }), mine.signal, chosen("model"));
         }));
       }
     } finally {

@@ -1,0 +1,1 @@
+"""Class sessions: the teacher's Inference page leads, students' phones follow and guess the next token."""

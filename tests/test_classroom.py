@@ -1,0 +1,498 @@
+"""Class sessions: every teacher action and student action, every refusal, the store's rules, and the live
+events read from a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+
+import anyio
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from starlette.requests import Request
+
+from app import schemas as s
+from app.classroom import codes, routes as class_routes
+from app.classroom.join_url import base_url
+from app.classroom.state import (Bar, GuessError, Option, Played, Session, class_prob, losses, match_guess,
+                                 points)
+from app.classroom.store import CodeTaken, Gone, MemoryStore, StoreFull
+from app.config import Settings
+from app.engine import Engine
+from app.main import create_app
+from app.routes.inference import Dice, take
+from live_server import serve
+
+PROMPT = "Once upon a time"
+STATE = {"prompt": PROMPT, "steps": "", "temperature": "1", "top_k": "0", "top_p": "1", "seed": "42", "n": "10"}
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_checkpoint) -> Settings:
+    return Settings(model=str(tiny_checkpoint), public_url="http://192.168.7.20:8000")
+
+
+# ---------------------------------------------------------------- helpers
+
+def start(client: TestClient, **state) -> str:
+    """Start a session from the stepper's state; its code."""
+    r = client.post("/class", data={**STATE, **state}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = client.get(r.headers["location"])
+    return re.search(r'data-join-code="(\w{5})"', page.text).group(1)
+
+
+def student(client: TestClient, code: str, nickname: str = "") -> TestClient:
+    """A phone: its own cookies, the same app."""
+    phone = TestClient(client.app)
+    r = phone.post("/join", data={"code": code, "nickname": nickname}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/class/{code}", r.text
+    return phone
+
+
+def session_of(client: TestClient, code: str) -> Session:
+    return anyio.run(client.app.state.classes.get, code)
+
+
+def options(body: str) -> list[int]:
+    return [int(x) for x in re.findall(r'name="option" value="(\d+)"', body)]
+
+
+def distribution(engine: Engine, ids: list[int], targets: list[int]) -> dict[int, s.Target]:
+    async def run():
+        return await engine.next_token(s.NextTokenRequest(ids=ids, n=1, targets=targets))
+    return {t.id: t for t in anyio.run(run).targets}
+
+
+@pytest.fixture
+def teacher(client: TestClient) -> Iterator[TestClient]:
+    """The teacher's browser, with a fresh session each test (the client's cookie jar is the teacher's)."""
+    client.cookies.clear()
+    yield client
+    client.cookies.clear()
+
+
+# ---------------------------------------------------------------- codes and pure logic
+
+def test_join_codes_avoid_characters_that_look_alike():
+    assert not set("0O1lI5S2Z8B") & set(codes.ALPHABET)
+    for _ in range(200):
+        assert codes.CODE.fullmatch(codes.new_code())
+    assert codes.normal_code(" acd34 ") == "ACD34"
+    for bad in ("ACD3", "ACD345", "AC0D3", "ACD3<", ""):
+        assert codes.normal_code(bad) is None
+    secret = codes.new_secret()
+    assert codes.secret_matches(secret, codes.secret_hash(secret))
+    assert not codes.secret_matches(secret + "x", codes.secret_hash(secret))
+    assert not codes.secret_matches("", codes.secret_hash(""))
+
+
+def test_a_typed_guess_is_matched_to_one_token(engine: Engine):
+    encode = engine.tokenizer.encode
+    assert match_guess("cat", encode) == encode("cat")[0]  # at the start of a text: one token as typed
+    assert match_guess("cat", encode, "Once upon a time there was a") == encode(" cat")[0]  # a word after a word
+    assert match_guess("cat", encode, "The\n") == encode("cat")[0]  # at the start of a line
+    assert match_guess(",", encode, "Once upon a time") == encode(",")[0]  # punctuation joins as typed
+    assert len(encode("Marmalade")) > 1 and len(encode(" Marmalade")) > 1
+    assert match_guess("Marmalade", encode, "the jar of") == encode(" Marmalade")[0]  # no one token: the first piece
+    assert match_guess(" dog", encode) == encode(" dog")[0]
+    assert match_guess("👩\u200d🔬", encode) == encode("👩\u200d🔬")[0]  # an emoji joined by a zero-width joiner
+    for bad, words in (("", "Type a word"), ("   ", "Type a word"), ("x" * 41, "keep it to 40"),
+                       ("a\x00b", "control"), ("a\u202eb", "control"), ("x" * 10_000, "10,000 characters")):
+        with pytest.raises(GuessError, match=words):
+            match_guess(bad, encode)
+
+
+def test_the_class_probability_is_smoothed_so_a_token_nobody_guessed_is_finite():
+    assert class_prob(3, 4, 50257) == pytest.approx((3 + 1 / 50257) / 5)
+    nobody = class_prob(0, 30, 50257)
+    assert nobody == pytest.approx(1 / 50257 / 31) and math.isfinite(-math.log(nobody))
+    top = [Option(7, "a", 0.5, 1), Option(8, "b", 0.2, 2)]
+    played = [Played(1, "typed", Option(7, "a", 0.5, 1), [Bar(7, "a", 2, 0.5, 1)], 4, class_prob(2, 4, 100), top),
+              Played(2, "typed", Option(9, "c", 0.01, 40), [], 0, class_prob(0, 0, 100), top)]
+    result = losses(played)
+    assert result["class"] == pytest.approx((-math.log((2 + 0.01) / 5) - math.log(0.01)) / 2)
+    assert result["model"] == pytest.approx((-math.log(0.5) - math.log(0.01)) / 2)
+    assert result["better"] == "the model" and result["rounds"] == 2
+    assert [points(g, 7, top) for g in (7, 8, 9)] == [3, 1, 0]
+    assert points(7, 9, top) == 2 and points(8, 9, top) == 1  # the model's favourite, another of its top five
+
+
+# ---------------------------------------------------------------- the store
+
+def test_the_memory_store_keeps_its_bounds_and_expires_quiet_sessions(monkeypatch):
+    async def run():
+        store = MemoryStore(ttl_s=60, max_sessions=2, max_students=1)
+        await store.create(Session("AAAAA", "h", 0, 0))
+        with pytest.raises(CodeTaken):
+            await store.create(Session("AAAAA", "h", 0, 0))
+        await store.create(Session("CCCCC", "h", 0, 0))
+        with pytest.raises(StoreFull, match="2 class sessions"):
+            await store.create(Session("DDDDD", "h", 0, 0))
+        await store.add_student("AAAAA", "s1", "Ann", now=100.0)
+        with pytest.raises(StoreFull, match="1 students"):
+            await store.add_student("AAAAA", "s2", "")
+        await store.add_student("AAAAA", "s1", "", now=200.0)  # a reconnect keeps the nickname
+        assert (await store.get("AAAAA")).students["s1"].nickname == "Ann"
+        assert not await store.remove_student("AAAAA", "s1", unless_joined_after=150.0)  # it came back
+        assert await store.remove_student("AAAAA", "s1", unless_joined_after=200.0)
+        with pytest.raises(Gone):
+            await store.add_student("EEEEE", "s1", "")
+        await store.put_guess("AAAAA", 1, "s1", 5)
+        await store.put_guess("AAAAA", 1, "s1", 6)  # the latest counts
+        assert await store.guesses("AAAAA", 1) == {"s1": 6}
+        events = await store.subscribe("AAAAA")
+        await store.publish("AAAAA", {"type": "x"})
+        assert await events.__anext__() == {"type": "x"}
+        await events.aclose()
+        later = time.time() + 61
+        monkeypatch.setattr(time, "time", lambda: later)
+        assert await store.get("AAAAA") is None and await store.guesses("AAAAA", 1) == {}
+        await store.create(Session("DDDDD", "h", 0, 0))  # expired sessions free their places
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------- the teacher
+
+def test_starting_a_session_sets_the_teachers_secret_cookie_and_survives_a_reload(teacher: TestClient):
+    r = teacher.post("/class", data=STATE, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/inference?prompt=Once+upon+a+time"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("deepdive_teacher=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    for _ in range(2):  # a reload finds the session again
+        page = teacher.get(r.headers["location"]).text
+        code = re.search(r'data-join-code="(\w{5})"', page).group(1)
+        assert "http://192.168.7.20:8000/join" in page  # DEEPDIVE_PUBLIC_URL wins
+        assert re.search(r'<svg viewBox="0 0 \d+ \d+" class="class-qr">', page)  # the QR code, drawn here
+    secret = cookie.split("=", 1)[1].split(";")[0].split(".", 1)[1]
+    assert secret not in session_of(teacher, code).to_json()  # only its hash is kept
+    assert teacher.post("/class", data=STATE, follow_redirects=False).status_code == 303
+    assert session_of(teacher, code) is None  # a new session from the same browser ends the old one
+
+
+def test_the_join_address_is_the_network_address_not_loopback(monkeypatch):
+    def request(host: str) -> Request:
+        return Request({"type": "http", "scheme": "http", "server": (host, 8000), "path": "/", "root_path": "",
+                        "query_string": b"", "headers": [(b"host", f"{host}:8000".encode())]})
+
+    monkeypatch.setattr("app.classroom.join_url.lan_address", lambda: "10.1.2.3")
+    assert base_url(request("127.0.0.1"), Settings()) == "http://10.1.2.3:8000"
+    assert base_url(request("localhost"), Settings()) == "http://10.1.2.3:8000"
+    assert base_url(request("192.168.0.9"), Settings()) == "http://192.168.0.9:8000"
+    assert base_url(request("127.0.0.1"), Settings(public_url="https://class.example/")) == "https://class.example"
+
+
+def test_each_step_of_the_teachers_stepper_reaches_the_session(teacher: TestClient, engine: Engine):
+    code = start(teacher)
+    phone = student(teacher, code)
+    for action in ("greedy", "sample", "undo"):
+        steps = session_of(teacher, code).stepper.steps
+        r = teacher.post("/partials/inference", data={**STATE, "steps": steps, "action": action})
+        now = re.search(r'id="inf-steps" name="steps" value="([^"]*)"', r.text).group(1)
+        stepper = session_of(teacher, code).stepper
+        assert stepper.steps == now and stepper.url == r.headers["HX-Replace-Url"]
+        ids = [int(p[1:]) for p in now.split(".") if p]
+        assert stepper.pieces == [PROMPT, *(engine.texts[i] for i in ids)]
+    view = phone.get(f"/class/{code}/phone").text
+    assert view.count('class="chip') == len(stepper.pieces) - 1 == 1
+    teacher.post("/partials/inference", data={**STATE, "prompt": "The dog"})  # a new prompt
+    assert session_of(teacher, code).stepper.pieces == ["The dog"]
+    other = TestClient(teacher.app)  # a browser without the secret steps only its own page
+    other.post("/partials/inference", data={**STATE, "prompt": "Hijacked", "action": "greedy"})
+    assert session_of(teacher, code).stepper.prompt == "The dog"
+
+
+def test_a_typed_round_from_guesses_to_reveal(teacher: TestClient, engine: Engine):
+    code = start(teacher)
+    ann, bob, cy = (student(teacher, code, n) for n in ("Ann", "Bob", ""))
+    r = teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+    assert r.status_code == 200 and r.headers["HX-Retarget"] == "#class-panel"
+    assert 'data-round-open="1"' in r.text
+    assert 'name="text"' in ann.get(f"/class/{code}/phone").text
+    ids = engine.tokenizer.encode(PROMPT)
+    assert ann.post(f"/class/{code}/guess", data={"text": "dog", "round": "1"}).status_code == 200
+    said = ann.post(f"/class/{code}/guess", data={"text": " there", "round": "1"})  # the latest counts
+    assert said.status_code == 200 and "data-said" in said.text
+    bob.post(f"/class/{code}/guess", data={"text": " there"})
+    cy.post(f"/class/{code}/guess", data={"text": "<b>x</b>"})
+    there, html = engine.tokenizer.encode(" there")[0], match_guess("<b>x</b>", engine.tokenizer.encode)
+    panel = teacher.get(f"/class/{code}/panel").text
+    assert re.search(r'id="class-answers">3<', panel) and re.search(r'id="class-students">3<', panel)
+
+    r = teacher.post(f"/class/{code}/reveal")
+    assert r.status_code == 200
+    session = session_of(teacher, code)
+    played = session.played[-1]
+    chosen = anyio.run(take, engine, ids, Dice(1.0, 0, 1.0, 42, 10), "sample", None, 42)
+    assert played.token.id == chosen and session.stepper.steps == f"s{chosen}"  # the stepper's own sample
+    assert f'data-apply-steps="s{chosen}"' in r.text  # the teacher's page takes the step
+    model = distribution(engine, ids, [chosen, there, html])
+    assert played.token.prob == pytest.approx(model[chosen].prob)
+    assert {(b.id, b.count) for b in played.histogram} == {(there, 2), (html, 1)}
+    assert played.guesses == 3
+    assert played.class_prob == pytest.approx(class_prob({there: 2, html: 1}.get(chosen, 0), 3, 50257))
+    assert session.round is None
+
+    view = ann.get(f"/class/{code}/phone").text
+    prob, rank = re.search(r'data-guess-prob="([^"]+)" data-guess-rank="(\d+)"', view).groups()
+    assert float(prob) == pytest.approx(model[there].prob) and int(rank) == model[there].rank
+    mine = cy.get(f"/class/{code}/phone").text
+    assert engine.texts[html].strip() == "<" and "&lt;" in mine and "<b>" not in mine  # a token is text, escaped
+
+    table = list(csv.reader(io.StringIO(teacher.get(f"/class/{code}/rounds.csv").text)))
+    assert table[0][:4] == ["round", "mode", "token", "model probability"]
+    assert table[1][0] == "1" and table[1][1] == "typed" and float(table[1][3]) == pytest.approx(model[chosen].prob,
+                                                                                              rel=1e-5)
+    assert f"{engine.texts[there]}:2" in table[1][-1]
+
+
+def test_a_multiple_choice_round_takes_only_its_options(teacher: TestClient, engine: Engine):
+    code = start(teacher)
+    ann = student(teacher, code)
+    teacher.post(f"/class/{code}/round", data={"mode": "choices"})
+    shown = options(ann.get(f"/class/{code}/phone").text)
+    rnd = session_of(teacher, code).round
+    assert len(shown) == len(set(shown)) == 6 and shown == [o.id for o in rnd.options]
+    assert {o.id for o in rnd.top[:4]} <= set(shown)  # the model's four favourites, and two distractors
+    assert all(o.prob == 0 for o in rnd.options)  # the phones are not told the model's view
+    r = ann.post(f"/class/{code}/guess", data={"option": "12345" if 12345 not in shown else "99"})
+    assert r.status_code == 422 and r.text == "Pick one of the options shown on your screen."
+    assert ann.post(f"/class/{code}/guess", data={"text": "cat"}).status_code == 422
+    assert ann.post(f"/class/{code}/guess", data={"option": str(shown[0])}).status_code == 200
+    teacher.post(f"/class/{code}/reveal")
+    assert session_of(teacher, code).played[-1].histogram[0].id == shown[0]
+
+
+def test_the_leaderboard_shows_nicknames_only_when_the_teacher_says(teacher: TestClient):
+    code = start(teacher)
+    ann = student(teacher, code, "Ann")
+    teacher.post(f"/class/{code}/round", data={"mode": "choices"})
+    top = session_of(teacher, code).round.top[0].id
+    ann.post(f"/class/{code}/guess", data={"option": str(top)})
+    teacher.post(f"/class/{code}/reveal")
+    assert "class-board" not in ann.get(f"/class/{code}/phone").text
+    r = teacher.post(f"/class/{code}/leaderboard", data={"show": "1"})
+    assert 'aria-pressed="true"' in r.text
+    assert re.search(r"<span>Ann</span> <strong>[23]</strong>", ann.get(f"/class/{code}/phone").text)
+    teacher.post(f"/class/{code}/leaderboard", data={"show": "0"})
+    assert "class-board" not in ann.get(f"/class/{code}/phone").text
+
+
+def test_ending_a_session_frees_everything(teacher: TestClient):
+    code = start(teacher)
+    ann = student(teacher, code)
+    r = teacher.post(f"/class/{code}/end", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/inference")
+    assert 'deepdive_teacher=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
+    assert session_of(teacher, code) is None
+    gone = ann.get(f"/class/{code}/phone")
+    assert gone.status_code == 404 and gone.text.startswith(f"There is no class session with the code {code}")
+    assert "Start a class session" in teacher.get("/inference").text
+
+
+def test_the_csv_defuses_formulas(teacher: TestClient):
+    code = start(teacher)
+    store = teacher.app.state.classes
+    session = session_of(teacher, code)
+    session.played.append(Played(1, "typed", Option(5, "=cmd|x", 0.25, 2), [Bar(5, "=cmd|x", 1, 0.25, 2)], 1,
+                                 class_prob(1, 1, 50257)))
+    anyio.run(store.save, session)
+    rows = list(csv.reader(io.StringIO(teacher.get(f"/class/{code}/rounds.csv").text)))
+    assert rows[1][2] == "'=cmd|x" and rows[1][-1] == "'=cmd|x:1"
+
+
+# ---------------------------------------------------------------- refusals
+
+def test_students_cannot_use_the_teachers_controls(teacher: TestClient):
+    code = start(teacher)
+    ann = student(teacher, code)
+    for method, path, data in (("post", "round", {"mode": "typed"}), ("post", "reveal", {}),
+                               ("post", "leaderboard", {"show": "1"}), ("post", "end", {}),
+                               ("get", "rounds.csv", None), ("get", "panel", None)):
+        r = getattr(ann, method)(f"/class/{code}/{path}", **({"data": data} if data is not None else {}))
+        assert r.status_code == 403, path
+        assert r.text == "Only the teacher's browser, the one that started this session, can do that."
+    forged = TestClient(teacher.app, cookies={"deepdive_teacher": f"{code}.not-the-secret"})
+    assert forged.post(f"/class/{code}/end").status_code == 403
+    assert session_of(teacher, code) is not None
+
+
+@pytest.mark.parametrize("path", ["/class/QQQQQ/round", "/class/QQQQQ/reveal", "/class/QQQQQ/guess",
+                                  "/class/QQQQQ/end", "/class/<script>/round"])
+def test_unknown_codes_are_404_with_a_sentence(client: TestClient, path: str):
+    r = client.post(path, data={"mode": "typed"})
+    assert r.status_code == 404 and r.text.startswith("There is no class session with the code")
+    assert r.headers["content-type"].startswith("text/plain")  # a sentence, never markup
+
+
+def test_joining_refusals_are_shown_on_the_join_page(teacher: TestClient):
+    phone = TestClient(teacher.app)
+    assert 'value="ACD34"' in phone.get("/join?code=acd34").text  # the QR code's link fills the form
+    r = phone.post("/join", data={"code": "nope"})
+    assert r.status_code == 422 and "A join code is 5 letters and digits" in r.text
+    r = phone.post("/join", data={"code": "QQQQQ"})
+    assert r.status_code == 404 and "There is no class session with the code QQQQQ" in r.text
+    code = start(teacher)
+    r = phone.post("/join", data={"code": code, "nickname": "x" * 100})
+    assert r.status_code == 422 and "keep it to 24" in r.text
+    r = phone.post("/join", data={"code": code, "nickname": "<img src=x>"}, follow_redirects=False)
+    assert r.status_code == 303 and f"Path=/class/{code}" in r.headers["set-cookie"]
+    mine = phone.get(f"/class/{code}").text
+    assert "<img src=x>" not in mine and "you are <strong>&lt;img src=x&gt;</strong>" in mine
+    assert TestClient(teacher.app).get(f"/class/{code}", follow_redirects=False).headers["location"] == \
+        f"/join?code={code}"
+
+
+def test_a_class_and_the_server_are_bounded(teacher: TestClient):
+    store = teacher.app.state.classes
+    code = start(teacher)
+    limits = store.max_students, store.max_sessions
+    try:
+        store.max_students = 1
+        student(teacher, code)
+        r = TestClient(teacher.app).post("/join", data={"code": code})
+        assert r.status_code == 429 and "already has 1 students" in r.text
+        store.max_sessions = len(store._sessions)
+        r = TestClient(teacher.app).post("/class", data=STATE)
+        assert r.status_code == 429 and r.text.startswith("This server already runs")
+    finally:
+        store.max_students, store.max_sessions = limits
+
+
+def test_hostile_guesses_get_a_sentence_and_leave_the_session_intact(teacher: TestClient, engine: Engine):
+    code = start(teacher)
+    ann = student(teacher, code)
+    url = f"/class/{code}/guess"
+    r = ann.post(url, data={"text": "cat"})
+    assert r.status_code == 409 and r.text == "No round is open now: wait for your teacher to open the next one."
+    assert teacher.post(f"/class/{code}/reveal").status_code == 409
+    r = teacher.post(f"/class/{code}/round", data={"mode": "<script>"})
+    assert r.status_code == 422 and r.text.startswith("A round is typed or multiple choice")
+    teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+    assert teacher.post(f"/class/{code}/round", data={"mode": "typed"}).status_code == 409
+    assert TestClient(teacher.app).post(url, data={"text": "cat"}).status_code == 403  # not joined
+    for text, words in (("x" * 10_000, "10,000 characters"), ("a\x07b", "control"), ("", "Type a word")):
+        r = ann.post(url, data={"text": text})
+        assert r.status_code == 422 and words in r.text and r.text[0].isupper()
+        time.sleep(0.4)  # within the rate limit
+    r = ann.post(url, data={"text": "🙂"})
+    assert r.status_code == 200
+    r = ann.post(url, data={"text": "<script>alert(1)</script>"[:40]})
+    assert r.status_code == 200 and "<script>" not in r.text and "&lt;" in r.text
+    statuses = [ann.post(url, data={"text": f"w{i}"}).status_code for i in range(100)]
+    assert statuses.count(429) >= 90 and set(statuses) == {200, 429}
+    last_ok = max(i for i, st in enumerate(statuses) if st == 200)
+    guesses = anyio.run(teacher.app.state.classes.guesses, code, 1)
+    text = "".join(anyio.run(teacher.app.state.classes.get, code).stepper.pieces)
+    assert list(guesses.values()) == [match_guess(f"w{last_ok}", engine.tokenizer.encode, text)]  # the latest counts
+    assert ann.post(url, data={"text": "x"}).text.startswith("Slow down")
+    assert teacher.post(f"/class/{code}/reveal").status_code == 200  # the session carries on
+
+
+# ---------------------------------------------------------------- live events, on a real server
+
+@pytest.fixture(scope="module")
+def live(settings: Settings) -> Iterator[str]:
+    with serve(create_app(settings, Engine.load(settings))) as url:
+        yield url
+
+
+def events(response: httpx.Response) -> Iterator[dict | str]:
+    """A stream's events as dicts, and its heartbeats as the string "heartbeat"."""
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line[6:])
+        elif line.startswith(": heartbeat"):
+            yield "heartbeat"
+
+
+def live_start(url: str) -> tuple[httpx.Client, str]:
+    teacher = httpx.Client(base_url=url, timeout=10)
+    r = teacher.post("/class", data=STATE, follow_redirects=True)
+    return teacher, re.search(r'data-join-code="(\w{5})"', r.text).group(1)
+
+
+def live_join(url: str, code: str) -> httpx.Client:
+    phone = httpx.Client(base_url=url, timeout=10)
+    assert phone.post("/join", data={"code": code, "nickname": "Ann"}).status_code == 303
+    return phone
+
+
+def test_followers_get_the_present_then_each_change(live: str, monkeypatch):
+    teacher, code = live_start(live)
+    phone = live_join(live, code)
+    with phone.stream("GET", f"/class/{code}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        it = events(stream)
+        hello = next(it)
+        assert hello["type"] == "state" and hello["reason"] == "hello" and hello["text"] == [PROMPT]
+        r = teacher.post("/partials/inference", data={**STATE, "action": "greedy"})
+        step = next(it)
+        assert step["reason"] == "step" and len(step["text"]) == 2 and step["text"][0] == PROMPT
+        teacher.post(f"/class/{code}/round", data={"mode": "choices"})
+        opened = next(it)
+        assert opened["reason"] == "round" and len(opened["round"]["options"]) == 6
+        assert set(opened["round"]["options"][0]) == {"id", "text"}  # no model probabilities before the reveal
+        phone.post(f"/class/{code}/guess", data={"option": str(opened["round"]["options"][0]["id"])})
+        assert next(it) == {"type": "count", "students": 1, "answers": 1}
+        teacher.post(f"/class/{code}/reveal")
+        revealed = next(it)
+        assert revealed["reason"] == "reveal" and revealed["revealed"]["no"] == 1 and len(revealed["text"]) == 3
+        teacher.post(f"/class/{code}/end")
+        assert next(it) == {"type": "ended", "code": code}
+    assert r.status_code == 200
+
+
+def test_the_teacher_follows_too_and_strangers_are_refused(live: str):
+    teacher, code = live_start(live)
+    with teacher.stream("GET", f"/class/{code}/events") as stream:
+        assert next(events(stream))["reason"] == "hello"
+    stranger = httpx.Client(base_url=live, timeout=10)
+    r = stranger.get(f"/class/{code}/events")
+    assert r.status_code == 403 and r.text == f"Join class {code} first, at /join?code={code}."
+    assert stranger.get("/class/QQQQQ/events").status_code == 404
+
+
+def test_a_closed_phone_frees_its_place_after_a_grace_and_a_reconnect_keeps_it(live: str, monkeypatch):
+    monkeypatch.setattr(class_routes, "GRACE_S", 0.5)
+    monkeypatch.setattr(class_routes, "HEARTBEAT_S", 0.2)
+    teacher, code = live_start(live)
+    phone = live_join(live, code)
+    with phone.stream("GET", f"/class/{code}/events") as stream:
+        it = events(stream)
+        assert next(it)["students"] == 1
+        assert next(it) == "heartbeat"
+    with phone.stream("GET", f"/class/{code}/events") as stream:  # back within the grace
+        it = events(stream)  # kept: dropping the iterator closes the connection
+        assert next(it)["students"] == 1
+        time.sleep(1.0)  # the first connection's grace has run out: the phone is still connected
+        panel = teacher.get(f"/class/{code}/panel").text
+        assert re.search(r'id="class-students">1<', panel)
+    deadline = time.monotonic() + 5
+    while re.search(r'id="class-students">1<', teacher.get(f"/class/{code}/panel").text):
+        assert time.monotonic() < deadline, "the closed phone kept its place"
+        time.sleep(0.1)
+    assert phone.get(f"/class/{code}/phone").status_code == 403  # its place is gone; joining again brings it back
+
+
+def test_many_followers_from_one_address_do_not_use_up_its_share_of_the_model(live: str):
+    teacher, code = live_start(live)
+    phone = live_join(live, code)
+    streams = [phone.stream("GET", f"/class/{code}/events") for _ in range(8)]
+    followers = [events(s.__enter__()) for s in streams]
+    try:
+        assert all(next(f)["reason"] == "hello" for f in followers)
+        started = time.monotonic()
+        r = teacher.post("/partials/inference", data={**STATE, "action": "greedy"})
+        assert r.status_code == 200 and time.monotonic() - started < 10
+    finally:
+        for s in streams:
+            s.__exit__(None, None, None)

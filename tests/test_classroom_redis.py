@@ -1,0 +1,437 @@
+"""Class sessions in Redis: the store against a real redis-server, then two server processes sharing one class.
+
+redis-server is Debian's (scripts/test.sh installs it, as it installs Chromium); each test
+module run starts its own on a free port in a temporary directory, with persistence off.
+Outside CI the tests are skipped when redis-server is not installed; in CI they must run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.classroom.redis_store import RedisStore, Unavailable
+from app.classroom.state import Session
+from app.classroom.store import QUEUE_EVENTS, CodeTaken, Gone, StoreFull
+
+REDIS_SERVER = shutil.which("redis-server")
+if REDIS_SERVER is None and not os.environ.get("CI"):
+    pytest.skip("redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)",
+                allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server child process on 127.0.0.1, nothing written to disk."""
+
+    def __init__(self, workdir: Path):
+        assert REDIS_SERVER, "redis-server is not installed; in CI it must be (scripts/test.sh installs it)"
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+CODES = iter(f"T{a}{b}{c}{d}" for a in "ACDEF" for b in "GHJKM" for c in "NPQRT" for d in "UVWXY")
+
+
+def new_session(code: str | None = None) -> Session:
+    now = time.time()
+    return Session(code=code or next(CODES), secret_hash="0" * 64, created=now, active=now)
+
+
+def store(url: str, **limits) -> RedisStore:
+    return RedisStore(url, **{"ttl_s": 60.0, "max_sessions": 1000, "max_students": 200, **limits})
+
+
+# ---------------------------------------------------------------- the store itself
+
+def test_create_get_save_delete(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        a, b = store(redis_server.url), store(redis_server.url)  # two processes' stores
+        s = new_session()
+        s.stepper.prompt = "Once upon a <b>time</b> 🐉"
+        await a.create(s)
+        with pytest.raises(CodeTaken):
+            await b.create(new_session(s.code))
+        got = await b.get(s.code)
+        assert got is not None and got.to_json() == s.to_json()
+        assert await b.get("TZZZZ") is None
+
+        await b.add_student(s.code, "st-1", "Ada", now=1000.25)
+        got.stepper.steps = "612"
+        got.rounds_opened = 3
+        assert await b.save(got)
+        # a save from a copy read before the join keeps the student: students change only through add/remove
+        stale = await a.get(s.code)
+        stale.students = {}
+        stale.leaderboard = True
+        assert await a.save(stale)
+        back = await a.get(s.code)
+        assert back.stepper.steps == "612" and back.rounds_opened == 3 and back.leaderboard
+        assert list(back.students) == ["st-1"] and back.students["st-1"].nickname == "Ada"
+
+        await a.put_guess(s.code, 1, "st-1", 612)
+        await a.delete(s.code)
+        assert await b.get(s.code) is None
+        assert await b.guesses(s.code, 1) == {}
+        assert not await b.save(back)  # deleted: nothing is written back
+        assert await b.get(s.code) is None
+        with pytest.raises(Gone):
+            await b.add_student(s.code, "st-2", "")
+        with pytest.raises(Gone):
+            await b.put_guess(s.code, 1, "st-1", 612)
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+def test_bounds_hold_across_processes(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        url = redis_server.url
+        await with_flush(url)
+        a, b = store(url, max_sessions=3, max_students=2), store(url, max_sessions=3, max_students=2)
+        # six creators race for three places: exactly three get one
+        got = await asyncio.gather(*[(a if i % 2 else b).create(new_session()) for i in range(6)],
+                                   return_exceptions=True)
+        assert sum(r is None for r in got) == 3
+        refused = [r for r in got if r is not None]
+        assert all(isinstance(r, StoreFull) for r in refused)
+        assert str(refused[0]).startswith("This server already runs 3 class sessions")
+
+        code = (await a.redis.zrange("classes:live", 0, 0))[0]
+        await a.delete(code)
+        await b.create(s := new_session())  # a deleted session frees its place
+
+        # two places; four phones race for them through both processes
+        joins = await asyncio.gather(*[(a if i % 2 else b).add_student(s.code, f"st-{i}", f"n{i}")
+                                       for i in range(4)], return_exceptions=True)
+        assert sum(not isinstance(r, Exception) for r in joins) == 2
+        assert all(isinstance(r, StoreFull) for r in joins if isinstance(r, Exception))
+        inside = sorted((await a.get(s.code)).students)
+        assert len(inside) == 2
+        # a known student reconnects whatever the count, and keeps its nickname when it sends none
+        again = await b.add_student(s.code, inside[0], "", now=5000.125)
+        assert again.joined == 5000.125 and again.nickname == f"n{inside[0][3:]}"
+        # a closed tab frees its place, unless the phone reconnected since (to any process)
+        assert not await a.remove_student(s.code, inside[0], unless_joined_after=5000.124)
+        assert await a.remove_student(s.code, inside[0], unless_joined_after=5000.125)
+        assert not await a.remove_student(s.code, inside[0])
+        await b.add_student(s.code, "st-new", "")
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+async def with_flush(url: str) -> None:
+    s = store(url)
+    await s.redis.flushdb()
+    await s.close()
+
+
+def test_sessions_expire_after_inactivity_and_writes_refresh_them(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        await with_flush(redis_server.url)
+        a = store(redis_server.url, ttl_s=0.6, max_sessions=1)
+        idle, busy = new_session(), new_session()
+        await a.create(idle)
+        with pytest.raises(StoreFull):
+            await a.create(busy)
+        await a.add_student(idle.code, "st-1", "")
+        await a.put_guess(idle.code, 1, "st-1", 42)
+        for _ in range(3):  # writes every 0.3 s keep it alive past its 0.6 s
+            await asyncio.sleep(0.3)
+            await a.put_guess(idle.code, 1, "st-1", 43)
+        got = await a.get(idle.code)
+        assert got is not None and list(got.students) == ["st-1"]
+        assert await a.guesses(idle.code, 1) == {"st-1": 43}
+        await asyncio.sleep(0.75)  # no write since: every key has gone, and its place is free
+        assert await a.get(idle.code) is None
+        assert await a.redis.keys(f"class:{idle.code}*") == []
+        await a.create(busy)
+        await a.close()
+
+    run(main())
+
+
+def test_guesses_from_two_processes_never_overwrite_each_other(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        a, b = store(redis_server.url), store(redis_server.url)
+        s = new_session()
+        await a.create(s)
+        await asyncio.gather(*[(a if i % 2 else b).put_guess(s.code, 4, f"st-{i}", 1000 + i) for i in range(40)])
+        # the same phone guessing again: the latest counts
+        await b.put_guess(s.code, 4, "st-7", 7)
+        await a.put_guess(s.code, 5, "st-7", 9)
+        assert await a.guesses(s.code, 4) == {f"st-{i}": (7 if i == 7 else 1000 + i) for i in range(40)}
+        assert await b.guesses(s.code, 5) == {"st-7": 9}
+        assert await b.guesses(s.code, 6) == {}
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+def test_events_reach_every_follower_in_every_process(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        a, b = store(redis_server.url), store(redis_server.url)
+        s, other = new_session(), new_session()
+        followers = [await a.subscribe(s.code), await a.subscribe(s.code), await b.subscribe(s.code)]
+        elsewhere = await b.subscribe(other.code)
+        sent = [{"kind": "round", "no": 1}, {"kind": "reveal", "no": 1, "text": "<i>é</i> 🐉"}]
+        for event in sent:
+            await b.publish(s.code, event)
+        for f in followers:
+            assert [await asyncio.wait_for(anext(f), 2) for _ in sent] == sent
+        # one follower leaves; the others in its process still hear, and the other session heard nothing
+        await followers[0].aclose()
+        await a.publish(s.code, {"kind": "step"})
+        assert await asyncio.wait_for(anext(followers[1]), 2) == {"kind": "step"}
+        assert await asyncio.wait_for(anext(followers[2]), 2) == {"kind": "step"}
+        assert elsewhere.queue.empty()
+        # the process holds one subscription per session, not one per follower
+        assert await a.redis.pubsub_numsub(f"class:{s.code}:events") == [(f"class:{s.code}:events", 2)]
+        for f in (*followers[1:], elsewhere):
+            await f.aclose()
+        assert await a.redis.pubsub_numsub(f"class:{s.code}:events") == [(f"class:{s.code}:events", 0)]
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+def test_a_slow_follower_loses_old_events_not_the_publisher_its_pace(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        a = store(redis_server.url)
+        s = new_session()
+        slow, quick = await a.subscribe(s.code), await a.subscribe(s.code)
+        got = []
+        for start in range(0, 200, 20):  # the quick one reads as it goes, the slow one never does
+            for i in range(start, start + 20):
+                await a.publish(s.code, {"n": i})
+            got += [(await asyncio.wait_for(anext(quick), 2))["n"] for _ in range(20)]
+        assert got == list(range(200))
+        kept = [(await anext(slow))["n"] for _ in range(slow.queue.qsize())]
+        assert kept == list(range(200 - QUEUE_EVENTS, 200))
+        await a.close()
+
+    run(main())
+
+
+def test_redis_away_is_a_sentence_not_a_crash(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+
+    async def main() -> None:
+        a = store(server.url)
+        s = new_session()
+        await a.create(s)
+        follower = await a.subscribe(s.code)
+        server.stop()
+        # the follower's stream ends with the sentence, so the phone reconnects and reads the state afresh
+        with pytest.raises(Unavailable) as err:
+            await asyncio.wait_for(anext(follower), 10)
+        assert str(err.value).startswith(f"The class sessions are kept in Redis at 127.0.0.1:{server.port}, "
+                                         "which does not answer; try again")
+        await follower.aclose()
+        t0 = time.monotonic()
+        for call in (a.get(s.code), a.create(new_session()), a.put_guess(s.code, 1, "st", 1),
+                     a.publish(s.code, {}), a.subscribe(s.code)):
+            with pytest.raises(Unavailable):
+                await call
+        assert time.monotonic() - t0 < 10  # refused connections are answered at once, not after long retries
+        # Redis back on the same port: the same store works again, and so do subscriptions
+        server.start()
+        assert await a.get(s.code) is None  # nothing was persisted
+        await a.create(s)
+        follower = await a.subscribe(s.code)
+        await a.publish(s.code, {"back": True})
+        assert await asyncio.wait_for(anext(follower), 2) == {"back": True}
+        await follower.aclose()
+        await a.close()
+
+    try:
+        run(main())
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- two server processes, one class
+
+async def follow(client: httpx.AsyncClient, path: str, events: asyncio.Queue) -> None:
+    """Read a session's Server-Sent Events into a queue (the first item is the response's status)."""
+    async with client.stream("GET", path) as r:
+        await events.put(r.status_code)
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                await events.put(json.loads(line[6:]))
+
+
+async def next_event(events: asyncio.Queue, **want) -> dict:
+    """The next event whose fields have the wanted values (others are skipped), within 10 s."""
+    async def wait() -> dict:
+        while True:
+            event = await events.get()
+            if all(event.get(k) == v for k, v in want.items()):
+                return event
+
+    return await asyncio.wait_for(wait(), 10)
+
+
+def test_two_server_processes_serve_one_class(redis_server: RedisServer, tiny_checkpoint: Path) -> None:
+    """The teacher works on process A, a phone joins, follows, and guesses on process B."""
+    from bench.server import Server
+
+    env = {"DEEPDIVE_REDIS_URL": redis_server.url, "DEEPDIVE_THREADS": "1"}
+    with Server(tiny_checkpoint, env=env) as a, Server(tiny_checkpoint, env=env) as b:
+        async def main() -> None:
+            async with httpx.AsyncClient(base_url=a.url, timeout=10) as teacher, \
+                    httpx.AsyncClient(base_url=b.url, timeout=10) as phone:
+                r = await teacher.post("/class", data={"prompt": "Once upon a time"})
+                assert r.status_code == 303, r.text
+                code = teacher.cookies["deepdive_teacher"].split(".")[0]
+                r = await phone.post("/join", data={"code": code.lower(), "nickname": "Ada"})
+                assert r.status_code == 303 and r.headers["location"] == f"/class/{code}", r.text
+
+                on_b, on_a = asyncio.Queue(), asyncio.Queue()
+                readers = [asyncio.create_task(follow(phone, f"/class/{code}/events", on_b)),
+                           asyncio.create_task(follow(teacher, f"/class/{code}/events", on_a))]
+                try:
+                    assert await on_b.get() == 200 and await on_a.get() == 200
+                    hello = await next_event(on_b, reason="hello")
+                    assert hello["text"] == ["Once upon a time"] and hello["round"] is None
+                    assert hello["students"] == 1
+
+                    r = await teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+                    assert r.status_code == 200, r.text
+                    opened = await next_event(on_b, reason="round")  # published by A, heard on B
+                    assert opened["round"]["no"] == 1 and opened["round"]["mode"] == "typed"
+
+                    r = await phone.post(f"/class/{code}/guess", data={"text": "there", "round": "1"})
+                    assert r.status_code == 200, r.text
+                    assert (await next_event(on_a, type="count", answers=1))["students"] == 1  # B's news on A
+
+                    r = await teacher.post(f"/class/{code}/reveal")  # A reads the guess B stored
+                    assert r.status_code == 200, r.text
+                    revealed = await next_event(on_b, reason="reveal")
+                    assert revealed["revealed"]["no"] == 1 and revealed["revealed"]["guesses"] == 1
+                    assert revealed["round"] is None and len(revealed["text"]) == 2
+                    assert revealed["text"][1] == revealed["revealed"]["token"]
+
+                    csv = (await teacher.get(f"/class/{code}/rounds.csv")).text.splitlines()
+                    assert len(csv) == 2 and csv[1].rstrip().endswith("there:1")
+
+                    # the phone is no teacher, on either process; ending on A ends the stream on B
+                    assert (await phone.post(f"/class/{code}/reveal")).status_code == 403
+                    r = await teacher.post(f"/class/{code}/end")
+                    assert r.status_code == 303
+                    assert (await next_event(on_b, type="ended"))["code"] == code
+                    assert (await phone.get(f"/class/{code}/phone")).status_code == 404
+                finally:
+                    for task in readers:
+                        task.cancel()
+
+        asyncio.run(main())
+
+
+def test_a_server_whose_redis_is_away_answers_503(tiny_checkpoint: Path) -> None:
+    from bench.server import Server
+
+    port = free_port()  # nothing listens there
+    with Server(tiny_checkpoint, env={"DEEPDIVE_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                                      "DEEPDIVE_THREADS": "1"}) as server, \
+            httpx.Client(base_url=server.url, timeout=20) as client:
+        for method, path, data in [("POST", "/class", {"prompt": "Once"}), ("POST", "/join", {"code": "ACDEF"}),
+                                   ("GET", "/class/ACDEF/events", None), ("GET", "/class/ACDEF", None)]:
+            r = client.request(method, path, data=data)
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert f"Redis at 127.0.0.1:{port}, which does not answer; try again" in r.text
+        assert client.get("/healthz").status_code == 200  # the rest of the site works on
+
+
+def test_a_server_outlives_its_redis_going_away(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Followers' streams end (the phones reconnect) rather than hang; once Redis is back, classes work again."""
+    from bench.server import Server
+
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        with Server(tiny_checkpoint, env={"DEEPDIVE_REDIS_URL": redis.url, "DEEPDIVE_THREADS": "1"}) as server:
+            async def main() -> None:
+                async with httpx.AsyncClient(base_url=server.url, timeout=20) as teacher:
+                    assert (await teacher.post("/class", data={"prompt": "Once"})).status_code == 303
+                    code = teacher.cookies["deepdive_teacher"].split(".")[0]
+                    events = asyncio.Queue()
+                    reader = asyncio.create_task(follow(teacher, f"/class/{code}/events", events))
+                    assert await events.get() == 200 and (await next_event(events))["reason"] == "hello"
+                    redis.stop()
+                    await asyncio.wait_for(reader, 10)  # the stream ends, so the browser reconnects
+                    r = await teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+                    assert r.status_code == 503 and "which does not answer" in r.text
+
+                    redis.start()  # empty: the session is gone, and a new one works on the same server
+                    assert (await teacher.post(f"/class/{code}/round")).status_code == 404
+                    assert (await teacher.post("/class", data={"prompt": "Once"})).status_code == 303
+                    code = teacher.cookies["deepdive_teacher"].split(".")[0]
+                    events = asyncio.Queue()
+                    reader = asyncio.create_task(follow(teacher, f"/class/{code}/events", events))
+                    assert await events.get() == 200 and (await next_event(events))["reason"] == "hello"
+                    assert (await teacher.post(f"/class/{code}/round", data={"mode": "typed"})).status_code == 200
+                    assert (await next_event(events, reason="round"))["round"]["no"] == 1
+                    reader.cancel()
+
+            asyncio.run(main())
+    finally:
+        redis.stop()
