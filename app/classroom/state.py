@@ -236,6 +236,7 @@ def snapshot(session: Session, answers: int, reason: str) -> dict:
     rnd, last = session.round, session.played[-1] if session.played else None
     return {
         "type": "state", "reason": reason, "code": session.code, "text": session.stepper.pieces,
+        "steps": session.stepper.steps,
         "round": None if rnd is None else {"no": rnd.no, "mode": rnd.mode,
                                             "options": [{"id": o.id, "text": o.text} for o in rnd.options]},
         "revealed": None if last is None else {"no": last.no, "token": last.token.text, "prob": last.token.prob,

@@ -41,11 +41,20 @@
         if (students) students.textContent = String(event.students);
         if (answers && event.answers !== undefined && current.dataset.roundOpen === "1") answers.textContent = String(event.answers);
       }
-      if ((event.type === "state" && event.reason !== "hello") || event.type === "ended") {
+      // a control's own answer brings the fresh panel; fetching one meanwhile would detach the control
+      // before its answer lands
+      const inFlight = current.querySelector(".htmx-request");
+      if (((event.type === "state" && event.reason !== "hello") || event.type === "ended") && !inFlight) {
         htmx.ajax("GET", "/class/" + encodeURIComponent(code) + "/panel", { target: "#class-panel", swap: "outerHTML" });
       }
+      if (event.type === "state" && event.reason === "reveal") applySteps(event.steps);
     });
-    const steps = panel.dataset.applySteps;
+    applySteps(panel.dataset.applySteps);
+  }
+
+  // after a reveal the stepper takes the revealed step, from the reveal's answer or its event (whichever
+  // comes first; the second finds it taken), so its text and URL follow
+  function applySteps(steps) {
     const field = document.getElementById("inf-steps");
     if (steps !== undefined && field && field.value !== steps) {
       field.value = steps;
