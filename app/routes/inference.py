@@ -24,7 +24,6 @@ from fastapi.responses import HTMLResponse
 from app import schemas as s
 from app.classroom import teacher as classroom
 from app.demo import DEFAULT_INFERENCE_PROMPT
-from app.deps import EngineDep
 from app.engine import Engine, InputError
 from app.sources import (
     MAIN,
@@ -207,17 +206,16 @@ def query_float(request: Request, name: str) -> float | None:
 
 
 @router.get("/inference", response_class=HTMLResponse)
-async def inference(request: Request, engine: EngineDep, sources: SourcesDep, prompt: str = DEFAULT_INFERENCE_PROMPT,
-                    steps: str = "", model: str = "", compare: str = ""):
-    if len(sources) > 1:
-        return await inference_of(request, sources, prompt, steps, model, compare)
-    info = engine.info()
+async def inference(request: Request, sources: SourcesDep, prompt: str = DEFAULT_INFERENCE_PROMPT, steps: str = "",
+                    model: str = "", compare: str = ""):
+    source = sources.get(model)
     dice = dice_of(*(query_float(request, k) for k in ("temperature", "top_k", "top_p", "seed", "n")))
-    taken = parse_steps(steps, info.vocab_size, engine.eos_id)
-    context = await stepper(engine, prompt, taken or [], dice)
-    if taken is None:
+    context = await steps_of(sources, source, prompt, steps, dice, "", None, compare)
+    if context.pop("unread"):
         context["notice"] = "This link's steps could not be read: starting from the prompt."
-    lead = await classroom.follow(request, prompt, dice, context)  # a class session follows its teacher's stepper
+    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
+    # a class session follows the loaded model's stepper only: its steps are that model's ids
+    lead = await classroom.follow(request, prompt, dice, context) if source is sources.main else None
     return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
                   default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
                   oob=False, classroom=lead, **context)
@@ -232,25 +230,27 @@ async def stepper(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, a
 
 
 @router.post("/partials/inference", response_class=HTMLResponse)
-async def inference_partial(request: Request, engine: EngineDep, prompt: Annotated[str, Form()] = "",
+async def inference_partial(request: Request, sources: SourcesDep, prompt: Annotated[str, Form()] = "",
                             steps: Annotated[str, Form()] = "",
                             temperature: Number = None, top_k: Number = None, top_p: Number = None,
                             seed: Number = None, n: Number = None, action: Annotated[str, Form()] = "",
-                            pick: Annotated[int | None, Form()] = None, *, sources: SourcesDep,
-                            model: Annotated[str, Form()] = "", compare: Annotated[str, Form()] = ""):
+                            pick: Annotated[int | None, Form()] = None, model: Annotated[str, Form()] = "",
+                            compare: Annotated[str, Form()] = ""):
     dice = dice_of(temperature, top_k, top_p, seed, n)
-    if len(sources) > 1:
-        return await inference_partial_of(request, sources, prompt, steps, dice, action, pick, model, compare)
-    taken = parse_steps(steps, engine.info().vocab_size, engine.eos_id)
-    context = await stepper(engine, prompt, taken or [], dice, action or ("pick" if pick is not None else ""), pick)
-    await classroom.follow(request, prompt, dice, context)
-    response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among,
-                       info=engine.info(), oob=True, **context)
+    source = sources.get(model)
+    context = await steps_of(sources, source, prompt, steps, dice, action or ("pick" if pick is not None else ""),
+                             pick, compare)
+    context.pop("unread")
+    if source is sources.main:
+        await classroom.follow(request, prompt, dice, context)
+    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
+    response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among, info=info,
+                       oob=True, **context)
     response.headers["HX-Replace-Url"] = context["url"]
     return response
 
 
-# ---------------------------------------------------------------- more than one model (app/sources.py)
+# ---------------------------------------------------------------- the models (app/sources.py)
 # With a second or a remote model configured, the URL also names the model that steps (`model=`) and one to
 # show beside it (`compare=`). Steps belong to one model, so another model's steps carry its key:
 # "second~g318.s464" are ids of the second model's vocabulary. A remote model's tokens are known only by
@@ -417,33 +417,3 @@ async def steps_of(sources: Sources, source: Source, prompt: str, steps: str, di
     return {**context, "steps_text": steps_text, "url": with_models(context["url"], steps_text, key, compare),
             "beside": beside, "unread": unread, "model_key": key, "compare_key": other.key if other else "",
             "model_choices": sources.choices()}
-
-
-async def inference_of(request: Request, sources: Sources, prompt: str, steps: str, model: str, compare: str):
-    """The Inference page where more than one model is configured."""
-    source = sources.get(model)
-    dice = dice_of(*(query_float(request, k) for k in ("temperature", "top_k", "top_p", "seed", "n")))
-    context = await steps_of(sources, source, prompt, steps, dice, "", None, compare)
-    if context.pop("unread"):
-        context["notice"] = "This link's steps could not be read: starting from the prompt."
-    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
-    # a class session follows the loaded model's stepper only: its steps are that model's ids
-    lead = await classroom.follow(request, prompt, dice, context) if source is sources.main else None
-    return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
-                  default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
-                  oob=False, classroom=lead, **context)
-
-
-async def inference_partial_of(request: Request, sources: Sources, prompt: str, steps: str, dice: Dice, action: str,
-                               pick: int | None, model: str, compare: str):
-    source = sources.get(model)
-    context = await steps_of(sources, source, prompt, steps, dice, action or ("pick" if pick is not None else ""),
-                             pick, compare)
-    context.pop("unread")
-    if source is sources.main:
-        await classroom.follow(request, prompt, dice, context)
-    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
-    response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among, info=info,
-                       oob=True, **context)
-    response.headers["HX-Replace-Url"] = context["url"]
-    return response
