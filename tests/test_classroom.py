@@ -254,6 +254,21 @@ def test_a_typed_round_from_guesses_to_reveal(teacher: TestClient, engine: Engin
     assert f"{engine.texts[there]}:2" in table[1][-1]
 
 
+def test_the_round_draws_its_token_when_it_opens_and_again_if_the_settings_change(teacher: TestClient,
+                                                                                  engine: Engine):
+    code = start(teacher)
+    ids = engine.tokenizer.encode(PROMPT)
+    greedy = anyio.run(take, engine, ids, Dice(0.0, 0, 1.0, 42, 10), "greedy", None, 42)
+    teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+    opened = session_of(teacher, code).round
+    assert opened.chosen == anyio.run(take, engine, ids, Dice(1.0, 0, 1.0, 42, 10), "sample", None, 42)
+    assert opened.chosen != greedy  # at temperature 1 this seed draws another token than the top one
+    teacher.post("/partials/inference", data={**STATE, "temperature": "0"})  # the teacher turns the dice off
+    assert session_of(teacher, code).round is not None  # the text did not change: the round stays open
+    assert teacher.post(f"/class/{code}/reveal").status_code == 200
+    assert session_of(teacher, code).played[-1].token.id == greedy  # drawn again, with the settings of the reveal
+
+
 def test_a_multiple_choice_round_takes_only_its_options(teacher: TestClient, engine: Engine):
     code = start(teacher)
     ann = student(teacher, code)
