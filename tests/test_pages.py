@@ -183,6 +183,17 @@ def test_bpe_partial_covers_a_prefix_of_long_text(client: TestClient):
     assert "".join(history["pretokens"]) == ("word " * 100)[: pages.BPE_CHARS]
 
 
+def test_a_links_bpe_step_is_handed_to_the_story(client: TestClient):
+    page = client.get("/tokenizer", params={"text": "lower lowest", "bpe": "2"}).text
+    assert """hx-vals='{"bpe": "2"}'""" in page  # the story's first request carries the link's step
+    assert "hx-vals" not in client.get("/tokenizer", params={"text": "lower lowest", "bpe": "x"}).text
+    assert 'data-bpe-step="2"' in client.post("/partials/bpe", data={"text": "lower lowest", "bpe": "2"}).text
+    steps = int(re.search(r'max="(\d+)"', post(client, "/partials/bpe", "lower lowest")).group(1))
+    body = client.post("/partials/bpe", data={"text": "lower lowest", "bpe": "500"}).text
+    assert f'data-bpe-step="{steps}"' in body  # past the last merge: the end of the story
+    assert 'data-bpe-step="0"' in post(client, "/partials/bpe", "lower lowest")
+
+
 def test_bpe_partial_empty(client: TestClient):
     assert "watch its bytes merge" in post(client, "/partials/bpe", "")
 

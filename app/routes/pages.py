@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app import schemas as s
@@ -71,6 +71,7 @@ router = APIRouter(include_in_schema=False)
 MAX_CHIPS = 3000          # chips drawn for one text (the counts still cover all of it)
 MAX_COMPARE_CHIPS = 1500  # chips per vocabulary in the comparison
 BPE_CHARS = 200           # the merge story covers this many characters
+MAX_BPE_STEP = 4 * BPE_CHARS  # no more merges than bytes: at most 4 a character
 VOCAB_PAGE = 30
 DATA_TOKENS = 400         # tokens of the training stream on the data page
 SPECIALS_SHOWN = 8        # special tokens the tokenizer page names (Llama 3 has 256, mostly reserved)
@@ -201,8 +202,10 @@ async def tokenizer(request: Request, engine: EngineDep, text: str = DEFAULT_TOK
         result = await tokens_context(engine, text)
     except InputError as e:
         result = {"error": f"That text is too long to show: {e}."}
+    # the merge story opens at a link's step (?bpe=K); the server hands it to the story's first request
+    bpe_step = int(query_number(request, "bpe", 0, 0, MAX_BPE_STEP))
     return render(request, "tokenizer.html", "tokenizer", text=text, show_ids=flag(ids, False),
-                  show_ws=flag(ws, True), default_text=DEFAULT_TOKENIZER_TEXT, bpe_chars=BPE_CHARS,
+                  show_ws=flag(ws, True), default_text=DEFAULT_TOKENIZER_TEXT, bpe_chars=BPE_CHARS, bpe_step=bpe_step,
                   tok=tokenizer_facts(engine), **result | await vocab_context(engine, q[:100], vpage))
 
 
@@ -229,7 +232,8 @@ async def tokens_partial(request: Request, engine: EngineDep, text: Text = ""):
 
 
 @router.post("/partials/bpe", response_class=HTMLResponse)
-async def bpe_partial(request: Request, engine: EngineDep, text: Text = ""):
+async def bpe_partial(request: Request, engine: EngineDep, text: Text = "",
+                      bpe: Annotated[int, Form(ge=0, le=MAX_BPE_STEP)] = 0):
     if not text:
         return message(request, "Type some text above to watch its bytes merge into tokens.", "info")
     shown = text[:BPE_CHARS]
@@ -238,7 +242,8 @@ async def bpe_partial(request: Request, engine: EngineDep, text: Text = ""):
     except InputError as e:
         return message(request, str(e))
     return partial(request, "partials/_bpe.html", history=history.model_dump(mode="json"),
-                   truncated=len(text) > len(shown), bpe_chars=BPE_CHARS, tok=tokenizer_facts(engine))
+                   truncated=len(text) > len(shown), bpe_chars=BPE_CHARS, tok=tokenizer_facts(engine),
+                   step=min(bpe, len(history.steps)))
 
 
 @router.post("/partials/compare", response_class=HTMLResponse)

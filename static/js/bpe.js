@@ -6,13 +6,12 @@
  * from ("bytes", or "characters" for a SentencePiece-style tokenizer, whose missing
  * characters start as byte tokens); data-bpe-rank "id" where a token's id is also
  * its merge's rank (GPT-2), "list" where the merge list orders them. Every state is computed once up front,
- * so Back is as cheap as Step. The step is in the URL (?bpe=K): a link opens at it;
- * a new text starts again from the bytes.
+ * so Back is as cheap as Step. The step is in the URL (?bpe=K): the server opens a
+ * link's story at it (data-bpe-step); a new text starts again from the bytes.
  */
 (function () {
   "use strict";
   const PLAY_MS = 700;
-  let fromUrl = Number(new URL(window.location.href).searchParams.get("bpe")) || 0; // the page's first story only
 
   function quoted(text) {
     return DeepDive.el("span", { class: "chip c5" }, DeepDive.visible(text));
@@ -35,8 +34,10 @@
     const nBytes = h.initial.reduce(function (n, w) { return n + w.length; }, 0);
     const unit = box.dataset.bpeUnit || "bytes";
     const byId = box.dataset.bpeRank !== "list";
-    let k = Math.max(0, Math.min(last, Math.floor(fromUrl)));
-    fromUrl = 0;
+    let k = Math.max(0, Math.min(last, Number(box.dataset.bpeStep) || 0));
+    // only the link's first story opens at its step: the next text's request goes without it
+    const result = box.closest("#bpe-result");
+    if (result) result.removeAttribute("hx-vals");
     let timer = null;
 
     function describe() {
