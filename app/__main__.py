@@ -23,15 +23,22 @@ def main(argv: list[str] | None = None) -> None:
 
     from app.engine import Engine
     from app.main import create_app
+    from app.sources import load_second
     from model.loading import CheckpointError
 
     settings = env.model_copy(update={"model": args.model, "host": args.host, "port": args.port})
+    # both models load before serving: a bad one must not leave a half-started server
     try:
-        engine = Engine.load(settings)  # before serving: a bad model must not leave a half-started server
+        engine = Engine.load(settings)
     except CheckpointError as err:
         print(f"deepdive: cannot load the model: {err}", file=sys.stderr)
         sys.exit(2)
-    app = create_app(settings, engine)
+    try:
+        second = load_second(settings) if settings.second_model else None
+    except CheckpointError as err:
+        print(f"deepdive: cannot load the second model (DEEPDIVE_SECOND_MODEL): {err}", file=sys.stderr)
+        sys.exit(2)
+    app = create_app(settings, engine, second)
     # open streams get a few seconds to finish on Ctrl-C, not forever
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
 

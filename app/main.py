@@ -18,8 +18,9 @@ from app.routes import api, docs, downloads, inference, internals, openai, pages
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """Build the app. Pass an already-loaded engine (tests, `python -m app`), or it loads at start-up."""
+def create_app(settings: Settings | None = None, engine: Engine | None = None, second: Engine | None = None) -> FastAPI:
+    """Build the app. Pass already-loaded engines (tests, `python -m app`: the model and settings.second_model),
+    or they load at start-up."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -28,7 +29,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.engine = eng
         eng.start()
         try:
-            async with sources.opened(settings, eng) as app.state.sources:  # the models pages may choose
+            async with sources.opened(settings, eng, second) as app.state.sources:  # the models pages may choose
                 yield
         finally:
             eng.stop()

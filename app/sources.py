@@ -196,11 +196,11 @@ class Sources:
 
 
 @asynccontextmanager
-async def opened(settings: Settings, main: Engine) -> AsyncIterator[Sources]:
-    """The sources the settings name, for the app's lifetime: a second model loads here with its own model
-    thread; the remote model's connections close at the end."""
-    second = Engine.load(settings.model_copy(update={"model": settings.second_model})) if settings.second_model \
-        else None
+async def opened(settings: Settings, main: Engine, second: Engine | None = None) -> AsyncIterator[Sources]:
+    """The sources the settings name, for the app's lifetime: a second model (loaded here unless given) runs its
+    own model thread; the remote model's connections close at the end."""
+    if second is None and settings.second_model:
+        second = load_second(settings)
     remote = RemoteModel(settings.remote_url, settings.remote_model, settings.remote_api_key,
                          settings.remote_timeout_s, settings.remote_logprobs) if settings.remote_url else None
     if second is not None:
@@ -212,6 +212,10 @@ async def opened(settings: Settings, main: Engine) -> AsyncIterator[Sources]:
             second.stop()
         if remote is not None:
             await remote.close()
+
+
+def load_second(settings: Settings) -> Engine:
+    return Engine.load(settings.model_copy(update={"model": settings.second_model}))
 
 
 def get_sources(request: Request) -> Sources:

@@ -8,6 +8,7 @@ context length, lone surrogates in tokenize, a full queue, disconnects); this fi
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -302,6 +303,16 @@ def test_missing_model_is_one_clear_line_and_a_failure() -> None:
     assert out.returncode != 0 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("deepdive: cannot load the model: /nonexistent/model")
+
+
+def test_a_missing_second_model_is_one_clear_line_and_a_failure(tiny_checkpoint: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "app", "--model", str(tiny_checkpoint), "--port", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DEEPDIVE_SECOND_MODEL": "/nonexistent/second"})
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepdive: cannot load the second model (DEEPDIVE_SECOND_MODEL): "
+                                                   "/nonexistent/second")
 
 
 @pytest.mark.parametrize("damage", ["config", "weights"])
