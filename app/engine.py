@@ -50,7 +50,7 @@ class Engine:
         self.config = loaded.config
         self.tokenizer: Tokenizer | HFTokenizer = loaded.tokenizer  # GPT-2's, or the checkpoint's own
         self.eos_id = self.tokenizer.eot_id  # ends a generation (GPT-2's <|endoftext|>); None: nothing does
-        self.start_id = start_token(self.tokenizer)
+        self.start_id = self.tokenizer.start_id
         # every token's display text, looked up for each candidate of every response; the special tokens;
         # the model's rows no token uses (a vocabulary padded to a round size), shown as "<unused N>"
         self.texts: list[str] = []
@@ -364,15 +364,6 @@ class Engine:
                             prob=analysis.rounded(step.prob), raw_prob=analysis.rounded(step.raw_prob),
                             entropy=analysis.rounded(step.entropy),
                             before=self.step_candidates(step.before), after=self.step_candidates(step.after))
-
-
-def start_token(tokenizer: Tokenizer | HFTokenizer) -> int | None:
-    """The token a text starts after: what the tokenizer puts first (Llama 3's <|begin_of_text|>, Mistral's
-    <s>), else its end-of-text token, which starts the next document in the training stream (GPT-2's
-    <|endoftext|>, SmolLM2's and Qwen2's); None where it has neither."""
-    if isinstance(tokenizer, HFTokenizer) and tokenizer.bos_ids:
-        return tokenizer.bos_ids[0]
-    return tokenizer.eot_id
 
 
 async def off_loop(build: Callable[[], T]) -> T:

@@ -148,7 +148,7 @@ templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, page_constants=PA
                              long_chip=LONG_CHIP, copies=demo.copies, lacking=demo.lacking)
 
 
-def render(request: Request, template: str, stage_key: str, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, stage_key: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom."""
     keys = [st.key for st in STAGES]
     i = keys.index(stage_key)
@@ -158,7 +158,8 @@ def render(request: Request, template: str, stage_key: str, **context: Any) -> H
     return templates.TemplateResponse(request, template, {
         "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
         "page_constants": PAGE_CONSTANTS | {"eot_id": engine.eos_id, "eot_text": eos}, "eos_text": eos,
-        "model_name": engine.info().name, "present": request.query_params.get("present") == "1", **context})
+        "model_name": engine.info().name, "present": request.query_params.get("present") == "1", **context},
+        status_code=status)
 
 
 def partial(request: Request, template: str, **context: Any) -> HTMLResponse:

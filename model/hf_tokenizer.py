@@ -26,7 +26,7 @@ from pathlib import Path
 import tokenizers
 
 from model.tokenizer import (MAX_HISTORY_BYTES, BpeHistory, MergeStep, Token, VocabEntry, byte_level_alphabet,
-                             readable)
+                             readable, replay_merges, search_entries)
 
 SPACE = "▁"  # SentencePiece's space
 BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback token
@@ -110,6 +110,13 @@ class HFTokenizer:
         """The end-of-sequence token, if the checkpoint names one."""
         return self.eos_id
 
+    @property
+    def start_id(self) -> int | None:
+        """The token a text starts after: what the tokenizer puts first (Llama 3's <|begin_of_text|>, Mistral's
+        <s>), else its end-of-text token, which starts the next document in the training stream (SmolLM2's,
+        Qwen2's); None where it has neither."""
+        return self.bos_ids[0] if self.bos_ids else self.eot_id
+
     @cached_property
     def bos_ids(self) -> list[int]:
         """What the tokenizer puts before a text when asked for its special tokens (Llama 3's
@@ -160,14 +167,7 @@ class HFTokenizer:
         return VocabEntry(id, text, data, partial, special=id in self._specials)
 
     def search(self, query: str, offset: int = 0, limit: int = 50) -> tuple[int, list[VocabEntry]]:
-        """Entries whose text contains query (case-sensitive), in id order; a number also finds
-        the entry with that id, listed first. Returns the number of matches and one page."""
-        found = [e for e in self._entries.values() if query in e.text]
-        number = query.strip()
-        if number.isdecimal() and len(number) <= len(str(self.vocab_size)) and int(number) in self._entries:
-            by_id = self._entries[int(number)]
-            found = [by_id] + [e for e in found if e is not by_id]
-        return len(found), found[offset : offset + limit]
+        return search_entries(self._entries, query, offset, limit)
 
     def bpe_history(self, text: str) -> BpeHistory:
         """The merges that turn the text's pieces into its tokens, from the tokenizer's own merge list.
@@ -196,26 +196,10 @@ class HFTokenizer:
             last = None if id in self._added else word
         words = [self._symbols(g) for g in groups]
         pretokens = tuple(readable(b"".join(self._bytes(i) for i in g))[0] for g in groups)
-        pairs = [[self._pair_rank(w, i) for i in range(len(w) - 1)] for w in words]
-        symbols = [self._ids(w) for w in words]
-        initial, steps = tuple(symbols), []
-        while (rank := min((min(p) for p in pairs if p), default=_NO_MERGE)) != _NO_MERGE:
-            count, left, right, made = 0, "", "", 0
-            for n, (word, ranks) in enumerate(zip(words, pairs)):
-                while ranks and min(ranks) == rank:
-                    i = ranks.index(rank)  # the leftmost, as the tokenizer does
-                    if not count:
-                        left, right, made = word[i], word[i + 1], self._vocab[word[i] + word[i + 1]]
-                    word[i : i + 2] = [word[i] + word[i + 1]]
-                    del ranks[i]
-                    if i > 0:
-                        ranks[i - 1] = self._pair_rank(word, i - 1)
-                    if i < len(ranks):
-                        ranks[i] = self._pair_rank(word, i)
-                    symbols[n] = self._ids(word)
-                    count += 1
-            steps.append(MergeStep(made, self._spelled_bytes(left), self._spelled_bytes(right), count, tuple(symbols)))
-        return BpeHistory(pretokens, initial, tuple(steps))
+        initial, merges = replay_merges(words, self._pair_rank, self._ids)
+        steps = tuple(MergeStep(self._vocab[m.left + m.right], self._spelled_bytes(m.left), self._spelled_bytes(m.right),
+                                m.count, m.symbols) for m in merges)
+        return BpeHistory(pretokens, initial, steps)
 
     # ---- spelling ----
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 import regex
 import tiktoken
@@ -160,6 +162,65 @@ class BpeHistory:
         return [i for word in last for i in word]
 
 
+@dataclass(frozen=True)
+class Merge:
+    """One step of replay_merges: the rank applied, the first pair it joined, how many times, the symbols after."""
+
+    rank: int
+    left: Any
+    right: Any
+    count: int
+    symbols: tuple[tuple[int, ...], ...]
+
+
+def replay_merges(words: list[list[Any]], pair_rank: Callable[[list[Any], int], int],
+                  ids: Callable[[list[Any]], tuple[int, ...]]) -> tuple[tuple[tuple[int, ...], ...], list[Merge]]:
+    """BPE on each pretoken's symbols, one rank at a time: the pretokens' starting ids and each merge.
+
+    Each pretoken repeatedly joins its leftmost pair with the lowest rank (as tiktoken and
+    tokenizers do). Pretokens do not affect each other, so taking each step's rank as the lowest
+    anywhere in the text, and applying it in every pretoken where it is that pretoken's lowest,
+    gives each pretoken exactly the tokenizer's sequence of merges, in an order a reader can
+    follow. `words` are joined in place.
+    """
+    pairs = [[pair_rank(w, i) for i in range(len(w) - 1)] for w in words]
+    symbols = [ids(w) for w in words]
+    initial, merges = tuple(symbols), []
+    while (rank := min((min(p) for p in pairs if p), default=_NO_MERGE)) != _NO_MERGE:
+        count, left, right = 0, None, None
+        for n, (word, ranks) in enumerate(zip(words, pairs)):
+            while ranks and min(ranks) == rank:
+                i = ranks.index(rank)  # the leftmost
+                if not count:
+                    left, right = word[i], word[i + 1]
+                word[i : i + 2] = [word[i] + word[i + 1]]
+                del ranks[i]
+                if i > 0:
+                    ranks[i - 1] = pair_rank(word, i - 1)
+                if i < len(ranks):
+                    ranks[i] = pair_rank(word, i)
+                symbols[n] = ids(word)
+                count += 1
+        merges.append(Merge(rank, left, right, count, tuple(symbols)))
+    return initial, merges
+
+
+def search_entries(entries: dict[int, VocabEntry], query: str, offset: int = 0,
+                   limit: int = 50) -> tuple[int, list[VocabEntry]]:
+    """Entries whose text contains query (case-sensitive, as tokens are), in id order.
+
+    A query that is a number also finds the entry with that id, listed first.
+    Returns the number of matches and the page of them from offset.
+    """
+    found = [e for e in entries.values() if query in e.text]
+    number = query.strip()
+    # no id has more digits than the largest (and int() refuses very long strings)
+    if number.isdecimal() and len(number) <= len(str(len(entries))) and int(number) in entries:
+        by_id = entries[int(number)]
+        found = [by_id] + [e for e in found if e is not by_id]
+    return len(found), found[offset : offset + limit]
+
+
 class Tokenizer:
     """A tiktoken.Encoding, with the views of it the visualizer shows."""
 
@@ -181,6 +242,11 @@ class Tokenizer:
     @property
     def eot_id(self) -> int:
         return self.encoding.eot_token
+
+    @property
+    def start_id(self) -> int:
+        """The token a text starts after: <|endoftext|>, which starts every document GPT-2 trained on."""
+        return self.eot_id
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         """Typed "<|endoftext|>" is ordinary text unless allow_special is set."""
@@ -219,28 +285,11 @@ class Tokenizer:
         return VocabEntry(id, text, data, partial, special=id in self._special_ids)
 
     def search(self, query: str, offset: int = 0, limit: int = 50) -> tuple[int, list[VocabEntry]]:
-        """Entries whose text contains query (case-sensitive, as tokens are), in id order.
-
-        A query that is a number also finds the entry with that id, listed first.
-        Returns the number of matches and the page of them from offset.
-        """
-        found = [e for e in self._entries.values() if query in e.text]
-        number = query.strip()
-        # no id has more digits than vocab_size (and int() refuses very long strings)
-        if number.isdecimal() and len(number) <= len(str(self.vocab_size)) and int(number) in self._entries:
-            by_id = self._entries[int(number)]
-            found = [by_id] + [e for e in found if e is not by_id]
-        return len(found), found[offset : offset + limit]
+        return search_entries(self._entries, query, offset, limit)
 
     def bpe_history(self, text: str) -> BpeHistory:
-        """The merges that turn the text's bytes into its tokens, lowest rank first.
-
-        tiktoken merges within each regex pretoken, repeatedly joining the leftmost
-        adjacent pair with the lowest rank. Pretokens do not affect each other, so
-        taking each step's rank as the lowest anywhere in the text, and applying it
-        in every pretoken where it is that pretoken's lowest, gives each pretoken
-        exactly tiktoken's sequence of merges, in an order a reader can follow.
-        """
+        """The merges that turn the text's bytes into its tokens, lowest rank first, within each of
+        tiktoken's regex pretokens (replay_merges)."""
         size = len(text.encode("utf-8"))
         if size > MAX_HISTORY_BYTES:
             raise ValueError(
@@ -248,26 +297,10 @@ class Tokenizer:
             )
         pretokens = tuple(self._pattern.findall(text))
         words = [[bytes([b]) for b in p.encode("utf-8")] for p in pretokens]
-        pairs = [[self._pair_rank(w, i) for i in range(len(w) - 1)] for w in words]
-        symbols = [self._ids(w) for w in words]
-        initial, steps = tuple(symbols), []
-        while (rank := min((min(p) for p in pairs if p), default=_NO_MERGE)) != _NO_MERGE:
-            count, left, right = 0, b"", b""
-            for n, (word, ranks) in enumerate(zip(words, pairs)):
-                while ranks and min(ranks) == rank:
-                    i = ranks.index(rank)  # the leftmost, as tiktoken does
-                    if not count:
-                        left, right = word[i], word[i + 1]
-                    word[i : i + 2] = [word[i] + word[i + 1]]
-                    del ranks[i]
-                    if i > 0:
-                        ranks[i - 1] = self._pair_rank(word, i - 1)
-                    if i < len(ranks):
-                        ranks[i] = self._pair_rank(word, i)
-                    symbols[n] = self._ids(word)
-                    count += 1
-            steps.append(MergeStep(rank, left, right, count, tuple(symbols)))
-        return BpeHistory(pretokens, initial, tuple(steps))
+        initial, merges = replay_merges(words, self._pair_rank, self._ids)
+        # a GPT-2 token's id is its merge's rank
+        steps = tuple(MergeStep(m.rank, m.left, m.right, m.count, m.symbols) for m in merges)
+        return BpeHistory(pretokens, initial, steps)
 
     def _pair_rank(self, word: list[bytes], i: int) -> int:
         return self._ranks.get(word[i] + word[i + 1], _NO_MERGE)

@@ -32,6 +32,7 @@ from model.loading import CheckpointError, load_model
 from model.record import Recorder, all_names
 from model.sampling import SamplingParams
 from model.speed import FastLinear, speed_up
+from test_loading import edit_config
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 STEP_TOL = dict(atol=1e-5, rtol=1e-5)
@@ -321,11 +322,6 @@ def test_random_init_runs() -> None:
 def model_dir(checkpoints: dict, tmp_path: Path) -> Path:
     """A private copy of the untied Llama checkpoint, free to break."""
     return Path(shutil.copytree(checkpoints["llama-untied", "float32"][1], tmp_path / "model"))
-
-
-def edit_config(directory: Path, **changes) -> None:
-    path = directory / "config.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
 
 
 def edit_tensors(directory: Path, **changes: torch.Tensor | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import lru_cache
 from urllib.parse import urlencode, urlsplit
 
 import segno
@@ -51,6 +52,7 @@ def join_url(request: Request, settings: Settings, code: str) -> str:
     return f"{base_url(request, settings)}/join?{urlencode({'code': code})}"
 
 
+@lru_cache(maxsize=64)  # drawn again for every panel the teacher's steps refresh: one per session's address
 def qr_svg(url: str) -> str:
     """The URL as an inline SVG QR code (attributes only: the page's CSP allows no style attributes)."""
     return segno.make(url, error="m").svg_inline(scale=1, border=2, omitsize=True, light="#fff",

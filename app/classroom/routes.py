@@ -42,7 +42,7 @@ from app.deps import EngineDep
 from app.engine import Busy, InputError
 from app.routes.downloads import csv_file, num
 from app.routes.inference import Number, dice_of, parse_steps, state_url
-from app.templating import STAGES, partial, sentence, templates
+from app.templating import partial, render, sentence
 
 router = APIRouter(include_in_schema=False)
 
@@ -269,11 +269,9 @@ async def rounds_csv(request: Request, code: str):
 # ---------------------------------------------------------------- students
 
 def page(request: Request, status: int = 200, **context) -> HTMLResponse:
-    """join.html inside the site's layout (it belongs to the Inference stage)."""
-    stage = next(s for s in STAGES if s.key == "inference")
-    return templates.TemplateResponse(request, "join.html", {
-        "stage": stage, "next_stage": None, "model_name": request.app.state.engine.info().name, "present": False,
-        "error": None, "code": "", "nickname": "", "phone": None, **context}, status_code=status)
+    """join.html inside the site's layout (it belongs to the Inference stage, and a phone goes no further)."""
+    return render(request, "join.html", "inference", status=status,
+                  **{"next_stage": None, "error": None, "code": "", "nickname": "", "phone": None, **context})
 
 
 @router.get("/join", response_class=HTMLResponse)

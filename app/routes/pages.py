@@ -290,13 +290,6 @@ async def loss_context(engine: Engine, text: str) -> dict:
             "uniform": math.log(engine.info().vocab_size)}
 
 
-async def try_loss(engine: Engine, text: str) -> dict:
-    if not text.strip():
-        return {"error": "Type or paste some text above to see how surprised the model is by each token.",
-                "kind": "info"}
-    return await or_message(loss_context(engine, text))
-
-
 async def remote_loss_context(source: RemoteSource, text: str) -> dict:
     """Each token's loss as the model server reports it (its own tokenizer; the first token is not scored)."""
     scores = await source.score(text)
@@ -310,12 +303,13 @@ async def remote_loss_context(source: RemoteSource, text: str) -> dict:
 
 async def try_source_loss(source: Source, text: str) -> dict:
     """The loss view of the model a page chose: the partial to render and its context."""
-    if isinstance(source, LocalSource):
-        return {"view": "partials/_loss.html", **await try_loss(source.engine, text)}
+    local = isinstance(source, LocalSource)
+    view = "partials/_loss.html" if local else "partials/_source_loss.html"
     if not text.strip():
-        return {"error": "Type or paste some text above to see how surprised the model is by each token.",
+        return {"view": view, "error": "Type or paste some text above to see how surprised the model is by each token.",
                 "kind": "info"}
-    return {"view": "partials/_source_loss.html", **await or_message(remote_loss_context(source, text))}
+    work = loss_context(source.engine, text) if local else remote_loss_context(source, text)
+    return {"view": view, **await or_message(work)}
 
 
 def models_of(sources: Sources, source: Source) -> dict:
