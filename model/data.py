@@ -63,9 +63,11 @@ def prepare(sources: list[SourceSpec], held_out: dict[str, list[str]], out: Path
         val_docs = [d for f in text_files(held_out[src.name]) for d in documents(f)] if src.name in held_out else []
         if src.name in invent_names:
             names = augment.character_names(docs)
-            rng = random.Random(seed)
-            docs = [augment.invent_names(d, names, rng) for d in docs]
-            val_docs = [augment.invent_names(d, names, rng) for d in val_docs]
+            rng, used = random.Random(seed), set()
+            # a fresh name for every story, used at least three times there, so that only reading the
+            # story predicts its returns
+            docs = [augment.invent_names(d, names, rng, used, min_uses=3) for d in docs]
+            val_docs = [augment.invent_names(d, names, rng, used, min_uses=3) for d in val_docs]
         if src.name in held_out:
             train_docs = docs
         else:
@@ -100,7 +102,8 @@ class Batches:
     """Random windows from a weighted mixture of sources.
 
     A share of rows (get's repeat_share) are repeated spans instead (model/augment.py): random
-    frequent tokens for repeat_random of them, pieces of the mixture's text for the rest.
+    spans of random tokens (augment.SpanPools) for repeat_random of them, pieces of the mixture's text
+    for the rest.
     The batch for (step, micro) depends only on the seed and those two numbers,
     so a resumed run sees exactly the data it would have seen.
     """
@@ -114,17 +117,19 @@ class Batches:
         self.n_ctx = n_ctx
         self.seed = seed
         self.repeat_random = repeat_random
-        self._pool: np.ndarray | None = None
+        self._pools: augment.SpanPools | None = None
 
     @property
-    def pool(self) -> np.ndarray:
-        """The tokens random spans draw from, counted on first use."""
-        if self._pool is None:
-            self._pool = augment.frequent_tokens(list(self.tokens.values()), exclude=EOT_ID)
-        return self._pool
+    def pools(self) -> augment.SpanPools:
+        """Where random spans draw their tokens, counted on first use."""
+        if self._pools is None:
+            frequent = augment.frequent_tokens(list(self.tokens.values()), exclude=EOT_ID)
+            self._pools = augment.SpanPools(frequent, gpt2_encoding())
+        return self._pools
 
     def get(self, step: int, micro: int, batch_size: int, source: str | None = None,
-            repeat_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+            repeat_share: float = 0.0, span: tuple[int, int] = (4, 64)) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch; `span` bounds the length of a repeated random span (short ones are learnt first)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1009 + micro)
         if source is None:
             picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=g).tolist()
@@ -134,8 +139,10 @@ class Batches:
         for k in picks:
             toks = self.tokens[self.names[k]]
             if source is None and float(torch.rand((), generator=g)) < repeat_share:
-                text = None if float(torch.rand((), generator=g)) < self.repeat_random else toks
-                x, y = augment.repeated_row(self.n_ctx, g, self.pool, text)
+                if float(torch.rand((), generator=g)) < self.repeat_random:
+                    x, y = augment.spans_in_text(self.n_ctx, g, self.pools, toks, *span)
+                else:
+                    x, y = augment.repeated_row(self.n_ctx, g, toks)
             else:
                 start = int(torch.randint(0, len(toks) - self.n_ctx - 1, (), generator=g))
                 row = torch.from_numpy(toks[start:start + self.n_ctx + 1].astype(np.int64))

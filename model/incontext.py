@@ -102,7 +102,7 @@ def repeated_words(model: GPT, enc: tiktoken.Encoding, n_words: int = 20, trials
 
 def invented_names(model: GPT, enc: tiktoken.Encoding) -> dict[str, float]:
     """Mean loss per token of a name's later uses, after the story introduced it once."""
-    later, first = [], []
+    later, first, first_piece, rest = [], [], [], []
     for story in NAME_STORIES:
         for name in PROBE_NAMES:
             ids = [EOT_ID] + enc.encode_ordinary(story.format(n=name))
@@ -112,8 +112,11 @@ def invented_names(model: GPT, enc: tiktoken.Encoding) -> dict[str, float]:
             uses = [losses[s - 1:s - 1 + len(name_ids)] for s in starts]
             first.append(uses[0])
             later += uses[1:]
-    return {"name_first_use": round(float(torch.cat(first).mean()), 3),
-            "name_later_uses": round(float(torch.cat(later).mean()), 3)}
+            first_piece += [u[:1] for u in uses[1:]]  # only reading the story predicts this piece
+            rest += [u[1:] for u in uses[1:]]          # the rest, copying alone predicts
+    mean = lambda xs: round(float(torch.cat(xs).mean()), 3) if torch.cat(xs).numel() else None  # noqa: E731
+    return {"name_first_use": mean(first), "name_later_uses": mean(later),
+            "name_later_first_piece": mean(first_piece), "name_later_rest": mean(rest)}
 
 
 def random_words(n_words: int, seed: int = 0) -> str:

@@ -35,7 +35,7 @@ from model import augment
 from model.data import Batches, parse_source, prepare
 from model.generate import generate
 from model.gpt2 import GPT, GPTConfig
-from model.incontext import measure
+from model.incontext import head_probe, head_scores, measure
 from model.loading import load_model, save_checkpoint
 from model.sampling import SamplingParams
 from model.tokenizer import EOT_ID, gpt2_encoding
@@ -46,16 +46,29 @@ SAMPLE_PROMPTS = ("Once upon a time", "Tom and his dog", "The little girl")
 # ---------------------------------------------------------------- training
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
+    """Warm-up, then a cosine to --min-lr; or, with --cooldown F, the peak held until the last F of the
+    steps and a straight line down to --min-lr over them (warm-up, stable, decay)."""
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
+    if args.cooldown:
+        start = args.max_steps * (1 - args.cooldown)
+        return args.lr - (args.lr - args.min_lr) * max(0.0, (step - start) / max(1, args.max_steps - start))
     progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def repeat_share_at(step: int, args: argparse.Namespace) -> float:
-    """The share of repeated-span rows: --repeat-share at the start, moving linearly to --repeat-share-end."""
+def repeat_share_at(step: int, args: argparse.Namespace, phase: str = "A") -> float:
+    """The share of repeated-span rows: --repeat-share at the start, moving linearly to --repeat-share-end;
+    with --phase-b-share, --repeat-share until the copying probes pass (phase A), then that share (phase B)."""
+    if args.phase_b_share is not None:
+        return args.repeat_share if phase == "A" else args.phase_b_share
     end = args.repeat_share if args.repeat_share_end is None else args.repeat_share_end
     return args.repeat_share + (end - args.repeat_share) * min(1.0, step / max(1, args.max_steps))
+
+
+def copying_passes(ic: dict, args: argparse.Namespace) -> bool:
+    """Phase A's goal: an induction head and a cheap second copy (the probes of model/incontext.py)."""
+    return ic["induction_head"]["score"] >= args.switch_induction and ic["second_copy"] <= args.switch_copy
 
 
 def make_optimizer(model: GPT, args: argparse.Namespace) -> torch.optim.AdamW:
@@ -160,7 +173,9 @@ def train(args: argparse.Namespace) -> Path:
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, args)
     step, best = 0, {"val_loss": float("inf"), "step": -1}
+    phase, passes = "A", 0  # the repeat schedule's phase, and phase A's evaluations in a row that passed
     loss_acc, n_acc = 0.0, 0  # train loss summed since the last evaluation
+    nat_sum, nat_n = 0.0, 0  # natural-text rows' summed loss and token count since then
     # a second stage counts on from the first: `step` is this run's, base + step the model's
     base = {"step": 0, "tokens": 0, "elapsed_s": 0.0}
     ckpt, log_path = out / "ckpt.pt", out / "log.jsonl"
@@ -171,6 +186,7 @@ def train(args: argparse.Namespace) -> Path:
         step, best = state["step"], state["best"]
         loss_acc, n_acc = state["loss_acc"], state["n_acc"]
         base = state.get("base", base)
+        phase, passes = state.get("phase", "A"), state.get("passes", 0)
         print(f"resuming from step {step}", file=sys.stderr)
     elif args.init_from:
         source = Path(args.init_from)
@@ -195,10 +211,14 @@ def train(args: argparse.Namespace) -> Path:
     train_batches = Batches(data, "train", config.n_ctx, args.seed, args.repeat_random)
     val_batches = Batches(data, "val", config.n_ctx, args.seed)
     tokens_per_step = args.batch_size * args.grad_accum * config.n_ctx
-    def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def batch_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean loss of the scored targets, and each row's summed loss (for natural rows' own mean)."""
         with autocast(device, args.dtype):
             logits = model(x)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=augment.IGNORE)
+        each = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=augment.IGNORE,
+                               reduction="none").view_as(y)
+        scored = (y != augment.IGNORE).sum()
+        return each.sum() / scored, each.detach().sum(1)
 
     loss_fn = torch.compile(batch_loss) if args.compile else batch_loss
     model.train()
@@ -212,11 +232,14 @@ def train(args: argparse.Namespace) -> Path:
         for g in optimizer.param_groups:
             g["lr"] = lr
         step_loss = 0.0
+        share, span = repeat_share_at(step, args, phase), args.span_a if phase == "A" else args.span_b
         for micro in range(args.grad_accum):
-            x, y = train_batches.get(at, micro, args.batch_size, repeat_share=repeat_share_at(step, args))
-            loss = loss_fn(x.to(device), y.to(device))
+            x, y = train_batches.get(at, micro, args.batch_size, repeat_share=share, span=tuple(span))
+            loss, rows = loss_fn(x.to(device), y.to(device))
             (loss / args.grad_accum).backward()
             step_loss += loss.item() / args.grad_accum
+            natural = ~(y == augment.IGNORE).any(1)  # rows with a random span leave their first copy unscored
+            nat_sum, nat_n = nat_sum + float(rows[natural.to(device)].sum()), nat_n + int(natural.sum()) * y.shape[1]
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -234,9 +257,27 @@ def train(args: argparse.Namespace) -> Path:
             record = {**done, "train_loss": round(loss_acc / n_acc, 4),
                       "val_loss": round(main, 4), "val_losses": {k: round(v, 4) for k, v in val.items()},
                       "lr": lr, "elapsed_s": round(base["elapsed_s"] + bar.format_dict["elapsed"], 1)}
+            if nat_n and share:
+                record["train_loss_natural"] = round(nat_sum / nat_n, 4)
+            if share:
+                record["repeat_share"] = share
             if args.incontext:
                 record["incontext"] = measure(model)
-            loss_acc, n_acc = 0.0, 0
+                heads = head_scores(model, head_probe(model))
+                record["head_scores"] = {k: [[round(float(v), 3) for v in row] for row in getattr(heads, k)]
+                                         for k in ("previous_token", "induction")}
+            if args.phase_b_share is not None:
+                record["phase"] = phase
+                if phase == "A":
+                    passes = passes + 1 if copying_passes(record["incontext"], args) else 0
+                    if passes >= 2 or step >= args.phase_a_max:
+                        phase = "B"
+                        bar.write(f"step {step}: phase B from here on (repeat share {args.phase_b_share})")
+            if args.keep_evaluations:
+                (out / "evaluations").mkdir(exist_ok=True)
+                save_state(out / "evaluations" / f"step-{done['step']}.pt",
+                           {"model": model.state_dict(), "config": config.to_dict(), "step": done["step"]})
+            loss_acc, n_acc, nat_sum, nat_n = 0.0, 0, 0.0, 0
             if main < best["val_loss"]:
                 best = {"val_loss": main, "step": done["step"]}
                 save_state(out / "best.pt", {"model": model.state_dict(), "config": config.to_dict(),
@@ -251,7 +292,8 @@ def train(args: argparse.Namespace) -> Path:
                 f.write(json.dumps(record) + "\n")
         if step % args.checkpoint_interval == 0 or step == stop_at:
             save_state(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "step": step, "best": best, "loss_acc": loss_acc, "n_acc": n_acc, "base": base})
+                              "step": step, "best": best, "loss_acc": loss_acc, "n_acc": n_acc, "base": base,
+                              "phase": phase, "passes": passes})
     bar.close()
 
     if args.export and step == args.max_steps:
@@ -298,6 +340,18 @@ def main(argv: list[str] | None = None) -> None:
                     help="the share at the last step, reached linearly (default: --repeat-share throughout)")
     rp.add_argument("--repeat-random", type=float, default=0.5,
                     help="of those, the share of random frequent tokens (the rest repeat a piece of text)")
+    rp.add_argument("--phase-b-share", type=float,
+                    help="two phases: --repeat-share until the copying probes pass on two evaluations in a row "
+                         "(--switch-induction, --switch-copy; needs --incontext), then this share to the end")
+    rp.add_argument("--switch-induction", type=float, default=0.6, help="phase A ends at this induction score ...")
+    rp.add_argument("--switch-copy", type=float, default=2.0, help="... and a second copy this cheap (nats)")
+    rp.add_argument("--phase-a-max", type=int, default=1200, help="phase A lasts at most this many steps")
+    rp.add_argument("--span-a", type=int, nargs=2, default=[4, 64], metavar=("MIN", "MAX"),
+                    help="length of a repeated random span in phase A (short ones are learnt first)")
+    rp.add_argument("--span-b", type=int, nargs=2, default=[4, 64], metavar=("MIN", "MAX"),
+                    help="... and in phase B")
+    rp.add_argument("--keep-evaluations", action="store_true",
+                    help="save the weights at every evaluation (RUN/evaluations/step-N.pt), to pick one by its probes")
     rp.add_argument("--incontext", action="store_true",
                     help="measure in-context copying (model/incontext.py) at every evaluation")
     rp.add_argument("--n-layer", type=int, default=6)
@@ -311,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--lr", type=float, default=2e-3)
     rp.add_argument("--min-lr", type=float, default=1e-4)
     rp.add_argument("--warmup-steps", type=int, default=100)
+    rp.add_argument("--cooldown", type=float, default=0.0,
+                    help="hold --lr, then fall linearly to --min-lr over this last fraction of the steps "
+                         "(default 0: a cosine from the warm-up on)")
     rp.add_argument("--weight-decay", type=float, default=0.1)
     rp.add_argument("--grad-clip", type=float, default=1.0)
     rp.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")

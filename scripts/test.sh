@@ -20,6 +20,11 @@ fi
 # torch is pinned to the CPU build first, so nothing later can pull a CUDA build
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[test]'
+
+# what the app and the engine import at run time must be declared in pyproject's dependencies, and the
+# README's run command must work with them alone, before the suite runs with the test extra beside
+.venv/bin/deptry app model
+bash scripts/check_run_command.sh
 # the suite runs servers, Chromium and torch side by side on few cores: one torch thread each
 # avoids the oversubscription that makes multi-threaded torch crawl
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

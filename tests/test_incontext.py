@@ -44,16 +44,50 @@ def test_the_probe_names_are_never_invented():
     assert set(incontext.PROBE_NAMES) <= augment.RESERVED_NAMES
 
 
-def test_repeated_rows_repeat_and_skip_scoring_random_first_copies():
+def test_text_rows_repeat_a_piece_and_score_every_target():
     g = torch.Generator().manual_seed(0)
-    pool = np.arange(100, 3100)
-    x, y = augment.repeated_row(64, g, pool, None, min_span=10, max_span=10)
-    assert x.shape == y.shape == (64,)
-    assert torch.equal(x[10:20], x[:10]) and torch.equal(y[:-1][y[:-1] != augment.IGNORE], x[1:][y[:-1] != augment.IGNORE])
-    assert (y[:9] == augment.IGNORE).all() and (y[9:] != augment.IGNORE).all()
     text = np.arange(1000, dtype=np.uint16)
-    x, y = augment.repeated_row(64, g, pool, text, min_span=8, max_span=8)
+    x, y = augment.repeated_row(64, g, text, min_span=8, max_span=8)
     assert (y != augment.IGNORE).all() and torch.equal(x[8:16], x[:8])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_spans_repeat_in_text_with_the_first_copy_unscored(seed):
+    g = torch.Generator().manual_seed(seed)
+    pools = augment.SpanPools(np.arange(100, 3100), gpt2_encoding())
+    text = np.zeros(10_000, dtype=np.uint16)  # "natural" text of "!", which no pool holds
+    x, y = augment.spans_in_text(128, g, pools, text, min_span=4, max_span=16)
+    assert x.shape == y.shape == (128,)
+    row = torch.cat([x[:1], y.where(y != augment.IGNORE, x.roll(-1))])
+    synthetic = (row != 0).nonzero().flatten().tolist()
+    assert len(synthetic) >= 8  # at least two copies of a span of 4 or more
+    unscored = (y == augment.IGNORE).nonzero().flatten() + 1
+    copy = row[unscored]
+    assert 4 <= len(copy) <= 16 and set(unscored.tolist()) <= set(synthetic)
+    # every synthetic token after the first copy repeats it, in order
+    later = [t for t in synthetic if t > int(unscored.max())]
+    assert len(later) % len(copy) == 0 and len(later) >= len(copy)
+    assert torch.equal(row[later], copy.repeat(len(later) // len(copy)))
+
+
+def test_span_pools_draw_from_the_whole_vocabulary_and_from_names():
+    enc = gpt2_encoding()
+    words = augment.word_like_tokens(enc)
+    assert len(words) > 30_000
+    assert enc.encode_ordinary(" dog")[0] in words and enc.encode_ordinary("dog")[0] in words
+    assert enc.encode_ordinary(" 12")[0] not in words and enc.encode_ordinary(",")[0] not in words
+    pools = augment.SpanPools(np.arange(100, 3100), enc, shares=(0.0, 0.0, 1.0))
+    names = enc.decode(pools.span(24, torch.Generator().manual_seed(0)).tolist())
+    assert names.startswith(" ") and names.split()[0][0].isupper()
+
+
+def test_a_name_is_never_reused_across_stories():
+    rng, used = random.Random(0), set()
+    outs = [augment.invent_names(STORY, {"Lily", "Max"}, rng, used, min_uses=3) for _ in range(50)]
+    firsts = {o.split()[o.split().index("named") + 1].rstrip(".") for o in outs}
+    assert len(firsts) == 50 and len(used) == 100
+    assert augment.invent_names("A girl named Lily smiled.", {"Lily"}, rng, used, min_uses=3) == \
+        "A girl named Lily smiled."  # one use: nothing to read back, left as it is
 
 
 def test_batches_with_repeats_are_deterministic(tmp_path):
@@ -115,7 +149,10 @@ def test_probes_are_fixed_and_one_token_per_word():
 def test_measure_reports_every_figure(tiny_model: GPT):
     m = incontext.measure(tiny_model)
     assert set(m) == {"first_copy", "second_copy", "second_copy_all_words", "name_first_use", "name_later_uses",
-                      "previous_token_head", "induction_head", "first_token_head"}
+                      "name_later_first_piece", "name_later_rest", "previous_token_head", "induction_head", "first_token_head"}
     # a random model copies nothing: the second copy costs about what the first does
     assert abs(m["second_copy"] - m["first_copy"]) < 1.0
     assert 0 <= m["induction_head"]["score"] <= 1
+    # a name's returns, split into the piece only the story predicts and the pieces copying predicts
+    assert min(m["name_later_first_piece"], m["name_later_rest"]) <= m["name_later_uses"] \
+        <= max(m["name_later_first_piece"], m["name_later_rest"])
