@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -378,7 +379,8 @@ def test_two_server_processes_serve_one_class(redis_server: RedisServer, tiny_ch
                     r = await teacher.post(f"/class/{code}/end")
                     assert r.status_code == 303
                     assert (await next_event(on_b, type="ended"))["code"] == code
-                    assert (await phone.get(f"/class/{code}/phone")).status_code == 404
+                    gone = await phone.get(f"/class/{code}/phone")  # the phone's view says so, on either process
+                    assert gone.status_code == 200 and f"Class session {code} has ended" in gone.text
                 finally:
                     for task in readers:
                         task.cancel()
@@ -387,17 +389,32 @@ def test_two_server_processes_serve_one_class(redis_server: RedisServer, tiny_ch
 
 
 def test_a_server_whose_redis_is_away_answers_503(tiny_checkpoint: Path) -> None:
+    """Each asker gets the sentence in the form it shows: the site's page, htmx a text/plain sentence, a phone's
+    stream an "away" event (a 200, or EventSource would give up for good); the stepper works without the panel."""
     from bench.server import Server
 
     port = free_port()  # nothing listens there
+    down = f"Redis at 127.0.0.1:{port}, which does not answer; try again"
     with Server(tiny_checkpoint, env={"DEEPDIVE_REDIS_URL": f"redis://127.0.0.1:{port}/0",
                                       "DEEPDIVE_THREADS": "1"}) as server, \
             httpx.Client(base_url=server.url, timeout=20) as client:
-        for method, path, data in [("POST", "/class", {"prompt": "Once"}), ("POST", "/join", {"code": "ACDEF"}),
-                                   ("GET", "/class/ACDEF/events", None), ("GET", "/class/ACDEF", None)]:
+        for method, path, data in [("POST", "/join", {"code": "ACDEFG"}), ("GET", "/class/ACDEFG", None),
+                                   ("POST", "/class", {"prompt": "Once"})]:
+            t0 = time.monotonic()
             r = client.request(method, path, data=data)
-            assert r.status_code == 503, (path, r.status_code, r.text)
-            assert f"Redis at 127.0.0.1:{port}, which does not answer; try again" in r.text
+            assert r.status_code == 503 and r.headers["content-type"].startswith("text/html"), (path, r.text)
+            assert down in r.text and "<nav" in r.text  # the site's page, not JSON
+            assert time.monotonic() - t0 < 5  # short Redis timeouts: no 15 s waits
+        r = client.post("/class/ACDEFG/round", headers={"HX-Request": "true"})
+        assert r.status_code == 503 and r.headers["content-type"].startswith("text/plain") and down in r.text
+        r = client.get("/class/ACDEFG/events")
+        assert r.status_code == 200 and r.text.startswith("retry: 1000\n") and '"type": "away"' in r.text
+        # the teacher's projector: the stepper steps on, and the class panel says why it is missing
+        client.cookies.set("deepdive_teacher", "ACDEFG.some-secret")
+        page = client.get("/inference?prompt=Once")
+        assert page.status_code == 200 and down in page.text and 'data-class-away="1"' in page.text
+        r = client.post("/partials/inference", data={"prompt": "Once", "action": "greedy"})
+        assert r.status_code == 200 and re.search(r'name="steps" value="g\d+"', r.text)
         assert client.get("/healthz").status_code == 200  # the rest of the site works on
 
 
