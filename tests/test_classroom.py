@@ -550,3 +550,83 @@ def test_many_followers_from_one_address_do_not_use_up_its_share_of_the_model(li
     finally:
         for s in streams:
             s.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------- a real room: limits, keys, cookies, bounds
+
+def test_each_client_is_limited_with_a_sentence(teacher: TestClient):
+    """The shipped limits: 5 sessions started at once, then one a minute; 60 joins at once; 20 codes that
+    match nothing, while the lookups of live codes cost nothing."""
+    teacher.app.state.class_limits = ClientLimits()
+    try:
+        for _ in range(5):
+            code = start(teacher)
+        r = teacher.post("/class", data=STATE)
+        assert r.status_code == 429 and r.text.startswith("This computer has started several class sessions")
+        phone = TestClient(teacher.app)
+        for _ in range(50):  # live codes are never counted as guesses
+            assert phone.get(f"/class/{code}", follow_redirects=False).status_code == 303
+        for i in range(20):
+            assert phone.get(f"/class/QQQQ{codes.ALPHABET[i]}Q").status_code == 404
+        r = phone.get(f"/class/{code}")  # even a live code, once the misses are spent: no one learns from a hit
+        assert r.status_code == 429 and "Too many codes that match no class came from your network" in r.text
+        assert phone.post(f"/class/{code}/round").status_code == 429
+        teacher.app.state.class_limits = ClientLimits()  # the misses spent would refuse the joins' lookups
+        joins = [TestClient(teacher.app).post("/join", data={"code": code}, follow_redirects=False).status_code
+                 for _ in range(61)]
+        assert joins[:60] == [303] * 60 and joins[60] == 429
+        assert "Too many phones joined from your network just now" in \
+            TestClient(teacher.app).post("/join", data={"code": code}).text
+    finally:
+        roomy(teacher.app)
+
+
+def test_a_teacher_key_when_set_is_needed_to_start(tiny_checkpoint):
+    settings = Settings(model=str(tiny_checkpoint), host="0.0.0.0", teacher_key="plum tree 42")
+    with TestClient(create_app(settings, Engine.load(settings))) as teacher:
+        assert 'name="teacher_key" type="password"' in teacher.get("/inference?prompt=Once").text
+        r = teacher.post("/class", data=STATE)
+        assert r.status_code == 403 and r.text.startswith("Starting a class session on this server needs the teacher key")
+        r = teacher.post("/class", data={**STATE, "teacher_key": "plum"})
+        assert r.status_code == 403 and r.text.startswith("That teacher key is not this server's")
+        assert teacher.post("/class", data={**STATE, "teacher_key": "plum tree 42"},
+                            follow_redirects=False).status_code == 303
+
+
+def test_a_session_takes_a_prompt_only_as_long_as_any_page_does(teacher: TestClient):
+    limit = teacher.app.state.settings.max_text_chars
+    r = teacher.post("/class", data={**STATE, "prompt": "a" * (limit + 1)}, follow_redirects=False)
+    assert r.status_code == 413 and r.text == (f"The prompt is {limit + 1:,} characters; a class session takes at "
+                                               f"most {limit:,}: shorten it.")
+    assert "location" not in r.headers
+
+
+def test_the_cookie_holds_only_the_student_id_and_the_nickname_is_cleaned_once(teacher: TestClient):
+    code = start(teacher)
+    r = TestClient(teacher.app).post("/join", data={"code": code, "nickname": "  Ann   Lee "}, follow_redirects=False)
+    sid = r.cookies["deepdive_student"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{16}", sid)  # no nickname in it
+    assert session_of(teacher, code).students[sid].nickname == "Ann Lee"
+    # an old-style cookie with a name of its own changes nothing: the store's name stays
+    forged = TestClient(teacher.app, cookies={"deepdive_student": f"{sid}.{'%E2%80%AE' * 1000}"})
+    assert forged.get(f"/class/{code}/phone").status_code == 200
+    assert session_of(teacher, code).students[sid].nickname == "Ann Lee"
+
+
+def test_guesses_compare_whole_characters_and_say_when_cut(teacher: TestClient, engine: Engine):
+    code = start(teacher)
+    ann = student(teacher, code)
+    teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+    url = f"/class/{code}/guess"
+    r = ann.post(url, data={"text": "🦒"})  # three byte tokens: its first, f0 9f, would match 🐉 too
+    assert r.status_code == 422 and "only part of a character" in r.text
+    r = ann.post(url, data={"text": "\u200d"})
+    assert r.status_code == 422 and "invisible characters" in r.text
+    time.sleep(1)
+    word = "photosynthesizing"
+    assert len(engine.tokenizer.encode(" " + word)) > 1
+    r = ann.post(url, data={"text": word})
+    assert r.status_code == 200 and f"the first token of “{word}” (a guess is one token)" in r.text
+    for _ in range(10):
+        r = ann.post(url, data={"text": "cat"})
+    assert r.status_code == 429 and "This one was not counted" in r.text

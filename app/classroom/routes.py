@@ -35,7 +35,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from app.classroom import codes, rounds
 from app.classroom.limits import GUESSES, ClientLimits
-from app.classroom.state import GuessError, Session, clean_nickname, counts, leaderboard, losses, match_guess, snapshot
+from app.classroom.state import (GuessError, Session, clean_nickname, counts, first_token_only, leaderboard, losses,
+                                 match_guess, snapshot)
 from app.classroom.store import StoreError, StoreFull, Unavailable, make_store
 from app.classroom.teacher import (COOKIE, cookie_parts, cookie_value, gone_sentence, panel, reveal_rows, start_context,
                                    stepper_of, store_of, teacher_session)
@@ -431,7 +432,7 @@ async def guess(request: Request, engine: EngineDep, code: str, text: Field = ""
         token = chosen.id
     else:
         try:
-            token = match_guess(text, engine.tokenizer.encode, "".join(session.stepper.pieces))
+            token = match_guess(text, engine.tokenizer.encode, "".join(session.stepper.pieces), engine.token_bytes)
         except GuessError as e:
             raise Refusal(422, str(e)) from None
     await store_of(request).put_guess(session.code, rnd.no, sid, token)
@@ -439,7 +440,8 @@ async def guess(request: Request, engine: EngineDep, code: str, text: Field = ""
     if rnd.mode == "choices":  # the whole view, so the chosen option shows as chosen
         session = await live(request, session.code)
         return partial(request, "partials/_phone.html", phone=await phone_context(request, session, sid))
-    return partial(request, "partials/_phone.html", said=engine.texts[token])
+    said = engine.texts[token]
+    return partial(request, "partials/_phone.html", said=said, typed=text.strip() if first_token_only(text, said) else "")
 
 
 # ---------------------------------------------------------------- live events
