@@ -630,3 +630,14 @@ def test_guesses_compare_whole_characters_and_say_when_cut(teacher: TestClient, 
     for _ in range(10):
         r = ann.post(url, data={"text": "cat"})
     assert r.status_code == 429 and "This one was not counted" in r.text
+
+
+def test_a_session_the_store_forgot_is_said_to_be_lost_not_expired(teacher: TestClient):
+    code = start(teacher)
+    ann = student(teacher, code)
+    del teacher.app.state.classes._sessions[code]  # as a Redis restarted without its data forgets it
+    said = f"Class session {code} was lost: the server no longer has it"
+    assert said in ann.get(f"/class/{code}/phone").text and said in ann.get(f"/class/{code}").text
+    panel = teacher.get(f"/class/{code}/panel")
+    assert panel.status_code == 200 and said in panel.text and "Start a class session" in panel.text
+    assert "expired" not in panel.text
