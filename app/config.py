@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     remote_logprobs: int = 5           # alternatives the server lists per token: OpenAI and Deep Dive 5, vLLM 20
 
     redis_url: str = ""                # class sessions in Redis (redis://host:6379/0), shared by several processes
+    redis_timeout_s: float = 1.0       # longest wait for Redis to connect or answer one call: a class cannot wait
+                                       # long per click while Redis is away
+    redis_retries: int = 1             # a failed Redis call is tried this many times more
+    teacher_key: str = ""              # when set, starting a class session asks for it
     public_url: str = ""               # the address phones use to reach this server (http://192.168.1.20:8000);
                                        # empty: the request's host, else this machine's network address
     class_ttl_s: float = 7200.0        # a class session ends after this long without activity

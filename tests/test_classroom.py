@@ -20,7 +20,8 @@ from starlette.requests import Request
 
 from app import schemas as s
 from app.classroom import codes, routes as class_routes
-from app.classroom.join_url import base_url
+from app.classroom.limits import ClientLimits, Rate
+from app.classroom.join_url import base_url, loopback_only, start_command
 from app.classroom.state import (Bar, GuessError, Option, Played, Session, class_prob, losses, match_guess,
                                  points)
 from app.classroom.store import CodeTaken, Gone, MemoryStore, StoreFull
@@ -46,7 +47,7 @@ def start(client: TestClient, **state) -> str:
     r = client.post("/class", data={**STATE, **state}, follow_redirects=False)
     assert r.status_code == 303, r.text
     page = client.get(r.headers["location"])
-    return re.search(r'data-join-code="(\w{5})"', page.text).group(1)
+    return re.search(r'data-join-code="(\w{6})"', page.text).group(1)
 
 
 def student(client: TestClient, code: str, nickname: str = "") -> TestClient:
@@ -71,9 +72,17 @@ def distribution(engine: Engine, ids: list[int], targets: list[int]) -> dict[int
     return {t.id: t for t in anyio.run(run).targets}
 
 
+def roomy(app) -> None:
+    """Per-client limits no test meets by accident: every request here comes from one address
+    (test_each_client_is_limited_with_a_sentence checks the shipped limits)."""
+    plenty = Rate(burst=10**6, per_s=10**6)
+    app.state.class_limits = ClientLimits(starts=plenty, joins=plenty, misses=plenty)
+
+
 @pytest.fixture
 def teacher(client: TestClient) -> Iterator[TestClient]:
     """The teacher's browser, with a fresh session each test (the client's cookie jar is the teacher's)."""
+    roomy(client.app)
     client.cookies.clear()
     yield client
     client.cookies.clear()
@@ -85,8 +94,9 @@ def test_join_codes_avoid_characters_that_look_alike():
     assert not set("0O1lI5S2Z8B") & set(codes.ALPHABET)
     for _ in range(200):
         assert codes.CODE.fullmatch(codes.new_code())
-    assert codes.normal_code(" acd34 ") == "ACD34"
-    for bad in ("ACD3", "ACD345", "AC0D3", "ACD3<", ""):
+    assert codes.normal_code(" acd34x ") == "ACD34X"
+    assert len(codes.ALPHABET) ** codes.CODE_LENGTH > 190_000_000  # the README's arithmetic
+    for bad in ("ACD34", "ACD34XY", "AC0D3X", "ACD3<X", ""):
         assert codes.normal_code(bad) is None
     secret = codes.new_secret()
     assert codes.secret_matches(secret, codes.secret_hash(secret))
@@ -169,7 +179,7 @@ def test_starting_a_session_sets_the_teachers_secret_cookie_and_survives_a_reloa
     assert cookie.startswith("deepdive_teacher=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     for _ in range(2):  # a reload finds the session again
         page = teacher.get(r.headers["location"]).text
-        code = re.search(r'data-join-code="(\w{5})"', page).group(1)
+        code = re.search(r'data-join-code="(\w{6})"', page).group(1)
         assert "http://192.168.7.20:8000/join" in page  # DEEPDIVE_PUBLIC_URL wins
         assert re.search(r'<svg viewBox="0 0 \d+ \d+" class="class-qr">', page)  # the QR code, drawn here
     secret = cookie.split("=", 1)[1].split(";")[0].split(".", 1)[1]
@@ -184,10 +194,27 @@ def test_the_join_address_is_the_network_address_not_loopback(monkeypatch):
                         "query_string": b"", "headers": [(b"host", f"{host}:8000".encode())]})
 
     monkeypatch.setattr("app.classroom.join_url.lan_address", lambda: "10.1.2.3")
-    assert base_url(request("127.0.0.1"), Settings()) == "http://10.1.2.3:8000"
-    assert base_url(request("localhost"), Settings()) == "http://10.1.2.3:8000"
-    assert base_url(request("192.168.0.9"), Settings()) == "http://192.168.0.9:8000"
+    lan = Settings(host="0.0.0.0")
+    assert base_url(request("127.0.0.1"), lan) == "http://10.1.2.3:8000"
+    assert base_url(request("localhost"), lan) == "http://10.1.2.3:8000"
+    assert base_url(request("192.168.0.9"), lan) == "http://192.168.0.9:8000"
     assert base_url(request("127.0.0.1"), Settings(public_url="https://class.example/")) == "https://class.example"
+    # listening on loopback only (python -m app's default), no network address can work: phones are told so
+    assert loopback_only(Settings()) and not loopback_only(lan)
+    assert not loopback_only(Settings(public_url="https://class.example/"))
+    assert base_url(request("127.0.0.1"), Settings()) == "http://127.0.0.1:8000"
+    assert start_command(Settings(port=8001)) == "python -m app --host 0.0.0.0 --port 8001"
+
+
+def test_a_server_on_loopback_only_says_so_and_shows_no_qr_code(tiny_checkpoint):
+    settings = Settings(model=str(tiny_checkpoint), port=8123)
+    with TestClient(create_app(settings, Engine.load(settings))) as teacher:
+        start_form = teacher.get("/inference?prompt=Once").text
+        assert "Phones cannot reach this server" in start_form
+        assert "python -m app --host 0.0.0.0 --port 8123" in start_form
+        page = teacher.get(teacher.post("/class", data=STATE, follow_redirects=False).headers["location"]).text
+        assert re.search(r'data-join-code="\w{6}"', page)
+        assert "class-qr" not in page and "python -m app --host 0.0.0.0 --port 8123" in page
 
 
 def test_each_step_of_the_teachers_stepper_reaches_the_session(teacher: TestClient, engine: Engine):
@@ -308,9 +335,13 @@ def test_ending_a_session_frees_everything(teacher: TestClient):
     assert r.status_code == 303 and r.headers["location"].startswith("/inference")
     assert 'deepdive_teacher=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
     assert session_of(teacher, code) is None
+    # the phone's view of it is a view, not an error (htmx would log one on the phone's console)
     gone = ann.get(f"/class/{code}/phone")
-    assert gone.status_code == 404 and gone.text.startswith(f"There is no class session with the code {code}")
+    assert gone.status_code == 200 and f"Class session {code} has ended: the teacher closed it." in gone.text
+    assert ann.get(f"/class/{code}").status_code == 404
+    assert f"Class session {code} has ended" in ann.get(f"/class/{code}").text
     assert "Start a class session" in teacher.get("/inference").text
+    assert "There is no class session with the code QQQQQQ" in TestClient(teacher.app).get("/class/QQQQQQ/phone").text
 
 
 def test_the_csv_defuses_formulas(teacher: TestClient):
@@ -340,8 +371,8 @@ def test_students_cannot_use_the_teachers_controls(teacher: TestClient):
     assert session_of(teacher, code) is not None
 
 
-@pytest.mark.parametrize("path", ["/class/QQQQQ/round", "/class/QQQQQ/reveal", "/class/QQQQQ/guess",
-                                  "/class/QQQQQ/end", "/class/<script>/round"])
+@pytest.mark.parametrize("path", ["/class/QQQQQQ/round", "/class/QQQQQQ/reveal", "/class/QQQQQQ/guess",
+                                  "/class/QQQQQQ/end", "/class/<script>/round"])
 def test_unknown_codes_are_404_with_a_sentence(client: TestClient, path: str):
     r = client.post(path, data={"mode": "typed"})
     assert r.status_code == 404 and r.text.startswith("There is no class session with the code")
@@ -350,11 +381,11 @@ def test_unknown_codes_are_404_with_a_sentence(client: TestClient, path: str):
 
 def test_joining_refusals_are_shown_on_the_join_page(teacher: TestClient):
     phone = TestClient(teacher.app)
-    assert 'value="ACD34"' in phone.get("/join?code=acd34").text  # the QR code's link fills the form
+    assert 'value="ACD34X"' in phone.get("/join?code=acd34x").text  # the QR code's link fills the form
     r = phone.post("/join", data={"code": "nope"})
-    assert r.status_code == 422 and "A join code is 5 letters and digits" in r.text
-    r = phone.post("/join", data={"code": "QQQQQ"})
-    assert r.status_code == 404 and "There is no class session with the code QQQQQ" in r.text
+    assert r.status_code == 422 and "A join code is 6 letters and digits" in r.text
+    r = phone.post("/join", data={"code": "QQQQQQ"})
+    assert r.status_code == 404 and "There is no class session with the code QQQQQQ" in r.text
     code = start(teacher)
     r = phone.post("/join", data={"code": code, "nickname": "x" * 100})
     assert r.status_code == 422 and "keep it to 24" in r.text
@@ -416,7 +447,9 @@ def test_hostile_guesses_get_a_sentence_and_leave_the_session_intact(teacher: Te
 
 @pytest.fixture(scope="module")
 def live(settings: Settings) -> Iterator[str]:
-    with serve(create_app(settings, Engine.load(settings))) as url:
+    app = create_app(settings, Engine.load(settings))
+    roomy(app)
+    with serve(app) as url:
         yield url
 
 
@@ -432,7 +465,7 @@ def events(response: httpx.Response) -> Iterator[dict | str]:
 def live_start(url: str) -> tuple[httpx.Client, str]:
     teacher = httpx.Client(base_url=url, timeout=10)
     r = teacher.post("/class", data=STATE, follow_redirects=True)
-    return teacher, re.search(r'data-join-code="(\w{5})"', r.text).group(1)
+    return teacher, re.search(r'data-join-code="(\w{6})"', r.text).group(1)
 
 
 def live_join(url: str, code: str) -> httpx.Client:
@@ -471,9 +504,14 @@ def test_the_teacher_follows_too_and_strangers_are_refused(live: str):
     with teacher.stream("GET", f"/class/{code}/events") as stream:
         assert next(events(stream))["reason"] == "hello"
     stranger = httpx.Client(base_url=live, timeout=10)
-    r = stranger.get(f"/class/{code}/events")
-    assert r.status_code == 403 and r.text == f"Join class {code} first, at /join?code={code}."
-    assert stranger.get("/class/QQQQQ/events").status_code == 404
+    # said as events with a 200: EventSource gives up for good on any other status
+    with stranger.stream("GET", f"/class/{code}/events") as stream:
+        assert stream.status_code == 200
+        assert list(events(stream)) == [{"type": "refused", "message": f"This phone has not joined class {code}: "
+                                                                      f"join at /join?code={code}."}]
+    with stranger.stream("GET", "/class/QQQQQQ/events") as stream:
+        assert list(events(stream)) == [{"type": "ended", "code": "QQQQQQ"}]
+    assert stranger.get("/class/<b>/events").status_code == 404
 
 
 def test_a_closed_phone_frees_its_place_after_a_grace_and_a_reconnect_keeps_it(live: str, monkeypatch):
@@ -495,7 +533,8 @@ def test_a_closed_phone_frees_its_place_after_a_grace_and_a_reconnect_keeps_it(l
     while re.search(r'id="class-students">1<', teacher.get(f"/class/{code}/panel").text):
         assert time.monotonic() < deadline, "the closed phone kept its place"
         time.sleep(0.1)
-    assert phone.get(f"/class/{code}/phone").status_code == 403  # its place is gone; joining again brings it back
+    view = phone.get(f"/class/{code}/phone")  # its place is gone; joining again brings it back
+    assert view.status_code == 200 and f'href="/join?code={code}"' in view.text
 
 
 def test_many_followers_from_one_address_do_not_use_up_its_share_of_the_model(live: str):
@@ -511,3 +550,94 @@ def test_many_followers_from_one_address_do_not_use_up_its_share_of_the_model(li
     finally:
         for s in streams:
             s.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------- a real room: limits, keys, cookies, bounds
+
+def test_each_client_is_limited_with_a_sentence(teacher: TestClient):
+    """The shipped limits: 5 sessions started at once, then one a minute; 60 joins at once; 20 codes that
+    match nothing, while the lookups of live codes cost nothing."""
+    teacher.app.state.class_limits = ClientLimits()
+    try:
+        for _ in range(5):
+            code = start(teacher)
+        r = teacher.post("/class", data=STATE)
+        assert r.status_code == 429 and r.text.startswith("This computer has started several class sessions")
+        phone = TestClient(teacher.app)
+        for _ in range(50):  # live codes are never counted as guesses
+            assert phone.get(f"/class/{code}", follow_redirects=False).status_code == 303
+        for i in range(20):
+            assert phone.get(f"/class/QQQQ{codes.ALPHABET[i]}Q").status_code == 404
+        r = phone.get(f"/class/{code}")  # even a live code, once the misses are spent: no one learns from a hit
+        assert r.status_code == 429 and "Too many codes that match no class came from your network" in r.text
+        assert phone.post(f"/class/{code}/round").status_code == 429
+        teacher.app.state.class_limits = ClientLimits()  # the misses spent would refuse the joins' lookups
+        joins = [TestClient(teacher.app).post("/join", data={"code": code}, follow_redirects=False).status_code
+                 for _ in range(61)]
+        assert joins[:60] == [303] * 60 and joins[60] == 429
+        assert "Too many phones joined from your network just now" in \
+            TestClient(teacher.app).post("/join", data={"code": code}).text
+    finally:
+        roomy(teacher.app)
+
+
+def test_a_teacher_key_when_set_is_needed_to_start(tiny_checkpoint):
+    settings = Settings(model=str(tiny_checkpoint), host="0.0.0.0", teacher_key="plum tree 42")
+    with TestClient(create_app(settings, Engine.load(settings))) as teacher:
+        assert 'name="teacher_key" type="password"' in teacher.get("/inference?prompt=Once").text
+        r = teacher.post("/class", data=STATE)
+        assert r.status_code == 403 and r.text.startswith("Starting a class session on this server needs the teacher key")
+        r = teacher.post("/class", data={**STATE, "teacher_key": "plum"})
+        assert r.status_code == 403 and r.text.startswith("That teacher key is not this server's")
+        assert teacher.post("/class", data={**STATE, "teacher_key": "plum tree 42"},
+                            follow_redirects=False).status_code == 303
+
+
+def test_a_session_takes_a_prompt_only_as_long_as_any_page_does(teacher: TestClient):
+    limit = teacher.app.state.settings.max_text_chars
+    r = teacher.post("/class", data={**STATE, "prompt": "a" * (limit + 1)}, follow_redirects=False)
+    assert r.status_code == 413 and r.text == (f"The prompt is {limit + 1:,} characters; a class session takes at "
+                                               f"most {limit:,}: shorten it.")
+    assert "location" not in r.headers
+
+
+def test_the_cookie_holds_only_the_student_id_and_the_nickname_is_cleaned_once(teacher: TestClient):
+    code = start(teacher)
+    r = TestClient(teacher.app).post("/join", data={"code": code, "nickname": "  Ann   Lee "}, follow_redirects=False)
+    sid = r.cookies["deepdive_student"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{16}", sid)  # no nickname in it
+    assert session_of(teacher, code).students[sid].nickname == "Ann Lee"
+    # an old-style cookie with a name of its own changes nothing: the store's name stays
+    forged = TestClient(teacher.app, cookies={"deepdive_student": f"{sid}.{'%E2%80%AE' * 1000}"})
+    assert forged.get(f"/class/{code}/phone").status_code == 200
+    assert session_of(teacher, code).students[sid].nickname == "Ann Lee"
+
+
+def test_guesses_compare_whole_characters_and_say_when_cut(teacher: TestClient, engine: Engine):
+    code = start(teacher)
+    ann = student(teacher, code)
+    teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+    url = f"/class/{code}/guess"
+    r = ann.post(url, data={"text": "🦒"})  # three byte tokens: its first, f0 9f, would match 🐉 too
+    assert r.status_code == 422 and "only part of a character" in r.text
+    r = ann.post(url, data={"text": "\u200d"})
+    assert r.status_code == 422 and "invisible characters" in r.text
+    time.sleep(1)
+    word = "photosynthesizing"
+    assert len(engine.tokenizer.encode(" " + word)) > 1
+    r = ann.post(url, data={"text": word})
+    assert r.status_code == 200 and f"the first token of “{word}” (a guess is one token)" in r.text
+    for _ in range(10):
+        r = ann.post(url, data={"text": "cat"})
+    assert r.status_code == 429 and "This one was not counted" in r.text
+
+
+def test_a_session_the_store_forgot_is_said_to_be_lost_not_expired(teacher: TestClient):
+    code = start(teacher)
+    ann = student(teacher, code)
+    del teacher.app.state.classes._sessions[code]  # as a Redis restarted without its data forgets it
+    said = f"Class session {code} was lost: the server no longer has it"
+    assert said in ann.get(f"/class/{code}/phone").text and said in ann.get(f"/class/{code}").text
+    panel = teacher.get(f"/class/{code}/panel")
+    assert panel.status_code == 200 and said in panel.text and "Start a class session" in panel.text
+    assert "expired" not in panel.text

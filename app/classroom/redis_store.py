@@ -7,14 +7,16 @@ The keys, for a session with code C (the contract is app/classroom/store.py's):
     class:C:rounds        set of the round numbers that have guesses
     class:C:round:N       hash: student id -> token id, the latest guess counts
     class:C:events        pub/sub channel of the session's events
-    classes:live          sorted set: code -> when it expires (ms, Redis's clock): the session bound
+    class:C:fate          "ended" for ttl_s after the teacher ended the session
+    classes:live          sorted set: code -> when it expires (ms, Redis's clock): the session bound, and
+                          for ttl_s after, the sign that a session expired rather than was lost
 
 Every check-then-write (a free code, room for one more session or student, a session still
 alive) runs as one Lua script, so two processes never both take the last place. Each process
 holds one pub/sub connection for all its followers: a session's channel is subscribed once,
 and each message is parsed once and handed to every local follower's queue. If Redis goes
-away, every call raises Unavailable (a 503 with a sentence) and every follower's stream ends,
-so phones reconnect and read the state afresh.
+away, every call raises Unavailable (a sentence: pages show it in place, app/classroom/routes.py)
+and every follower's stream ends with an "away" event, so phones reconnect and read the state afresh.
 """
 
 from __future__ import annotations
@@ -35,12 +37,10 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.classroom.state import Session, Student, student_from_json
-from app.classroom.store import QUEUE_EVENTS, CodeTaken, Events, Gone, Store, StoreFull
-from app.model_thread import Busy
+from app.classroom.store import QUEUE_EVENTS, CodeTaken, Events, Gone, Store, StoreFull, Unavailable
 
 LIVE = "classes:live"
 GONE = "This class session has ended or expired; ask the teacher for the new code."
-SUBSCRIBE_TIMEOUT_S = 5.0
 
 # ---- Lua: each script is one atomic step on the server; KEYS are session, students, rounds, live
 
@@ -68,10 +68,12 @@ end
 
 # ARGV: session JSON, ttl ms, max sessions, code
 CREATE = _TOUCH + """
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms())
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]))  -- kept a while: "expired", not "lost"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'taken' end
-if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[3]) then return 'full' end
+if redis.call('ZCOUNT', KEYS[4], now, '+inf') >= tonumber(ARGV[3]) then return 'full' end
 clear()  -- an expired session of the same code may have left students or guesses a moment longer
+redis.call('DEL', KEYS[1] .. ':fate')
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 touch(ARGV[4], ARGV[2])
 return 'ok'
@@ -85,10 +87,10 @@ touch(ARGV[3], ARGV[2])
 return 1
 """
 
-# ARGV: code
+# ARGV: code, ttl ms
 DELETE = _TOUCH + """
 clear()
-redis.call('DEL', KEYS[1])
+if redis.call('DEL', KEYS[1]) == 1 then redis.call('SET', KEYS[1] .. ':fate', 'ended', 'PX', ARGV[2]) end
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
@@ -127,11 +129,6 @@ return 1
 """
 
 
-class Unavailable(Busy):
-    """Redis does not answer. Not a StoreError (a refusal of what was asked): like a busy model, it is the
-    server's trouble, answered 503 with a sentence, and the request can be tried again."""
-
-
 def session_key(code: str) -> str:
     return f"class:{code}"
 
@@ -149,11 +146,14 @@ def where(url: str) -> str:
 class RedisStore(Store):
     """Sessions in Redis, shared by every server process that points at the same DEEPDIVE_REDIS_URL."""
 
-    def __init__(self, url: str, ttl_s: float, max_sessions: int, max_students: int):
+    def __init__(self, url: str, ttl_s: float, max_sessions: int, max_students: int, timeout_s: float = 1.0,
+                 retries: int = 1):
         super().__init__(ttl_s, max_sessions, max_students)
-        # short timeouts and few retries: a request waits seconds at most for a Redis that is away
-        self.redis = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
-                                    socket_keepalive=True, retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+        # short timeouts and few retries (DEEPDIVE_REDIS_TIMEOUT_S, DEEPDIVE_REDIS_RETRIES): while Redis is away
+        # or frozen, a click waits about timeout_s × (retries + 1), not the client's default of many seconds
+        self.redis = Redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout_s,
+                                    socket_timeout=timeout_s, socket_keepalive=True,
+                                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries))
         self.down = (f"The class sessions are kept in Redis at {where(url)}, which does not answer; try again in "
                      "a moment, and if it persists, whoever runs the server should check that Redis is running.")
         self.ttl_ms = max(1, int(self.ttl_s * 1000))
@@ -163,7 +163,7 @@ class RedisStore(Store):
         self._add_student = self.redis.register_script(ADD_STUDENT)
         self._remove_student = self.redis.register_script(REMOVE_STUDENT)
         self._put_guess = self.redis.register_script(PUT_GUESS)
-        self.fanout = Fanout(self.redis, self.down)
+        self.fanout = Fanout(self.redis, self.down, timeout_s * (retries + 1))
 
     @contextmanager
     def answering(self) -> Iterator[None]:
@@ -208,7 +208,18 @@ class RedisStore(Store):
 
     async def delete(self, code: str) -> None:
         with self.answering():
-            await self._delete(keys=self.keys(code), args=[code])
+            await self._delete(keys=self.keys(code), args=[code, self.ttl_ms])
+
+    async def fate(self, code: str) -> str | None:
+        key = session_key(code)
+        with self.answering():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                live, fate, expires = await pipe.exists(key).get(f"{key}:fate").zscore(LIVE, code).execute()
+        if live:
+            return None
+        if fate:
+            return "ended"
+        return "expired" if expires is not None else None
 
     async def add_student(self, code: str, student_id: str, nickname: str, now: float | None = None) -> Student:
         joined = json.dumps(float(now or time.time()))
@@ -277,9 +288,10 @@ class Fanout:
     messages goes to every local follower's queue. A follower that falls QUEUE_EVENTS behind loses
     its oldest events, never the reader its pace."""
 
-    def __init__(self, redis: Redis, down: str):
+    def __init__(self, redis: Redis, down: str, subscribe_timeout_s: float):
         self.redis = redis
         self.down = down
+        self.subscribe_timeout_s = subscribe_timeout_s
         self.pubsub: PubSub | None = None
         self.reader: asyncio.Task | None = None
         self.queues: dict[str, set[asyncio.Queue]] = {}
@@ -302,7 +314,7 @@ class Fanout:
                 if self.reader is None:
                     self.reader = asyncio.create_task(self.read(self.pubsub))
                 # the events published after this returns reach the queue: Redis has the subscription
-                await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(confirmed), self.subscribe_timeout_s)
             except BaseException as err:
                 self.confirming.pop(name, None)
                 self.queues.pop(name, None)

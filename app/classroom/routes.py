@@ -27,19 +27,23 @@ import random
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import urlencode
 
 import anyio
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from app.classroom import codes, rounds
-from app.classroom.state import GuessError, Session, clean_nickname, counts, leaderboard, losses, match_guess, snapshot
-from app.classroom.store import StoreError, StoreFull, make_store
-from app.classroom.teacher import COOKIE, cookie_value, panel, reveal_rows, stepper_of, store_of, teacher_session
+from app.classroom.limits import GUESSES, ClientLimits
+from app.classroom.state import (GuessError, Session, clean_nickname, counts, first_token_only, leaderboard, losses,
+                                 match_guess, snapshot)
+from app.classroom.store import StoreError, StoreFull, Unavailable, make_store
+from app.classroom.teacher import (COOKIE, cookie_parts, cookie_value, gone_sentence, panel, reveal_rows, start_context,
+                                   stepper_of, store_of, teacher_session)
 from app.config import Settings
 from app.deps import EngineDep
 from app.engine import Busy, InputError
+from app.errors import JSON_PATHS, error_response
 from app.routes.downloads import csv_file, num
 from app.routes.inference import Number, dice_of, parse_steps, state_url
 from app.templating import partial, render, sentence
@@ -49,8 +53,7 @@ router = APIRouter(include_in_schema=False)
 STUDENT_COOKIE = "deepdive_student"
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies and phones from closing a quiet stream
 GRACE_S = 20.0      # a phone that reconnects within this keeps its place (and its guesses)
-GUESSES_PER_S = 3.0  # a student's steady rate of guesses; bursts of GUESS_BURST
-GUESS_BURST = 5
+RETRY_MS = 1000     # how soon a phone's stream reconnects after the store was away (EventSource's `retry:`)
 Field = Annotated[str, Form()]
 
 
@@ -66,33 +69,34 @@ def refused(_: Request, exc: Refusal) -> PlainTextResponse:
     return PlainTextResponse(str(exc), status_code=exc.status)
 
 
-class GuessLimit:
-    """At most GUESSES_PER_S guesses a second per student on average, in bursts of GUESS_BURST (a token bucket)."""
-
-    MAX_KEYS = 20_000  # buckets kept; beyond, the full (idle) ones are dropped
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        tokens, at = self.buckets.get(key, (GUESS_BURST, now))
-        tokens = min(GUESS_BURST, tokens + (now - at) * GUESSES_PER_S)
-        allowed = tokens >= 1
-        self.buckets[key] = (tokens - allowed, now)
-        if len(self.buckets) > self.MAX_KEYS:
-            idle = now - GUESS_BURST / GUESSES_PER_S
-            self.buckets = {k: v for k, v in self.buckets.items() if v[1] > idle}
-        return allowed
-
-
 def install(app: FastAPI, settings: Settings) -> None:
     """The class session routes, the store the settings choose, and the refusal answer."""
     app.state.classes = make_store(settings)
-    app.state.guess_limit = GuessLimit()
+    app.state.class_limits = ClientLimits()
     app.state.outlooks = rounds.Outlooks(settings.max_class_sessions)
     app.state.leaving = set()  # the tasks that free a closed phone's place after GRACE_S
     app.add_exception_handler(Refusal, refused)
+    app.add_exception_handler(Unavailable, store_away)
     app.include_router(router)
+
+
+def store_away(request: Request, exc: Unavailable) -> Response:
+    """The store (Redis) does not answer: the sentence, in the form the asker shows. A page gets the site's
+    page, htmx a text/plain sentence shown in place, the JSON routes their JSON error."""
+    path, retry = request.url.path, {"Retry-After": "2"}
+    if path.startswith(JSON_PATHS):
+        return error_response(path, 503, str(exc), headers=retry)
+    if request.headers.get("hx-request"):
+        return PlainTextResponse(sentence(str(exc)), status_code=503, headers=retry)
+    return page(request, 503, error=sentence(str(exc)))
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def limits(request: Request) -> ClientLimits:
+    return request.app.state.class_limits
 
 
 # ---------------------------------------------------------------- looking sessions up
@@ -102,9 +106,24 @@ def gone(code: str) -> Refusal:
                         "code is mistyped. Check the code with your teacher")
 
 
-async def live(request: Request, code: str) -> Session:
+async def find(request: Request, code: str) -> Session | None:
+    """The live session with this code, or None. A miss costs this client one of its code lookups
+    (app/classroom/limits.py): guessing codes at random runs at one a second."""
     canonical = codes.normal_code(code)
-    session = await store_of(request).get(canonical) if canonical else None
+    if canonical is None:
+        return None
+    client, buckets = client_of(request), limits(request).misses
+    if not buckets.take(client, time.monotonic()):
+        raise Refusal(429, "Too many codes that match no class came from your network just now; check the code "
+                           f"with your teacher and try again in {buckets.wait_s(client, time.monotonic())} s")
+    session = await store_of(request).get(canonical)
+    if session is not None:
+        buckets.give_back(client, time.monotonic())
+    return session
+
+
+async def live(request: Request, code: str) -> Session:
+    session = await find(request, code)
     if session is None:
         raise gone(code)
     return session
@@ -118,10 +137,11 @@ async def lead(request: Request, code: str) -> Session:
     return session
 
 
-def student_of(request: Request) -> tuple[str, str] | None:
-    """(student id, nickname) from the student cookie, if any."""
-    sid, _, nickname = request.cookies.get(STUDENT_COOKIE, "").partition(".")
-    return (sid, unquote(nickname)) if 8 <= len(sid) <= 40 and sid.replace("-", "").replace("_", "").isalnum() else None
+def student_of(request: Request) -> str | None:
+    """The student id from the student cookie, if any. The cookie holds nothing else: the nickname is kept
+    by the store, cleaned once at joining (an older cookie's ".nickname" part is ignored)."""
+    sid = request.cookies.get(STUDENT_COOKIE, "").partition(".")[0]
+    return sid if 8 <= len(sid) <= 40 and sid.replace("-", "").replace("_", "").isalnum() else None
 
 
 async def answers(request: Request, session: Session) -> int:
@@ -162,8 +182,21 @@ def go_to(request: Request, url: str) -> Response:
 @router.post("/class")
 async def start(request: Request, engine: EngineDep, prompt: Field = "", steps: Field = "",
                 temperature: Number = None, top_k: Number = None, top_p: Number = None, seed: Number = None,
-                n: Number = None):
-    """Start a session from the stepper's state (the Inference form's fields); an earlier one of this browser ends."""
+                n: Number = None, teacher_key: Field = ""):
+    """Start a session from the stepper's state (the Inference form's fields); an earlier one of this browser ends.
+    With DEEPDIVE_TEACHER_KEY set, only a teacher who types it may."""
+    settings: Settings = request.app.state.settings
+    client, buckets = client_of(request), limits(request).starts
+    if not buckets.take(client, time.monotonic()):
+        raise Refusal(429, "This computer has started several class sessions in the last few minutes, the most it "
+                           f"may; use the one open, or try again in {buckets.wait_s(client, time.monotonic())} s")
+    if settings.teacher_key and not codes.key_matches(teacher_key, settings.teacher_key):
+        raise Refusal(403, "Starting a class session on this server needs the teacher key (DEEPDIVE_TEACHER_KEY, "
+                           "set by whoever runs the server): type it beside the button" if not teacher_key else
+                           "That teacher key is not this server's: check it with whoever runs the server")
+    if len(prompt) > settings.max_text_chars:
+        raise Refusal(413, f"The prompt is {len(prompt):,} characters; a class session takes at most "
+                           f"{settings.max_text_chars:,}: shorten it")
     store = store_of(request)
     dice = dice_of(temperature, top_k, top_p, seed, n)
     taken = parse_steps(steps, engine.info().vocab_size, engine.eos_id) or []
@@ -192,6 +225,14 @@ async def start(request: Request, engine: EngineDep, prompt: Field = "", steps: 
 
 @router.get("/class/{code}/panel", response_class=HTMLResponse)
 async def class_panel(request: Request, code: str):
+    """The panel, refreshed on events. When this teacher's session is gone, the start form and the sentence
+    saying what became of it (a 200: the panel's view of a gone session, not an error)."""
+    parts = cookie_parts(request)
+    if parts is not None and parts[0] == codes.normal_code(code) and await store_of(request).get(parts[0]) is None:
+        said = await gone_sentence(request, parts[0], known=True)
+        response = partial(request, "partials/_class.html", classroom=start_context(request, gone=said))
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
     return await panel_response(request, await lead(request, code))
 
 
@@ -284,37 +325,46 @@ async def join(request: Request, code: Field = "", nickname: Field = ""):
     canonical = codes.normal_code(code)
     shown = {"code": code[:10], "nickname": nickname[:40]}
     if canonical is None:
-        return page(request, 422, error="A join code is 5 letters and digits, as your teacher's screen shows "
-                                        "(for example ACD34). Check it and try again.", **shown)
+        return page(request, 422, error=f"A join code is {codes.CODE_LENGTH} letters and digits, as your teacher's "
+                                        f"screen shows (for example {codes.EXAMPLE}). Check it and try again.", **shown)
     try:
-        nickname = clean_nickname(nickname)
+        nickname = clean_nickname(nickname)  # once, here: the store keeps the cleaned name, the cookie only the id
     except GuessError as e:
         return page(request, 422, error=str(e), **shown)
-    store = store_of(request)
-    if await store.get(canonical) is None:
-        return page(request, 404, error=str(gone(canonical)), **shown)
-    known = student_of(request)
-    sid = known[0] if known else codes.new_student_id()
+    client, buckets = client_of(request), limits(request).joins
+    if not buckets.take(client, time.monotonic()):
+        return page(request, 429, error=sentence(
+            "Too many phones joined from your network just now; wait "
+            f"{buckets.wait_s(client, time.monotonic())} s and press Join again"), **shown)
     try:
-        await store.add_student(canonical, sid, nickname)
+        if await find(request, canonical) is None:
+            return page(request, 404, error=str(gone(canonical)), **shown)
+    except Refusal as e:
+        return page(request, e.status, error=str(e), **shown)
+    sid = codes.new_student_id()  # the cookie is scoped to the class's pages: a join never sees an earlier one
+    try:
+        await store_of(request).add_student(canonical, sid, nickname)
     except StoreFull as e:
         return page(request, 429, error=str(e), **shown)
     except StoreError as e:
         return page(request, 404, error=sentence(str(e)), **shown)
     await publish_counts(request, canonical)
     response = RedirectResponse(f"/class/{canonical}", status_code=303)
-    response.set_cookie(STUDENT_COOKIE, f"{sid}.{quote(nickname, safe='')}", httponly=True, samesite="lax",
-                        path=f"/class/{canonical}")
+    response.set_cookie(STUDENT_COOKIE, sid, httponly=True, samesite="lax", path=f"/class/{canonical}")
     return response
 
 
 async def member(request: Request, code: str) -> tuple[Session, str]:
     """The session and this phone's student id; a phone that has not joined is refused."""
     session = await live(request, code)
-    student = student_of(request)
-    if student is None or student[0] not in session.students:
-        raise Refusal(403, f"This phone has not joined class {session.code}: join at /join?code={session.code}")
-    return session, student[0]
+    sid = student_of(request)
+    if sid is None or sid not in session.students:
+        raise Refusal(403, not_joined(session.code))
+    return session, sid
+
+
+def not_joined(code: str) -> str:
+    return f"This phone has not joined class {code}: join at /join?code={code}"
 
 
 async def phone_context(request: Request, session: Session, sid: str) -> dict:
@@ -327,6 +377,7 @@ async def phone_context(request: Request, session: Session, sid: str) -> dict:
         last_guess = next((b for b in last.histogram if b.id == guessed), None)
     texts = request.app.state.engine.texts
     return {"session": session, "student": session.students[sid], "mine": None if mine is None else texts[mine],
+            "mine_id": mine,
             "last": last, "last_guess": last_guess, "rows": reveal_rows(last) if last else [],
             "losses": losses(session.played), "board": leaderboard(session), "answers": await answers(request, session),
             "vocab": request.app.state.engine.info().vocab_size}
@@ -335,18 +386,32 @@ async def phone_context(request: Request, session: Session, sid: str) -> dict:
 @router.get("/class/{code}", response_class=HTMLResponse)
 async def phone_page(request: Request, code: str):
     canonical = codes.normal_code(code)
-    session = await store_of(request).get(canonical) if canonical else None
+    try:
+        session = await find(request, code)
+    except Refusal as e:
+        return page(request, e.status, error=str(e), code=canonical or "")
     if session is None:
-        return page(request, 404, error=str(gone(code)), code=canonical or "")
-    student = student_of(request)
-    if student is None or student[0] not in session.students:
+        said = await gone_sentence(request, canonical, known=student_of(request) is not None) if canonical else None
+        return page(request, 404, error=said or str(gone(code)), code=canonical or "")
+    sid = student_of(request)
+    if sid is None or sid not in session.students:
         return RedirectResponse("/join?" + urlencode({"code": session.code}), status_code=303)
-    return page(request, phone=await phone_context(request, session, student[0]))
+    return page(request, phone=await phone_context(request, session, sid))
 
 
 @router.get("/class/{code}/phone", response_class=HTMLResponse)
 async def phone_view(request: Request, code: str):
-    session, sid = await member(request, code)
+    """The phone's view, refreshed on events. A session that ended, or a phone that lost its place, is a view
+    too (a 200 with its sentence): the phone shows it, and the console stays clean."""
+    canonical = codes.normal_code(code)
+    session = await find(request, code)
+    sid = student_of(request)
+    if session is None:
+        said = await gone_sentence(request, canonical, known=sid is not None) if canonical else str(gone(code))
+        return partial(request, "partials/_phone.html", ended=said)
+    if sid is None or sid not in session.students:
+        return partial(request, "partials/_phone.html", ended=sentence(not_joined(session.code)),
+                       rejoin=session.code)
     return partial(request, "partials/_phone.html", phone=await phone_context(request, session, sid))
 
 
@@ -354,8 +419,9 @@ async def phone_view(request: Request, code: str):
 async def guess(request: Request, engine: EngineDep, code: str, text: Field = "", option: Field = "",
                 round_no: Annotated[str, Form(alias="round")] = ""):
     session, sid = await member(request, code)
-    if not request.app.state.guess_limit.allow(f"{session.code}/{sid}", time.monotonic()):
-        raise Refusal(429, f"Slow down: at most {GUESSES_PER_S:g} guesses a second. Your latest guess counts")
+    if not limits(request).guesses.take(f"{session.code}/{sid}", time.monotonic()):
+        raise Refusal(429, f"Slow down: at most {GUESSES.per_s:g} guesses a second. This one was not counted; "
+                           "your last guess before it still counts")
     rnd = session.round
     if rnd is None or (round_no and round_no != str(rnd.no)):
         raise Refusal(409, "No round is open now: wait for your teacher to open the next one")
@@ -366,12 +432,16 @@ async def guess(request: Request, engine: EngineDep, code: str, text: Field = ""
         token = chosen.id
     else:
         try:
-            token = match_guess(text, engine.tokenizer.encode, "".join(session.stepper.pieces))
+            token = match_guess(text, engine.tokenizer.encode, "".join(session.stepper.pieces), engine.token_bytes)
         except GuessError as e:
             raise Refusal(422, str(e)) from None
     await store_of(request).put_guess(session.code, rnd.no, sid, token)
     await publish_counts(request, session.code)
-    return partial(request, "partials/_phone.html", said=engine.texts[token])
+    if rnd.mode == "choices":  # the whole view, so the chosen option shows as chosen
+        session = await live(request, session.code)
+        return partial(request, "partials/_phone.html", phone=await phone_context(request, session, sid))
+    said = engine.texts[token]
+    return partial(request, "partials/_phone.html", said=said, typed=text.strip() if first_token_only(text, said) else "")
 
 
 # ---------------------------------------------------------------- live events
@@ -382,24 +452,43 @@ def sse(event: dict) -> str:
 
 @router.get("/class/{code}/events")
 async def events(request: Request, code: str):
-    """The session's events as Server-Sent Events, for its teacher and its students; the first is the present."""
-    session = await live(request, code)
-    student = student_of(request)
-    is_teacher = await teacher_session(request, session.code) is not None
-    if not is_teacher and (student is None or student[0] not in session.students):
-        raise Refusal(403, f"Join class {session.code} first, at /join?code={session.code}")
-    store = store_of(request)
-    sid = None if is_teacher or student is None else student[0]
-    connected = time.time()
-    if sid:
-        try:
-            await store.add_student(session.code, sid, student[1], now=connected)  # a reconnect keeps its place
-        except StoreError as e:
-            raise Refusal(429 if isinstance(e, StoreFull) else 404, str(e)) from None
-    subscription = await store.subscribe(session.code)
-    return StreamingResponse(follow(request, session.code, subscription, sid, connected),
-                             media_type="text/event-stream",
+    """The session's events as Server-Sent Events, for its teacher and its students; the first is the present.
+
+    A follower's stream answers 200 whatever happened, and says it as an event, because EventSource gives up
+    for good on any other status: "ended" (the session is gone), "refused" (this browser is no follower), and
+    "away" with `retry:` (the store does not answer; the browser reconnects by itself a moment later)."""
+    try:
+        session = await find(request, code)
+        if session is None:
+            if codes.normal_code(code) is None:
+                raise gone(code)
+            return stream_of(sse({"type": "ended", "code": codes.normal_code(code)}))
+        sid = student_of(request)
+        is_teacher = await teacher_session(request, session.code) is not None
+        if not is_teacher and (sid is None or sid not in session.students):
+            return stream_of(sse({"type": "refused", "message": sentence(not_joined(session.code))}))
+        store = store_of(request)
+        sid = None if is_teacher else sid
+        connected = time.time()
+        if sid:
+            try:
+                await store.add_student(session.code, sid, "", now=connected)  # a reconnect keeps its place
+            except StoreError as e:
+                return stream_of(sse({"type": "refused", "message": sentence(str(e))}))
+        subscription = await store.subscribe(session.code)
+    except Busy as e:
+        return stream_of(away(str(e)))
+    return stream_of(follow(request, session.code, subscription, sid, connected))
+
+
+def stream_of(body: str | AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(iter([body]) if isinstance(body, str) else body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def away(message: str) -> str:
+    """The store does not answer: the sentence, and how soon the browser should try again."""
+    return f"retry: {RETRY_MS}\n" + sse({"type": "away", "message": sentence(message)})
 
 
 async def follow(request: Request, code: str, subscription, sid: str | None, connected: float) -> AsyncIterator[str]:
@@ -425,8 +514,8 @@ async def follow(request: Request, code: str, subscription, sid: str | None, con
             yield sse(event)
             if event.get("type") == "ended":
                 return
-    except Busy:
-        return  # the store stopped answering (Redis down): the stream ends, and the phone reconnects
+    except Busy as e:
+        yield away(str(e))  # the store stopped answering (Redis away): the browser reconnects in a moment
     finally:
         if pending is not None:
             pending.cancel()

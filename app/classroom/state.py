@@ -155,8 +155,9 @@ def check_text(text: str, what: str, limit: int) -> str:
     """A short text a student typed: refused if it is empty, too long or holds control characters."""
     if len(text) > limit:
         raise GuessError(f"That {what} is {len(text):,} characters long; keep it to {limit}.")
-    # the zero-width joiner is allowed: emoji such as 👩‍🔬 are built with it
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch != ZWJ for ch in text):
+    # the zero-width joiner is allowed between two characters: emoji such as 👩‍🔬 are built with it
+    joiners = ZWJ in text and (text.strip().startswith(ZWJ) or text.strip().endswith(ZWJ) or ZWJ * 2 in text)
+    if joiners or any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch != ZWJ for ch in text):
         raise GuessError(f"That {what} holds control or invisible characters; type plain letters, digits or emoji.")
     return text
 
@@ -178,15 +179,34 @@ def guess_candidates(text: str, after: str = "") -> list[str]:
     return [" " + text, text] if joins_a_word else [text, " " + text]
 
 
-def match_guess(text: str, encode, after: str = "") -> int:
+def match_guess(text: str, encode, after: str = "", token_bytes=None) -> int:
     """A typed guess as one token: the first of guess_candidates that is one token, else the first
-    token of the first candidate. `encode(text) -> list[int]`; `after` is the text so far."""
+    token of the first candidate. `encode(text) -> list[int]`; `after` is the text so far. With
+    `token_bytes(id) -> bytes`, a first token that is only part of a character is refused: "🙂" and
+    "🙃" both begin with the bytes f0 9f, and would match each other."""
     tries = guess_candidates(text, after)
     for t in tries:
         ids = encode(t)
         if len(ids) == 1:
             return ids[0]
-    return encode(tries[0])[0]
+    ids = encode(tries[0])
+    if token_bytes is not None and not whole_characters(token_bytes(ids[0])):
+        raise GuessError(f"“{text.strip()}” is {len(ids)} tokens for this model, and the first is only part of a "
+                         "character, so it would match other emoji too; guess a word, or the start of one.")
+    return ids[0]
+
+
+def whole_characters(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def first_token_only(text: str, token: str) -> bool:
+    """Whether a guess counted as only the first of its tokens (the student is told)."""
+    return token.strip() != text.strip()
 
 
 # ---------------------------------------------------------------- scoring

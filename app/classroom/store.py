@@ -12,6 +12,10 @@ methods when DEEPDIVE_REDIS_URL is set, so several server processes share one cl
   only through add_student/remove_student, so a join in one process is never lost to a save in
   another. Saving a session that has expired or been deleted does nothing and returns False.
 - `delete(code)` removes the session, its students and its guesses.
+- `fate(code)` says what became of a session that is no longer there, for `ttl_s` after: "ended" (deleted)
+  or "expired"; None when the store knows nothing of it (never there, or lost with a restarted store:
+  a page that knew the session then says it was lost). Redis: `class:{code}:fate`, and the expiry time
+  kept in `classes:live` for a while.
 - `add_student(code, student_id, nickname, now)` adds a student or, for a known id, refreshes
   its `joined` time (a reconnect) and keeps its nickname when the new one is empty. StoreFull
   when `max_students` others are there; Gone when the session is not. Redis: a hash
@@ -43,6 +47,7 @@ from dataclasses import replace
 
 from app.classroom.state import Session, Student
 from app.config import Settings
+from app.model_thread import Busy
 
 QUEUE_EVENTS = 64  # events one subscriber may fall behind by before older ones are dropped
 
@@ -61,6 +66,11 @@ class StoreFull(StoreError):
 
 class Gone(StoreError):
     pass
+
+
+class Unavailable(Busy):
+    """The store does not answer (Redis is away). Not a StoreError (a refusal of what was asked): like a busy
+    model, it is the server's trouble, answered 503 with a sentence, and the request can be tried again."""
 
 
 class Events(ABC):
@@ -98,6 +108,10 @@ class Store(ABC):
 
     @abstractmethod
     async def delete(self, code: str) -> None:
+        ...
+
+    @abstractmethod
+    async def fate(self, code: str) -> str | None:
         ...
 
     @abstractmethod
@@ -143,18 +157,22 @@ class MemoryStore(Store):
         self._sessions: dict[str, Session] = {}
         self._guesses: dict[tuple[str, int], dict[str, int]] = {}
         self._queues: dict[str, set[asyncio.Queue]] = {}
+        self._fates: dict[str, tuple[str, float]] = {}  # code -> ("ended" or "expired", when)
 
     def _live(self, code: str) -> Session | None:
         self._expire()
         return self._sessions.get(code)
 
     def _expire(self) -> None:
-        cutoff = time.time() - self.ttl_s
+        now = time.time()
+        cutoff = now - self.ttl_s
         for code in [c for c, s in self._sessions.items() if s.active < cutoff]:
-            self._drop(code)
+            self._drop(code, "expired")
+        self._fates = {c: f for c, f in self._fates.items() if f[1] > cutoff}
 
-    def _drop(self, code: str) -> None:
-        self._sessions.pop(code, None)
+    def _drop(self, code: str, fate: str) -> None:
+        if self._sessions.pop(code, None) is not None:
+            self._fates[code] = (fate, time.time())
         for key in [k for k in self._guesses if k[0] == code]:
             del self._guesses[key]
 
@@ -164,6 +182,7 @@ class MemoryStore(Store):
         if len(self._sessions) >= self.max_sessions:
             raise StoreFull(self.full_message())
         session.active = time.time()
+        self._fates.pop(session.code, None)
         self._sessions[session.code] = replace(session, students={})
 
     async def get(self, code: str) -> Session | None:
@@ -182,7 +201,11 @@ class MemoryStore(Store):
         return True
 
     async def delete(self, code: str) -> None:
-        self._drop(code)
+        self._drop(code, "ended")
+
+    async def fate(self, code: str) -> str | None:
+        self._expire()
+        return None if code in self._sessions or code not in self._fates else self._fates[code][0]
 
     async def add_student(self, code: str, student_id: str, nickname: str, now: float | None = None) -> Student:
         stored = self._live(code)
@@ -254,5 +277,6 @@ def make_store(settings: Settings) -> Store:
     if settings.redis_url:
         from app.classroom.redis_store import RedisStore  # only a server configured for Redis needs the client
 
-        return RedisStore(settings.redis_url, **limits)
+        return RedisStore(settings.redis_url, **limits, timeout_s=settings.redis_timeout_s,
+                          retries=settings.redis_retries)
     return MemoryStore(**limits)

@@ -15,10 +15,11 @@ from fastapi import Request
 from markupsafe import Markup
 
 from app.classroom import codes
-from app.classroom.join_url import join_url, qr_svg
+from app.classroom.join_url import join_url, loopback_only, qr_svg, start_command
 from app.classroom.state import Played, Session, Stepper, leaderboard, losses, snapshot
-from app.classroom.store import Store
+from app.classroom.store import Store, Unavailable
 from app.deps import get_engine
+from app.errors import sentence
 
 COOKIE = "deepdive_teacher"
 REVEAL_ROWS = 10  # tokens in a reveal's figure: the class's and the model's favourites together
@@ -52,32 +53,67 @@ def stepper_of(request: Request, prompt: str, dice: Any, steps_text: str, url: s
     return Stepper(prompt=prompt, steps=steps_text, url=url, pieces=pieces, **asdict(dice))
 
 
-async def follow(request: Request, prompt: str, dice: Any, context: dict) -> dict | None:
+async def follow(request: Request, prompt: str, dice: Any, context: dict) -> dict:
     """The Inference page's hook: with the teacher's cookie of a live session, save the stepper's state and
     tell the class. A changed text closes an open round (its guesses were for the text before). Returns the
-    class panel's context, or None when this browser leads no session."""
-    session = await teacher_session(request)
-    if session is None:
-        return None
-    new = stepper_of(request, prompt, dice, context["steps_text"], context["url"])
-    if new != session.stepper:
-        if session.round and (new.prompt, new.steps) != (session.stepper.prompt, session.stepper.steps):
-            session.round = None
-        session.stepper = new
-        store = store_of(request)
-        if await store.save(session):
-            answers = len(await store.guesses(session.code, session.round.no)) if session.round else 0
-            await store.publish(session.code, snapshot(session, answers, "step"))
-    return await panel(request, session)
+    class panel's context: the panel, or the start form (with what became of this browser's last session).
+    While the store is away the stepper works on, and the panel says why it is missing."""
+    try:
+        session = await teacher_session(request)
+        if session is None:
+            parts = cookie_parts(request)
+            said = await gone_sentence(request, parts[0], known=True) if parts else None
+            return start_context(request, gone=said)
+        new = stepper_of(request, prompt, dice, context["steps_text"], context["url"])
+        if new != session.stepper:
+            if session.round and (new.prompt, new.steps) != (session.stepper.prompt, session.stepper.steps):
+                session.round = None
+            session.stepper = new
+            store = store_of(request)
+            if await store.save(session):
+                answers = len(await store.guesses(session.code, session.round.no)) if session.round else 0
+                await store.publish(session.code, snapshot(session, answers, "step"))
+        return await panel(request, session)
+    except Unavailable as e:
+        parts = cookie_parts(request)
+        return {**start_context(request), "away": sentence(str(e)), "code": parts[0] if parts else None}
+
+
+def start_context(request: Request, gone: str | None = None) -> dict:
+    """The start form's context: whether a teacher key is asked, whether phones can reach this server at all
+    (and the command that lets them), and what became of this browser's last session."""
+    settings = request.app.state.settings
+    return {"session": None, "gone": gone, "away": None, "code": None, "needs_key": bool(settings.teacher_key),
+            "loopback": loopback_only(settings), "command": start_command(settings)}
+
+
+async def gone_sentence(request: Request, code: str, known: bool) -> str:
+    """What became of a session that is no longer there, for a browser that knew it (its teacher, a phone that
+    joined it): ended, expired, or lost (the store forgot it: Redis restarted without keeping its data)."""
+    settings = request.app.state.settings
+    fate = await store_of(request).fate(code)
+    if fate == "ended":
+        return f"Class session {code} has ended: the teacher closed it."
+    if fate == "expired":
+        return f"Class session {code} expired after {settings.class_ttl_s / 3600:g} hours without activity."
+    if known:
+        return (f"Class session {code} was lost: the server no longer has it (it restarted without keeping its "
+                "sessions). The teacher can start a new one; the phones join again with the new code.")
+    return (f"There is no class session with the code {code} now: it has ended or expired, or the code is "
+            "mistyped. Check the code with your teacher.")
 
 
 async def panel(request: Request, session: Session, apply_steps: bool = False) -> dict:
-    """What the class panel shows: the code, the join address and its QR code, the counts, the last reveal."""
+    """What the class panel shows: the code, the join address and its QR code, the counts, the last reveal.
+    When the server listens on loopback only, phones cannot reach it: no QR code, and the command instead."""
     store = store_of(request)
-    url = join_url(request, request.app.state.settings, session.code)
+    settings = request.app.state.settings
+    url = join_url(request, settings, session.code)
+    loopback = loopback_only(settings)
     answers = len(await store.guesses(session.code, session.round.no)) if session.round else 0
     last = session.played[-1] if session.played else None
-    return {"session": session, "join_url": url, "qr": Markup(qr_svg(url)), "answers": answers,
+    return {"session": session, "join_url": url, "qr": None if loopback else Markup(qr_svg(url)),
+            "answers": answers, "loopback": loopback, "command": start_command(settings),
             "students": len(session.students), "last": last, "rows": reveal_rows(last) if last else [],
             "losses": losses(session.played), "board": leaderboard(session), "apply_steps": apply_steps,
             "vocab": get_engine(request).info().vocab_size}

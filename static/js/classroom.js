@@ -7,32 +7,93 @@
  * when the session's state changes, and after a reveal (data-apply-steps) the
  * stepper takes the new step, so its text and URL follow.
  * On a phone (#phone[data-class-code]): the view is fetched again when the text,
- * the round, the reveal or the leaderboard changes; a closed session ends the stream.
- * EventSource reconnects by itself; the first event of each connection is the
+ * the round, the reveal or the leaderboard changes; a closed session ends the stream,
+ * and the view fetched then says so (a 200: the console stays clean).
+ * The stream always answers 200: when the server's store (Redis) is away it sends an
+ * "away" event with `retry:` and ends, and EventSource reconnects by itself; should the
+ * browser give up anyway (a proxy's error page), this script opens it again, backing off.
+ * Meanwhile a line says "Reconnecting…". The first event of each connection is the
  * present state, so a phone that was away lands where the class is.
  */
 (function () {
   "use strict";
+  const RETRY_MIN_MS = 1000;  // a stream the browser gave up on is opened again after this, doubling up to
+  const RETRY_MAX_MS = 8000;  // this (the server's own "away" events make EventSource retry by itself)
   let source = null;
   let code = null;
+  let handler = null;
+  let timer = null;
+  let delay = RETRY_MIN_MS;
+  let reconnecting = false;
+  let over = false;
+
+  // the connection's state, in a line just above what is followed (outside what the server's views replace)
+  function notice(text) {
+    let box = document.getElementById("class-connection");
+    const anchor = document.getElementById("phone") || document.getElementById("class-panel");
+    if (!box && text && anchor) {
+      box = document.createElement("p");
+      box.id = "class-connection";
+      box.className = "message class-connection";
+      box.setAttribute("role", "status");
+      anchor.parentNode.insertBefore(box, anchor);
+    }
+    if (!box) return;
+    box.textContent = text || "";
+    box.hidden = !text;
+  }
+
+  function stop() {
+    over = true;
+    if (source) source.close();
+    if (timer) clearTimeout(timer);
+    source = timer = null;
+  }
+
+  function open() {
+    timer = null;
+    const mine = source = new EventSource("/class/" + encodeURIComponent(code) + "/events");
+    source.onmessage = function (evt) {
+      const event = JSON.parse(evt.data);
+      if (event.type === "away") {  // the server's store is away; EventSource comes back after `retry:`
+        reconnecting = true;
+        notice("Reconnecting… " + event.message);
+        return;
+      }
+      const again = reconnecting;
+      reconnecting = false;
+      delay = RETRY_MIN_MS;
+      notice(null);
+      if (event.type === "ended" || event.type === "refused") stop();
+      handler(event, again);
+    };
+    source.onerror = function () {
+      if (over || source !== mine) return;
+      if (!reconnecting) notice("Reconnecting to the class…");
+      reconnecting = true;
+      if (mine.readyState === EventSource.CLOSED) {  // the browser gave up (an error status): try again later
+        mine.close();
+        source = null;
+        timer = setTimeout(open, delay);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+    };
+  }
 
   function follow(newCode, onEvent) {
-    if (code === newCode) return;
-    if (source) source.close();
+    handler = onEvent;
+    if (code === newCode && !over) return;
+    stop();
     code = newCode;
-    source = newCode ? new EventSource("/class/" + encodeURIComponent(newCode) + "/events") : null;
-    if (source) {
-      source.onmessage = function (evt) {
-        const event = JSON.parse(evt.data);
-        if (event.type === "ended") { source.close(); source = null; }
-        onEvent(event);
-      };
-    }
+    over = reconnecting = false;
+    delay = RETRY_MIN_MS;
+    notice(null);
+    if (code) open();
   }
 
   /* ---------------------------------------------------------- the teacher */
   function teacher(panel) {
-    follow(panel.dataset.classCode || null, function (event) {
+    follow(panel.dataset.classCode || null, function (event, again) {
       const current = document.getElementById("class-panel");
       if (!current || !current.dataset.classCode) return;
       if (event.type === "count" || event.type === "state") {
@@ -43,13 +104,20 @@
       }
       // a control's own answer brings the fresh panel; fetching one meanwhile would detach the control
       // before its answer lands
+      // a hello after an outage may follow changes this page missed, or bring back a panel that was away
+      const changed = event.type === "state" && (event.reason !== "hello" || again || current.dataset.classAway);
       const inFlight = current.querySelector(".htmx-request");
-      if (((event.type === "state" && event.reason !== "hello") || event.type === "ended") && !inFlight) {
+      if ((changed || event.type === "ended" || event.type === "refused") && !inFlight) {
         htmx.ajax("GET", "/class/" + encodeURIComponent(code) + "/panel", { target: "#class-panel", swap: "outerHTML" });
       }
       if (event.type === "state" && event.reason === "reveal") applySteps(event.steps);
     });
-    applySteps(panel.dataset.applySteps);
+    if (panel.dataset.applySteps !== undefined) {
+      applySteps(panel.dataset.applySteps);
+      // the reveal's figure comes into view as it arrives: the teacher need not scroll for each one
+      const figure = document.getElementById("class-reveal");
+      if (figure) figure.scrollIntoView({ block: "nearest" });
+    }
   }
 
   // after a reveal the stepper takes the revealed step, from the reveal's answer or its event (whichever
@@ -72,7 +140,7 @@
     follow(box.dataset.classCode, function (event) {
       const view = document.getElementById("phone-view");
       if (event.type === "state" && view && view.dataset.view === viewKey(event)) return;
-      if (event.type === "state" || event.type === "ended") {
+      if (event.type === "state" || event.type === "ended" || event.type === "refused") {
         htmx.ajax("GET", "/class/" + encodeURIComponent(code) + "/phone", { target: "#phone", swap: "innerHTML" });
       }
     });

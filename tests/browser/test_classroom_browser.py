@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from app.config import Settings
+from app.engine import Engine
+from app.main import create_app
+from live_server import serve
+
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_checkpoint: Path) -> Iterator[str]:
+    """The server as `python -m app --host 0.0.0.0` starts it for a class: it believes phones can reach it."""
+    settings = Settings(model=str(tiny_checkpoint), host="0.0.0.0")
+    with serve(create_app(settings, Engine.load(settings))) as url:
+        yield url
 
 
 @pytest.fixture
@@ -50,8 +64,15 @@ def test_a_class_session_with_three_phones_over_two_rounds(classroom: tuple[Page
     code_box = teacher.locator("[data-join-code]")
     expect(code_box).to_be_visible()
     code = code_box.get_attribute("data-join-code")
-    assert re.fullmatch(r"[A-Z0-9]{5}", code)
-    expect(teacher.locator("#class-panel svg.class-qr")).to_be_visible()
+    assert re.fullmatch(r"[A-Z0-9]{6}", code)
+    expect(teacher.locator("#class-panel svg.class-qr")).to_be_attached()
+    # the class on one screen (1366×768, as loaded after starting): the code, the stepper's text, the round's controls
+    assert teacher.evaluate("window.scrollY") == 0
+    for where in ("[data-join-code]", "#inf-sofar", "[data-class-action=typed]", "[data-class-action=choices]"):
+        box = teacher.locator(where).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 768, (where, box)
+    bar_top = teacher.locator(".class-bar").bounding_box()["y"]
+    assert teacher.locator("#inf-sofar").bounding_box()["y"] + 20 < bar_top  # the text is not under the bar
 
     for i, phone in enumerate(phones):
         phone.goto(f"/join?code={code}")  # the QR code's link
@@ -77,6 +98,7 @@ def test_a_class_session_with_three_phones_over_two_rounds(classroom: tuple[Page
     expect(teacher.locator("#class-answers")).to_have_text("3")
     teacher.locator("[data-class-action=reveal]").click()
     expect(teacher.locator("#class-reveal .class-bars .lab-bar.class-actual")).to_have_count(1)
+    expect(teacher.locator("#class-reveal .class-bars")).to_be_in_viewport()  # it came into view as it arrived
     expect(teacher.locator("#inf-sofar .chip")).to_have_count(2)  # the revealed token joined the teacher's text
     expect(teacher).to_have_url(re.compile(r"steps=g\d+\.s\d+"))
     expect(teacher.locator("#inf-figure")).to_be_visible()
@@ -96,6 +118,9 @@ def test_a_class_session_with_three_phones_over_two_rounds(classroom: tuple[Page
         expect(phone.locator(".class-option")).to_have_count(6)
         phone.locator(".class-option").first.click()
         expect(phone.locator("#phone-said")).to_contain_text("Your guess counts as")
+        expect(phone.locator(".class-option").first).to_have_attribute("aria-pressed", "true")  # the chosen one shows
+        expect(phone.locator(".class-option[aria-pressed=true]")).to_have_count(1)
+        assert phone.locator(".class-option").first.evaluate("b => getComputedStyle(b).outlineStyle") == "solid"
         assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     expect(teacher.locator("#class-answers")).to_have_text("3")
     teacher.locator("[data-class-action=reveal]").click()
@@ -110,3 +135,21 @@ def test_a_class_session_with_three_phones_over_two_rounds(classroom: tuple[Page
     # a reload keeps the teacher in the session
     teacher.reload()
     expect(teacher.locator("[data-join-code]")).to_have_attribute("data-join-code", code)
+
+    # the session ends: each phone and the panel say so, with no console error (the fixture checks)
+    teacher.once("dialog", lambda d: d.accept())
+    teacher.get_by_role("button", name="End session").click()
+    expect(teacher.get_by_role("button", name="Start a class session")).to_be_visible()
+    for phone in phones:
+        expect(phone.locator("[data-class-ended]")).to_contain_text(f"Class session {code} has ended")
+
+
+def test_a_server_on_loopback_only_says_so_and_draws_no_qr_code(page: Page, tiny_checkpoint: Path) -> None:
+    settings = Settings(model=str(tiny_checkpoint))  # python -m app's default: 127.0.0.1 only
+    with serve(create_app(settings, Engine.load(settings))) as url:
+        page.goto(url + "/inference?prompt=Once")
+        expect(page.locator("[data-class-loopback]")).to_contain_text("python -m app --host 0.0.0.0 --port 8000")
+        page.get_by_role("button", name="Start a class session").click()
+        expect(page.locator("[data-join-code]")).to_be_visible()
+        expect(page.locator("[data-class-loopback]")).to_contain_text("Phones cannot reach this server")
+        expect(page.locator("svg.class-qr")).to_have_count(0)
