@@ -1,0 +1,89 @@
+"""What a teacher met in a full lesson (issue 22), at the size where each was seen: the projector (1366×768)
+and a phone (390×844), in real headless Chromium.
+
+Uses tests/browser/conftest.py's live server (the tiny random model, strict CSP); screenshots go to
+/tmp/shots/lesson-*.png.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)  # a busy laptop is slow; a hang still fails
+SHOTS = Path("/tmp/shots")
+
+
+# the sizes where each stumble was seen: conftest.py's `sized` fixture, at one of its sizes
+PROJECTOR = pytest.mark.parametrize("sized", ["projector"], indirect=True)
+PHONE = pytest.mark.parametrize("sized", ["phone"], indirect=True)
+
+
+def shot(pg: Page, name: str) -> None:
+    pg.screenshot(path=str(SHOTS / f"lesson-{name}.png"), full_page=True)
+
+
+# ---------------------------------------------------------------- 2. the stepper after a key press
+
+SETTINGS = [  # each control as a person moves it, and how the page's URL says it moved
+    ("#inf-temperature", "0.5", r"temperature=0\.5"),
+    ("#inf-seed", "7", r"seed=7"),
+    ("#inf-top_k", "20", r"top_k=20"),
+    ("#inf-top_p", "0.9", r"top_p=0\.9"),
+    ("#inf-n", "15", r"n=15"),
+]
+
+
+def move(pg: Page, selector: str, value: str) -> None:
+    """Change a control as a user does: its value, then the input event."""
+    pg.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+                        value)
+
+
+@PROJECTOR
+@pytest.mark.parametrize("key", ["ArrowRight", " "], ids=["greedy", "sample"])
+def test_a_key_press_takes_one_step_and_the_settings_take_none(sized: Page, key: str) -> None:
+    page = sized
+    page.goto("/inference?prompt=Once+upon+a+time")
+    page.locator("#inf-bars button.lab-bar").first.wait_for()
+    page.locator("h1").click()  # keys go to the page
+    page.keyboard.press(key)
+    history = page.locator("#inf-history tr")
+    expect(history).to_have_count(1)
+    text = page.locator("#inf-sofar").inner_text()
+    for selector, value, in_url in SETTINGS:
+        move(page, selector, value)
+        expect(page).to_have_url(re.compile(in_url))  # the server has answered the change
+        assert page.locator("#inf-sofar").inner_text() == text, selector
+        assert history.count() == 1, selector
+    # the keys still step, once each
+    page.locator("h1").click()
+    page.keyboard.press("ArrowRight")
+    expect(history).to_have_count(2)
+    move(page, "#inf-temperature", "1.5")
+    expect(page).to_have_url(re.compile(r"temperature=1\.5"))
+    assert history.count() == 2
+
+
+@PROJECTOR
+def test_the_steps_taken_keep_their_chance_when_the_settings_move(sized: Page) -> None:
+    page = sized
+    page.goto("/inference?prompt=Once+upon+a+time")
+    page.locator("#inf-bars button.lab-bar").first.wait_for()
+    page.locator("h1").click()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    history = page.locator("#inf-history tr")
+    expect(history).to_have_count(2)
+    chances = page.locator("#inf-history td:nth-child(4)").all_inner_texts()
+    move(page, "#inf-temperature", "2")
+    expect(page).to_have_url(re.compile(r"temperature=2"))
+    expect(page.locator("#inf-history td:nth-child(4)")).to_have_text(chances)
+    expect(history.first).to_contain_text("the most likely (temperature 1)")
+    page.reload()  # the link carries each step's settings
+    expect(page.locator("#inf-history td:nth-child(4)")).to_have_text(chances)
+    shot(page, "inference-history")
