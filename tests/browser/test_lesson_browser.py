@@ -87,3 +87,33 @@ def test_the_steps_taken_keep_their_chance_when_the_settings_move(sized: Page) -
     page.reload()  # the link carries each step's settings
     expect(page.locator("#inf-history td:nth-child(4)")).to_have_text(chances)
     shot(page, "inference-history")
+
+
+# ---------------------------------------------------------------- 1. the opening screen
+
+@PROJECTOR
+@pytest.mark.parametrize("present", [False, True], ids=["normal", "presentation"])
+def test_the_overview_reads_on_a_projector(sized: Page, present: bool) -> None:
+    page = sized
+    page.goto("/" + ("?present=1" if present else ""))
+    page.wait_for_load_state("networkidle")
+    shot(page, f"overview-{'presentation' if present else 'normal'}")
+    # the header names the model loaded now
+    expect(page.locator(".site-header")).to_contain_text("deepdive-browser")
+    # the facts: every value has room (at least a quarter of the list) and is never cut short; the loss's
+    # sentence takes a few lines, not one word a line
+    facts = page.evaluate("""() => { const dl = document.querySelector('.model-facts').getBoundingClientRect();
+        return [...document.querySelectorAll('.model-facts dd')].map(dd => ({text: dd.textContent.trim(),
+          share: dd.getBoundingClientRect().width / dl.width, cut: dd.scrollWidth > dd.clientWidth + 1,
+          lines: dd.getBoundingClientRect().height / parseFloat(getComputedStyle(dd).lineHeight)})); }""")
+    assert any("nats per token" in f["text"] for f in facts)  # the long label is there
+    for f in facts:
+        assert f["share"] >= 0.25 and not f["cut"], f
+        assert f["lines"] <= 5, f
+    # the pipeline's boxes keep apart, with room for the arrow between them, and no caption runs out of its box
+    boxes = page.evaluate("""() => [...document.querySelectorAll('.pipeline')[0].querySelectorAll('a')].map(a => {
+        const r = a.getBoundingClientRect(); return {left: r.left, right: r.right, over: a.scrollWidth > a.clientWidth + 1,
+          text: a.textContent.trim().slice(0, 24)}; })""")
+    assert [b["text"] for b in boxes if b["over"]] == []
+    gaps = [b["left"] - a["right"] for a, b in zip(boxes, boxes[1:])]
+    assert min(gaps) >= 12, gaps
