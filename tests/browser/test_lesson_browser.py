@@ -117,3 +117,13 @@ def test_the_overview_reads_on_a_projector(sized: Page, present: bool) -> None:
     assert [b["text"] for b in boxes if b["over"]] == []
     gaps = [b["left"] - a["right"] for a, b in zip(boxes, boxes[1:])]
     assert min(gaps) >= 12, gaps
+
+
+# ---------------------------------------------------------------- 8. words
+
+@PROJECTOR
+def test_one_token_has_an_id(sized: Page) -> None:
+    sized.goto("/tokenizer?q=15496")
+    hint = sized.locator("#vocab-result .hint").first
+    expect(hint).to_contain_text("1 token contains")
+    expect(hint).to_contain_text("(or has id 15496)")
