@@ -127,3 +127,21 @@ def test_one_token_has_an_id(sized: Page) -> None:
     hint = sized.locator("#vocab-result .hint").first
     expect(hint).to_contain_text("1 token contains")
     expect(hint).to_contain_text("(or has id 15496)")
+
+
+# ---------------------------------------------------------------- 6. chips and presentation mode
+
+@PROJECTOR
+def test_newline_and_tab_chips_stay_whole_with_their_ids(sized: Page) -> None:
+    sized.goto("/tokenizer?ids=1&text=Line%20one.%0ALine%20two.%0A%0A%09Tabbed")
+    sized.locator("#tok-result .chip").first.wait_for()
+    chips = sized.evaluate("""() => [...document.querySelectorAll('#tok-result .chip')].map(c => ({
+        text: c.textContent, lines: c.getClientRects().length, width: c.getBoundingClientRect().width}))""")
+    assert [c["text"] for c in chips if c["lines"] > 1] == []  # ↵ and its id 198 on one line; ↵↵ 628 too
+    assert [c["text"] for c in chips if "198" in c["text"] or "628" in c["text"]] == ["↵198", "↵↵628"]
+    tab = next(c for c in chips if "197" in c["text"])
+    assert tab["width"] < 60, tab  # the → mark and its id, not a tab stop's empty block
+    # the text still breaks where its newlines are: "Line two." starts a line of its own
+    lines = sized.evaluate("""() => new Set([...document.querySelectorAll('#tok-result .chip')].map(
+        c => Math.round(c.getBoundingClientRect().top))).size""")
+    assert lines == 3
