@@ -146,7 +146,7 @@ def test_next_token_link_is_the_page_state(client: TestClient) -> None:
     r = client.post("/partials/inference", data={"prompt": TRICKY, "n": "5", "pick": "318"})
     link = re.search(r'<div id="inf-figure-tools"[^>]*hx-swap-oob="true"[^>]*>.*?href="([^"]+)"', r.text, re.S)
     q = parse_qs(urlsplit(unescape(link.group(1))).query)
-    assert q["n"] == ["5"] and q["steps"] == ["h318"]
+    assert q["n"] == ["5"] and q["steps"] == ["h318t100"]
 
 
 def test_loss(client: TestClient) -> None:

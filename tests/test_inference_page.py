@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app import schemas as s
 from app.config import Settings
 from app.engine import Engine
-from app.routes.inference import format_steps, parse_steps, Taken
+from app.routes.inference import format_steps, parse_steps, Taken, Under
 from model.tokenizer import EOT_ID
 
 PROMPT = "Once upon a time"
@@ -49,8 +49,31 @@ def test_steps_round_trip():
     assert format_steps(steps) == "g318.s464.h1110"
     assert parse_steps("g318.s464.h1110", 50257, EOT_ID) == steps
     assert parse_steps("", 50257, EOT_ID) == []
-    for bad in ("x12", "g", "g12.", "g99999999", "g50257", f"s{EOT_ID}", "g1;s2", "g1." * 2000):
+    for bad in ("x12", "g", "g12.", "g99999999", "g50257", f"s{EOT_ID}", "g1;s2", "g1." * 2000, "g1t300", "g1k20",
+                "g1t100k99", "g1t100p2", "g1t100p101", "g1t100r"):
         assert parse_steps(bad, 50257, EOT_ID) is None, bad
+
+
+def test_each_step_keeps_its_settings_in_the_link():
+    steps = [Taken("g", 318, Under(1.0, 0, 1.0)), Taken("s", 464, Under(0.7, 20, 0.9, 43)), Taken("h", 1110)]
+    assert format_steps(steps) == "g318t100.s464t70k20p90r43.h1110"
+    assert parse_steps("g318t100.s464t70k20p90r43.h1110", 50257, EOT_ID) == steps
+
+
+def test_a_step_keeps_the_chance_it_was_taken_with(client: TestClient):
+    """Two greedy steps at temperature 1, then the temperature moves to 2: the history still shows the
+    chances the steps had (and says under which settings), while the bars follow the new temperature."""
+    one, _ = act(client, action="greedy")
+    two, _ = act(client, steps=steps_of(one), action="greedy")
+    then = re.findall(r'<td class="r">([\d.]+%)</td>', two)
+    later, query = act(client, steps=steps_of(two), temperature="2")
+    assert re.findall(r'<td class="r">([\d.]+%)</td>', later) == then
+    assert history(later) == ["the most likely (temperature 1)"] * 2
+    assert query["steps"] == steps_of(two) and query["temperature"] == "2"
+    # a sample at temperature 2 keeps its seed when the seed changes afterwards
+    third, _ = act(client, steps=steps_of(two), temperature="2", action="sample")
+    moved, _ = act(client, steps=steps_of(third), temperature="2", seed="7")
+    assert history(moved)[0] == "sampled, seed 44 (temperature 2)"
 
 
 def test_greedy_appends_the_most_likely_token(client: TestClient, engine: Engine):
@@ -58,8 +81,8 @@ def test_greedy_appends_the_most_likely_token(client: TestClient, engine: Engine
     ids = engine.tokenizer.encode(PROMPT)
     body, query = act(client, action="greedy")
     best = anyio.run(top_id, engine, ids)
-    assert steps_of(body) == f"g{best}" and query["steps"] == f"g{best}"
-    assert history(body) == ["the most likely"]
+    assert steps_of(body) == f"g{best}t100" and query["steps"] == f"g{best}t100"
+    assert history(body) == ["the most likely (temperature 1)"]
     assert body.count('class="chip') >= 2  # the new token in the text so far and in the history
     assert len(re.findall(r'<button type="submit" name="pick"', body)) == 10
 
@@ -84,9 +107,9 @@ def body_history(body: str) -> str:
 
 def test_a_hand_picked_bar_is_recorded(client: TestClient, engine: Engine):
     body, query = act(client, pick="1110")
-    assert steps_of(body) == "h1110" and history(body) == ["chosen by hand"]
-    body, _ = act(client, steps="h1110", pick=str(EOT_ID))
-    assert steps_of(body) == "h1110"  # <|endoftext|> ends the text instead of joining it
+    assert steps_of(body) == "h1110t100" and history(body) == ["chosen by hand (temperature 1)"]
+    body, _ = act(client, steps="h1110t100", pick=str(EOT_ID))
+    assert steps_of(body) == "h1110t100"  # <|endoftext|> ends the text instead of joining it
     assert "thinks the text is finished" in body
 
 
@@ -134,4 +157,4 @@ def test_token_texts_are_escaped(client: TestClient, engine: Engine):
 
 def test_a_pick_outside_the_vocabulary_is_refused_in_words(client: TestClient):
     body, _ = act(client, steps="g11", pick="50300")
-    assert steps_of(body) == "g11" and "not a token of this model" in body
+    assert steps_of(body) == "g11" and "not a token of this model" in body  # a step without its settings

@@ -289,11 +289,11 @@ def test_inference_steps_on_the_models_tokens(client: TestClient, engine: Engine
     if best == engine.eos_id:
         pytest.skip("the random model's first choice ends the text")
     _, query = act(client, action="greedy")
-    assert query["steps"] == f"g{best}"
+    assert query["steps"] == f"g{best}t100"
     restored = client.get("/inference", params={"prompt": PROMPT, "steps": f"g{best}"}).text
     assert "could not be read" not in restored and html.escape(engine.texts[best]) in restored
     _, query = act(client, steps=f"g{best}", action="sample")
-    assert re.fullmatch(rf"g{best}\.s\d+", query["steps"])
+    assert re.fullmatch(rf"g{best}\.s\d+t100r43", query["steps"])
     body, query = act(client, pick=str(engine.eos_id))
     assert "The model chose &lt;|end_of_text|&gt;: it thinks the text is finished" in body
     assert "steps" not in query

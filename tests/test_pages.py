@@ -144,7 +144,9 @@ def test_tokens_partial_escapes_html(client: TestClient):
 def test_tokens_partial_marks_whitespace_and_partial_bytes(client: TestClient):
     body = post(client, "/partials/tokens", "a b\n\tc🙂")
     assert '<span class="ws ws-sp"><span class="ws-raw"> </span><span class="ws-mark" aria-hidden="true">·</span></span>' in body
-    assert '<span class="ws-mark" aria-hidden="true">↵</span><span class="ws-raw">\n</span>' in body
+    # a closing newline: its mark (and id) in the chip, the newline itself just after it, so the chip stays whole
+    assert re.search(r'<span class="ws-mark" aria-hidden="true">↵</span></span><span class="tid">\d+</span></span>'
+                     r'<span class="ws-raw">\n</span>', body)
     assert '<span class="ws-mark" aria-hidden="true">→</span>' in body
     assert "partial" in body and r"\xf0\x9f" in body  # the emoji's first bytes, as bytes
 
@@ -382,7 +384,7 @@ def test_data_page_marks_the_stages_and_says_what_its_figures_are(client: TestCl
     monkeypatch.setattr(engine.loaded, "card", card)
     body = client.get("/data").text
     spec = json.loads(re.search(r'<script type="application/json" id="curve-data">(.*?)</script>', body, re.S).group(1))
-    assert spec["marks"] == [{"x": 409600, "label": "stage 2", "step": 100}]
+    assert spec["marks"] == [{"x": 409600, "label": "stage 2", "step": 100, "class": "stage"}]
     assert "Training ran in 2 stages" in body
     assert "The first measurement,\n    after 100 steps, is 8.00; the last, after\n    200 steps, is 4.30" in body
     assert "(2.72)" in body and "on the whole held-out file" in body
@@ -401,3 +403,18 @@ def test_overview_says_what_the_card_measured_about_copying(client: TestClient, 
     assert "that takes a larger model" in body  # a small model: few-shot tasks are beyond it either way
     playground = client.get("/playground").text
     assert ("It does learn from its prompt what it can copy" in playground) == (later < 3)
+
+
+def test_the_curve_marks_phases_and_says_why_a_new_mix_jumps():
+    from app.routes.pages import curve_spec, phase_starts, stage_starts
+    from model.model_card import Stage
+    evals = [{"step": s, "tokens": s * 10, "train_loss": 3.0, "val_loss": 3.0} for s in (100, 200, 300)]
+    assert phase_starts(evals) == []  # today's log: no phases, no mark
+    phased = [{**r, "phase": p} for r, p in zip(evals, "AAB")]
+    assert [(m["label"], m["x"]) for m in curve_spec(phased, [])["marks"]] == [("phase B", 3000)]
+    stages = (Stage(100, {"a": 1.0}), Stage(100, {"a": 0.5, "b": 0.5}), Stage(100, {"a": 0.5, "b": 0.5}))
+    # without a natural-text loss to plot, the label says why the training loss jumps where the mix changed
+    assert [m["label"] for m in stage_starts(evals, stages)] == ["stage 2: new mix, loss jumps", "stage 3"]
+    natural = [{**r, "train_loss_natural": 2.9} for r in evals]
+    assert [m["label"] for m in stage_starts(natural, stages)] == ["stage 2", "stage 3"]
+    assert "training loss (natural text only)" in [s["label"] for s in curve_spec(natural, [])["series"]]

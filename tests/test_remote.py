@@ -143,12 +143,12 @@ def test_stepper_takes_steps_on_the_remote_and_a_link_restores_them(client: Test
     tok = gpt2_tokenizer()
     best = tok.decode([int(logprobs_after(tiny_model, PROMPT)[-1].argmax())])
     body, query = stepper(client, action="greedy")
-    assert query["steps"] == f"remote~g{said(best)}" and query["model"] == "remote"
+    assert query["steps"] == f"remote~g{said(best)}~t100" and query["model"] == "remote"  # with its settings
     assert "runs on 127.0.0.1" in body and "the most likely" in body
     # a bar is a candidate the server sent; choosing the third takes its text
     third = tok.decode([int(logprobs_after(tiny_model, PROMPT + best)[-1].topk(3).indices[2])])
     body, query = stepper(client, steps=query["steps"], pick="2")
-    assert query["steps"] == f"remote~g{said(best)}.h{said(third)}"
+    assert query["steps"] == f"remote~g{said(best)}~t100.h{said(third)}~t100"
     # sampling is seeded by the step number: the same link samples the same token
     _, q1 = stepper(client, steps=query["steps"], action="sample")
     _, q2 = stepper(client, steps=query["steps"], action="sample")
@@ -156,7 +156,7 @@ def test_stepper_takes_steps_on_the_remote_and_a_link_restores_them(client: Test
     page = client.get("/inference", params=q1)
     assert page.status_code == 200
     assert re.findall(r"<td>((?:sampled|the most likely|chosen by hand)[^<]*)</td>", page.text) == [
-        "sampled, seed 44", "chosen by hand", "the most likely"]
+        "sampled, seed 44 (temperature 1)", "chosen by hand (temperature 1)", "the most likely (temperature 1)"]
     assert f'value="{q1["steps"]}"' in page.text and "could not be read" not in page.text
     _, q3 = stepper(client, steps=q1["steps"], action="undo")
     assert q3["steps"] == query["steps"]

@@ -74,13 +74,13 @@ def test_the_stepper_runs_on_the_second_model(client: TestClient, tiny_model: GP
     best = [st.id for st in generate(tiny_model, ids, SamplingParams(temperature=0), 2)]
     r = client.post("/partials/inference", data={"prompt": PROMPT, "steps": "", "model": "second", "action": "greedy"})
     query = {k: v[0] for k, v in parse_qs(urlparse(r.headers["HX-Replace-Url"]).query).items()}
-    assert query["steps"] == f"second~g{best[0]}" and query["model"] == "second"
+    assert query["steps"] == f"second~g{best[0]}t100" and query["model"] == "second"
     r = client.post("/partials/inference", data={"prompt": PROMPT, "steps": query["steps"], "model": "second",
                                                  "action": "greedy"})
     query = {k: v[0] for k, v in parse_qs(urlparse(r.headers["HX-Replace-Url"]).query).items()}
-    assert query["steps"] == f"second~g{best[0]}.g{best[1]}"
+    assert query["steps"] == f"second~g{best[0]}t100.g{best[1]}t100"
     page = client.get("/inference", params=query)
-    assert f'value="second~g{best[0]}.g{best[1]}"' in page.text and "could not be read" not in page.text
+    assert f'value="second~g{best[0]}t100.g{best[1]}t100"' in page.text and "could not be read" not in page.text
     # the loaded model's steps are not the second model's: a switch starts from the prompt
     r = client.post("/partials/inference", data={"prompt": PROMPT, "steps": f"g{best[0]}", "model": "second"})
     assert 'id="inf-steps" name="steps" value=""' in r.text

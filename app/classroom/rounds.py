@@ -18,7 +18,7 @@ import torch
 
 from app.classroom.state import Bar, MODES, Mode, Option, Played, Round, Session, class_prob, histogram, points
 from app.engine import Engine, InputError
-from app.routes.inference import Dice, Taken, format_steps, parse_steps, state_url, take
+from app.routes.inference import Dice, Taken, Under, format_steps, parse_steps, state_url, take
 from model import analysis
 from model.sampling import SamplingParams
 
@@ -146,7 +146,7 @@ async def reveal(engine: Engine, session: Session, guesses: dict[str, int], logi
     for student, guess in guesses.items():
         session.scores[student] = session.scores.get(student, 0) + points(guess, chosen, top)
     st = session.stepper
-    steps = [*steps, Taken("s", chosen)]
+    steps = [*steps, Taken("s", chosen, Under.now(dice, dice.seed + len(steps)))]  # its settings, as a page step
     st.steps, st.pieces = format_steps(steps), [*st.pieces, token.text]
     st.url = state_url(st.prompt, steps, dice)
     session.played.append(played)

@@ -214,9 +214,13 @@ def curve_table(engine: Engine) -> Table:
     (as on the page's chart, app/routes/pages.py curve_spec)."""
     evals = evaluations(read_training_log(engine.loaded.path / "training_log.jsonl") or [])
     others = list(other_sources(evals))
+    # the natural-text training loss and the training phase, as the chart shows them, where the log has them
+    extra = [k for k in ("train_loss_natural", "phase") if any(k in r for r in evals)]
     rows = ([num(r["step"]), num(r["tokens"]), num(r.get("train_loss")), num(r["val_loss"]),
-             *(num((r.get("val_losses") or {}).get(name)) for name in others)] for r in evals)
-    return ["step", "tokens", "train_loss", "val_loss", *(f"val_loss_{name}" for name in others)], list(rows)
+             *(num((r.get("val_losses") or {}).get(name)) for name in others),
+             *(num(r.get(k)) if k != "phase" else str(r.get(k) or "") for k in extra)] for r in evals)
+    return (["step", "tokens", "train_loss", "val_loss", *(f"val_loss_{name}" for name in others), *extra],
+            list(rows))
 
 
 @router.get("/download/training-curve.csv")

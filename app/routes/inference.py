@@ -1,8 +1,9 @@
 """The Inference page: a stepper that appends one token at a time, rendered by the server.
 
 All of its state is in the form and so in the URL: the prompt, the settings, the seed
-and the steps taken (`steps`: how each token was chosen and its id, "g318.s464.h1110"),
-so a link restores what the class sees. Each action (sample, take the most likely,
+and the steps taken (`steps`: how each token was chosen, its id and the settings it was
+chosen under, "g318t100.s464t70k20r43"), so a link restores what the class sees, and a
+step's chance stays the one it had when it was taken. Each action (sample, take the most likely,
 pick a bar, undo, start over) or a change of setting posts that state to
 /partials/inference and gets the stepper back: the bars, and out-of-band the text so
 far, the history, the statistics and the URL.
@@ -43,13 +44,10 @@ DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 42, "n": 10}
 BARS = (5, 10, 15, 20, 30)
 HOW = {"s": "sampled", "g": "the most likely", "h": "chosen by hand"}
 MAX_STEPS_TEXT = 4000  # characters of a steps field: far more than a context of steps
-STEP = re.compile(r"([sgh])(\d{1,6})")
-
-
-@dataclass
-class Taken:
-    how: str  # a key of HOW
-    id: int
+# the settings a step was taken under, after its token: temperature and top-p in hundredths (the sliders move
+# by 0.05), top-k and top-p only when they cut, and a sample's seed: "t70k20p90r43"
+UNDER = r"t(\d{1,3})(?:k(\d{1,2}))?(?:p(\d{1,3}))?(?:r(\d{1,7}))?"
+STEP = re.compile(r"([sgh])(\d{1,6})(?:" + UNDER + ")?")
 
 
 @dataclass
@@ -65,20 +63,75 @@ class Dice:
         return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
+@dataclass(frozen=True)
+class Under:
+    """The settings a step was taken under, and a sample's seed: what its chance was computed with then."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    seed: int | None = None  # the seed of the draw; None for a step that drew nothing
+
+    @property
+    def params(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+
+    @classmethod
+    def now(cls, dice: Dice, seed: int | None) -> Under:
+        # hundredths, as the link writes them: the step shows the chance its link will show
+        return cls(round(dice.temperature, 2), dice.top_k, round(dice.top_p, 2), seed)
+
+    def code(self) -> str:
+        return (f"t{round(self.temperature * 100)}" + (f"k{self.top_k}" if self.top_k else "")
+                + (f"p{round(self.top_p * 100)}" if self.top_p < 1 else "")
+                + (f"r{self.seed}" if self.seed is not None else ""))
+
+    def words(self) -> str:
+        """"temperature 0.7, top-k 20": the settings as the controls name them."""
+        return ", ".join([f"temperature {self.temperature:g}", *([f"top-k {self.top_k}"] if self.top_k else []),
+                          *([f"top-p {self.top_p:g}"] if self.top_p < 1 else [])])
+
+
+def under_of(t: str | None, k: str | None, p: str | None, r: str | None) -> Under | None:
+    """The settings of a step's code, or None if they are outside what the controls allow."""
+    if t is None:
+        return None
+    under = Under(int(t) / 100, int(k or 0), int(p or 100) / 100, None if r is None else int(r))
+    return under if under.temperature <= 2 and under.top_k <= 50 and 0.05 <= under.top_p <= 1 else None
+
+
+@dataclass
+class Taken:
+    how: str  # a key of HOW
+    id: int
+    # the settings it was taken under; None for a step written without them (links made before steps kept
+    # theirs, a class round's step), which shows the page's settings
+    under: Under | None = None
+
+
 def parse_steps(text: str, vocab: int, eos: int | None) -> list[Taken] | None:
-    """"g318.s464" -> the steps; None if the field is not a list of steps (a mangled link). A step is never
-    the model's end-of-text token (eos: pass the engine's, eos_id), which ends the text rather than joining it."""
+    """"g318t100.s464t70r43" -> the steps; None if the field is not a list of steps (a mangled link). A step is
+    never the model's end-of-text token (eos: pass the engine's, eos_id), which ends the text rather than joining
+    it. The settings after a step's id may be left out ("g318.s464")."""
     if not text:
         return []
-    parts = text.split(".")
-    if len(text) > MAX_STEPS_TEXT or not all(STEP.fullmatch(p) for p in parts):
+    parts = [STEP.fullmatch(p) for p in text.split(".")]
+    if len(text) > MAX_STEPS_TEXT or not all(parts):
         return None
-    steps = [Taken(p[0], int(p[1:])) for p in parts]
-    return steps if all(0 <= t.id < vocab and t.id != eos for t in steps) else None
+    steps = [Taken(m[1], int(m[2]), under_of(*m.groups()[2:])) for m in parts]
+    good = all(0 <= t.id < vocab and t.id != eos for t in steps)
+    return steps if good and all((m[3] is None) == (t.under is None) for m, t in zip(parts, steps)) else None
 
 
 def format_steps(steps: list[Taken]) -> str:
-    return ".".join(f"{t.how}{t.id}" for t in steps)
+    return ".".join(f"{t.how}{t.id}" + (t.under.code() if t.under else "") for t in steps)
+
+
+def how_taken(how: str, under: Under | None, dice: Dice, i: int) -> str:
+    """"sampled, seed 43 (temperature 0.7)": a step's row in the history, under the settings it was taken with."""
+    if under is None:
+        return HOW[how] + (f", seed {dice.seed + i}" if how == "s" else "")
+    return HOW[how] + (f", seed {under.seed}" if under.seed is not None else "") + f" ({under.words()})"
 
 
 def clamp(value: float | None, default: float, lo: float, hi: float) -> float:
@@ -154,20 +207,28 @@ async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Di
             notice = (f"The text fills the model's whole context of {info.n_ctx:,} tokens: it cannot read any more. "
                       "Undo or start over.")
         else:
-            chosen = await take(engine, prompt_ids + [t.id for t in steps], dice, action, pick, dice.seed + len(steps))
+            seed = dice.seed + len(steps)
+            chosen = await take(engine, prompt_ids + [t.id for t in steps], dice, action, pick, seed)
             if isinstance(chosen, str):
                 notice = chosen
             else:
-                steps = [*steps, Taken({"greedy": "g", "sample": "s", "pick": "h"}[action], chosen)]
+                steps = [*steps, Taken({"greedy": "g", "sample": "s", "pick": "h"}[action], chosen,
+                                       Under.now(dice, seed if action == "sample" else None))]
     ids = prompt_ids + [t.id for t in steps]
     dist = await engine.next_token(s.NextTokenRequest(ids=ids, n=dice.n, temperature=dice.temperature,
                                                       top_k=dice.top_k, top_p=dice.top_p))
-    probs = await engine.chosen(ids, len(prompt_ids) - 1, dice.params) if steps else []
-    history = [{"n": i + 1, "text": engine.texts[t.id], "id": t.id, **p,
-                "how": HOW[t.how] + (f", seed {dice.seed + i}" if t.how == "s" else "")}
+    probs = await chances(engine, ids, len(prompt_ids) - 1, steps, dice)
+    history = [{"n": i + 1, "text": engine.texts[t.id], "id": t.id, **p, "how": how_taken(t.how, t.under, dice, i)}
                for i, (t, p) in enumerate(zip(steps, probs))]
     return {"dist": dist, "bars": bars_of(dist, dice, info.vocab_size), "steps": steps, "history": history,
             "notice": notice, "url": state_url(prompt, steps, dice), "seed_now": dice.seed + len(steps)}
+
+
+async def chances(engine: Engine, ids: list[int], start: int, steps: list[Taken], dice: Dice) -> list[dict]:
+    """Each step's chance under the settings it was taken with (one pass per distinct settings, usually one)."""
+    params = [t.under.params if t.under else dice.params for t in steps]
+    by = {p: await engine.chosen(ids, start, p) for p in dict.fromkeys(params)}
+    return [by[p][i] for i, p in enumerate(params)]
 
 
 def cut_reason(rank: int, dice: Dice) -> str:
@@ -256,7 +317,7 @@ async def inference_partial(request: Request, sources: SourcesDep, prompt: Annot
 # "second~g318.s464" are ids of the second model's vocabulary. A remote model's tokens are known only by
 # their text, so its steps keep that text (base64url, whatever characters it holds): "remote~gIHRoZQ".
 
-SAID = re.compile(r"([sgh])([A-Za-z0-9_-]{1,800})")
+SAID = re.compile(r"([sgh])([A-Za-z0-9_-]{1,800})(?:~" + UNDER + ")?")  # "~" then the settings, as for an id
 MAX_REMOTE_STEPS = 256  # each shown step asks the server for its distribution again
 REMOTE_REQUESTS = 8     # of those, at most this many at once
 
@@ -267,6 +328,7 @@ class Said:
 
     how: str  # a key of HOW
     text: str
+    under: Under | None = None  # the settings it was taken under, as Taken's
 
 
 def own_steps(text: str, key: str) -> str | None:
@@ -281,18 +343,20 @@ def own_steps(text: str, key: str) -> str | None:
 def parse_said(text: str) -> list[Said] | None:
     if not text:
         return []
-    parts = text.split(".")
-    if len(text) > MAX_STEPS_TEXT or len(parts) > MAX_REMOTE_STEPS or not all(SAID.fullmatch(p) for p in parts):
+    parts = [SAID.fullmatch(p) for p in text.split(".")]
+    if len(text) > MAX_STEPS_TEXT or len(parts) > MAX_REMOTE_STEPS or not all(parts):
         return None
     try:
-        return [Said(p[0], base64.urlsafe_b64decode(p[1:] + "=" * (-len(p[1:]) % 4)).decode("utf-8"))
-                for p in parts]
+        said = [Said(m[1], base64.urlsafe_b64decode(m[2] + "=" * (-len(m[2]) % 4)).decode("utf-8"),
+                     under_of(*m.groups()[2:])) for m in parts]
     except ValueError:  # not base64, or not UTF-8
         return None
+    return said if all((m[3] is None) == (st.under is None) for m, st in zip(parts, said)) else None
 
 
 def format_said(steps: list[Said]) -> str:
-    return ".".join(st.how + base64.urlsafe_b64encode(st.text.encode()).decode().rstrip("=") for st in steps)
+    return ".".join(st.how + base64.urlsafe_b64encode(st.text.encode()).decode().rstrip("=")
+                    + (f"~{st.under.code()}" if st.under else "") for st in steps)
 
 
 def with_models(url: str, steps_text: str, key: str, compare: str) -> str:
@@ -342,12 +406,13 @@ async def remote_step_context(source: RemoteSource, prompt: str, steps: list[Sai
     elif action == "reset":
         steps = []
     elif action in ("greedy", "sample", "pick"):
-        chosen = await remote_take(source, prompt + "".join(st.text for st in steps), dice, action, pick,
-                                   dice.seed + len(steps))
+        seed = dice.seed + len(steps)
+        chosen = await remote_take(source, prompt + "".join(st.text for st in steps), dice, action, pick, seed)
         if isinstance(chosen, str):
             notice = chosen
         else:
-            steps = [*steps, Said({"greedy": "g", "sample": "s", "pick": "h"}[action], chosen.text)]
+            steps = [*steps, Said({"greedy": "g", "sample": "s", "pick": "h"}[action], chosen.text,
+                                  Under.now(dice, seed if action == "sample" else None))]
     texts = [prompt + "".join(st.text for st in steps[:i]) for i in range(len(steps) + 1)]
     # each step's chance is looked up in the distribution it was chosen from: one request per step, together
     limit = asyncio.Semaphore(REMOTE_REQUESTS)
@@ -365,11 +430,10 @@ async def remote_step_context(source: RemoteSource, prompt: str, steps: list[Sai
         raise
     history = []
     for i, (st, cands) in enumerate(zip(steps, dists)):
-        now = warp_probs([c.prob for c in cands], dice.params)
+        now = warp_probs([c.prob for c in cands], st.under.params if st.under else dice.params)
         at = next((j for j, c in enumerate(cands) if c.text == st.text), None)
         history.append({"n": i + 1, "text": st.text, "id": None, "prob": None if at is None else now[at],
-                        "raw": None if at is None else cands[at].prob,
-                        "how": HOW[st.how] + (f", seed {dice.seed + i}" if st.how == "s" else "")})
+                        "raw": None if at is None else cands[at].prob, "how": how_taken(st.how, st.under, dice, i)})
     return {"bars": remote_bars(dists[-1], dice), "steps": steps, "history": history, "seed_now": dice.seed + len(steps),
             "notice": notice or (f"{source.name} runs on {source.model.host}: it sends its {source.model.logprobs} "
                                  "most likely tokens, and the settings here act on those.")}

@@ -132,34 +132,62 @@ def training_stream(tokenizer: Tokenizer | HFTokenizer, n_tokens: int) -> list[d
     return stream[:n_tokens]
 
 
+def natural_points(evals: list[dict]) -> list[list[float]]:
+    """The training loss on natural-text rows only, where the log has it (`train_loss_natural`)."""
+    return [[r["tokens"], r["train_loss_natural"]] for r in evals if finite(r.get("train_loss_natural"))]
+
+
 def stage_starts(records: list[dict], stages: tuple) -> list[dict]:
     """Where each training stage after the first began, in tokens seen: from the card's steps per stage
-    and the log's record of the step the stage started from."""
+    and the log's record of the step the stage started from. Where a stage's mixture changed and the log
+    has no natural-text training loss to plot, the label says why the training loss jumps there: the rows
+    it is measured on changed, not what the model knows."""
     marks, step = [], 0
-    for i, st in enumerate(stages[:-1], 2):
-        step += st.steps
+    plain = not natural_points(evaluations(records))
+    for i, (before, st) in enumerate(zip(stages, stages[1:]), 2):
+        step += before.steps
         at = next((r["tokens"] for r in records if r.get("step") == step and finite(r.get("tokens"))), None)
         if at is not None:
-            marks.append({"x": at, "label": f"stage {i}", "step": step})
+            new_mix = plain and st.weights != before.weights
+            marks.append({"x": at, "label": f"stage {i}" + (": new mix, loss jumps" if new_mix else ""),
+                          "step": step, "class": "stage"})
+    return marks
+
+
+def phase_starts(evals: list[dict]) -> list[dict]:
+    """Where the log's evaluations change `phase` (a stage trained in phases, such as "A" then "B"): a mark for
+    each change, labelled like the stages'. Logs without phases have none."""
+    marks, last = [], None
+    for r in evals:
+        phase = r.get("phase")
+        if isinstance(phase, str) and phase:
+            if last is not None and phase != last:
+                marks.append({"x": r["tokens"], "label": f"phase {phase}", "step": r["step"], "class": "phase"})
+            last = phase
     return marks
 
 
 def curve_spec(evals: list[dict], marks: list[dict]) -> dict | None:
     """The line chart static/js/chart.js draws: train and validation loss against tokens seen, and where
-    each training stage began."""
+    each training stage (and phase) began. Each series has its own style (`class`) and legend key (`key`)."""
     if not evals:
         return None
     series = [
-        {"label": "training loss", "class": "s-train",
+        {"label": "training loss", "class": "s-train", "key": "train",
          "points": [[r["tokens"], r["train_loss"]] for r in evals if finite(r.get("train_loss"))]},
-        {"label": "validation loss (held-out stories)", "class": "s-val", "dots": True,
+        {"label": "validation loss (held-out stories)", "class": "s-val", "key": "val", "dots": True,
          "points": [[r["tokens"], r["val_loss"]] for r in evals]},
     ]
-    # other validation sources (such as the books) as dashed lines; the main one is already drawn
-    series += [{"label": f"validation loss ({name})", "class": "s-extra", "points": points}
-               for name, points in other_sources(evals).items()]
+    natural = natural_points(evals)
+    if natural:  # the mixture's synthetic rows score differently: this line is the learning alone
+        series.append({"label": "training loss (natural text only)", "class": "s-natural", "key": "natural",
+                       "points": natural})
+    # other validation sources (such as the books), each its own dashed style; the main one is already drawn
+    series += [{"label": f"validation loss ({name})", "class": f"s-extra s-extra-{i % 3 + 1}",
+                "key": f"extra-{i % 3 + 1}", "points": points}
+               for i, (name, points) in enumerate(other_sources(evals).items())]
     return {"x_label": "tokens seen", "y_label": "loss (nats per token)", "x_format": "si", "series": series,
-            "marks": marks}
+            "marks": sorted(marks + phase_starts(evals), key=lambda m: m["x"])}
 
 
 def checkpoint_samples(records: list[dict]) -> list[dict]:

@@ -8,7 +8,8 @@
  *   <script type="application/json" id="ID">{spec as JSON}</script>
  * Spec: {x_label, y_label, x_format: "si" | "int",
  *        series: [{label, class, points: [[x, y], ...], dots?: true}],
- *        marks?: [{x, label}]}   (vertical lines, e.g. where a training stage began)
+ *        marks?: [{x, label, class?}]}   (vertical lines, e.g. where a training stage or phase began;
+ *        labels that would overprint go on the next row down)
  * Each series is a path with the given CSS class (colours live in deepdive.css).
  * Pointer or arrow keys (the svg is focusable) pick an x; the readout names
  * every series' value there.
@@ -80,11 +81,25 @@
     axis.append(svgEl("text", { class: "axis-label", transform: "rotate(-90)", x: -(M.top + H - M.bottom) / 2, y: 16,
       "text-anchor": "middle" }, spec.y_label));
     svg.append(grid, axis);
+    // each label goes on the first row where it clears the labels before it, so close marks never overprint
+    const rowEnds = [];
     (spec.marks || []).forEach(function (m) {
-      const g = svgEl("g", { class: "mark" });
+      const g = svgEl("g", { class: "mark" + (m.class ? " " + m.class : "") });
       g.append(svgEl("line", { x1: px(m.x), x2: px(m.x), y1: M.top, y2: H - M.bottom }));
-      g.append(svgEl("text", { x: px(m.x) + 4, y: M.top + 12 }, m.label));
+      const label = svgEl("text", { x: px(m.x) + 4, y: M.top + 12 }, m.label);
+      g.append(label);
       svg.append(g);
+      const width = label.getComputedTextLength ? label.getComputedTextLength() : m.label.length * 7;
+      let row = rowEnds.findIndex(function (end) { return end < px(m.x); });
+      if (row < 0) { row = rowEnds.length; rowEnds.push(0); }
+      rowEnds[row] = px(m.x) + 4 + width + 6;
+      let x = px(m.x) + 4;
+      if (x + width > W - M.right) {  // past the right edge: the label reads leftwards from its line
+        x = px(m.x) - 4;
+        label.setAttribute("text-anchor", "end");
+      }
+      label.setAttribute("x", x);
+      label.setAttribute("y", M.top + 12 + row * 15);
     });
 
     spec.series.forEach(function (s) {

@@ -17,6 +17,19 @@
     });
   }
 
+  /* A request's action is the button that submitted the form (the submit event's submitter), and nothing
+   * else. htmx adds the button it remembers as last clicked, and forgets it only when that button loses
+   * focus; a key press clicks a button without focusing it (and Safari never focuses a clicked button), so
+   * a setting changed afterwards would post that action again and take another step. */
+  form.addEventListener("htmx:configRequest", function (evt) {
+    const trigger = evt.detail.triggeringEvent;
+    const by = trigger && trigger.type === "submit" ? trigger.submitter : null;
+    const data = evt.detail.formData;
+    data.delete("action");
+    data.delete("pick");
+    if (by && by.name) data.set(by.name, by.value);
+  });
+
   form.addEventListener("input", function (evt) {
     if (evt.target === prompt) document.getElementById("inf-steps").value = ""; // steps belong to the old prompt
     showSettings();

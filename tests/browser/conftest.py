@@ -58,7 +58,10 @@ def server_url(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
             "lr": 1e-3, **({"samples": {"Once upon a time": f"Once upon a time (sample at step {s})"}} if s % 300 == 0 else {})}
            for s in range(100, 1001, 100)]
     (path / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    (path / "model_card.json").write_text(json.dumps({"description": "A tiny random model for the browser tests."}))
+    # a card with the figures the Overview lists, its long loss label among them
+    (path / "model_card.json").write_text(json.dumps({"description": "A tiny random model for the browser tests.",
+                                                      "training": {"tokens_seen": 4_096_000},
+                                                      "evaluation": {"tinystories_valid_loss": 2.69}}))
     settings = Settings(model=str(path))
     app = create_app(settings, Engine.load(settings))
     app.add_middleware(StrictCSP)

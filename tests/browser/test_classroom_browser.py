@@ -100,7 +100,7 @@ def test_a_class_session_with_three_phones_over_two_rounds(classroom: tuple[Page
     expect(teacher.locator("#class-reveal .class-bars .lab-bar.class-actual")).to_have_count(1)
     expect(teacher.locator("#class-reveal .class-bars")).to_be_in_viewport()  # it came into view as it arrived
     expect(teacher.locator("#inf-sofar .chip")).to_have_count(2)  # the revealed token joined the teacher's text
-    expect(teacher).to_have_url(re.compile(r"steps=g\d+\.s\d+"))
+    expect(teacher).to_have_url(re.compile(r"steps=g\d+t\d+\.s\d+t\d+r\d+"))
     expect(teacher.locator("#inf-figure")).to_be_visible()
     for phone in phones:
         expect(phone.locator("#phone-text .chip")).to_have_count(2)

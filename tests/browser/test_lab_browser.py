@@ -88,7 +88,7 @@ def test_inference_click_and_keys(sized: Page) -> None:
     assert history.first.locator("td").nth(1).inner_text() == sampled
     assert "seed 5 + step 3 = 8" in page.locator("#inf-seed-now").inner_text()
     # the steps are in the URL: a shared link (or a reload) shows the same text and history
-    expect(page).to_have_url(re.compile(r"[?&]steps=h\d+\.g\d+\.s\d+(&|$)"))
+    expect(page).to_have_url(re.compile(r"[?&]steps=h\d+t100\.g\d+t100\.s\d+t100r7(&|$)"))
     text = page.locator("#inf-sofar").inner_text()
     page.reload()
     expect(history).to_have_count(3)
