@@ -354,6 +354,9 @@ class RemoteModel:
             lines = response.aiter_lines()
             while True:
                 line = await self.call(anext(lines, None))
+                if line is None and not reason:  # every server ends with [DONE]: this one went away before it
+                    raise RemoteError(f"The model server at {self.host} closed the connection in the middle of "
+                                      "the generation: it may have stopped or restarted; try again")
                 if line is None or line.strip() == "data: [DONE]":
                     break
                 if not line.startswith("data:"):
