@@ -284,7 +284,8 @@ class RemoteModel:
         token there. Requests go one after another, so each reuses the one before's cache."""
         with_bos = await self.tokens(text, True)
         plain = await self.tokens(text, False)
-        start = with_bos[:len(with_bos) - len(plain)]  # the start-of-text token, where the model puts one
+        extra = len(with_bos) - len(plain)  # the start-of-text token, where the model puts one in front
+        start = with_bos[:extra] if extra > 0 and [i for i, _ in with_bos[extra:]] == [i for i, _ in plain] else []
         tokens = plain[:MAX_SCORED]
         out, offset = [], 0
         for i, (id, piece) in enumerate(tokens):

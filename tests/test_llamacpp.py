@@ -4,7 +4,6 @@ Dive shows is checked against what llama.cpp itself answers on its native endpoi
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -12,7 +11,6 @@ import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import anyio
 import httpx
@@ -20,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from live_server import serve
 from llama_server import LlamaServer, llama_server, needed
+from test_remote import said, stepper  # the stepper's form, on model=remote
 
 from app import schemas as s
 from app.config import Settings
@@ -73,10 +72,6 @@ def remote_call(url: str, method: str, *args, timeout_s: float = 60.0):
     return anyio.run(go)
 
 
-def said(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
 def events_of(body: str) -> list[tuple[str, dict]]:
     return [(m[0], json.loads(m[1])) for m in re.findall(r"event: (\w+)\ndata: (.*)\n\n", body)]
 
@@ -108,14 +103,6 @@ def test_a_token_that_is_half_a_character_shows_as_its_bytes(server: LlamaServer
 
 
 # ---------------------------------------------------------------- the pages, against llama-server
-
-def stepper(client: TestClient, steps: str = "", **form) -> tuple[str, dict]:
-    data = {"prompt": PROMPT, "steps": steps, "temperature": "1", "top_k": "0", "top_p": "1", "seed": "42",
-            "n": "5", "model": "remote", **form}
-    r = client.post("/partials/inference", data=data)
-    assert r.status_code == 200, r.text
-    return r.text, {k: v[0] for k, v in parse_qs(urlparse(r.headers["HX-Replace-Url"]).query).items()}
-
 
 def test_stepper_steps_on_llama_server(client: TestClient, server: LlamaServer) -> None:
     best = text_of(native_top(server, PROMPT)[0])
