@@ -2,10 +2,16 @@
 llama.cpp's server, Hugging Face TGI, or another Deep Dive): how Deep Dive shows a model too big for
 this computer.
 
-Three questions are asked of it, all through `POST {url}/v1/completions`:
+Three questions are asked of it, through `POST {url}/v1/completions`:
 - the next token's candidates: one token with `logprobs`, whose top_logprobs are the candidates;
 - a generation: `stream: true`, read as Server-Sent Events (`data: {chunk}` lines, then `data: [DONE]`);
-- each token's probability in a text: `echo: true` with `logprobs`, one generated token left out.
+- each token's probability in a text: `echo: true` with `logprobs`, one generated token left out. llama.cpp
+  refuses echo, so there its native `/tokenize` and `/completion` answer instead (score_natively).
+
+Servers answer logprobs in two shapes, both read here (told): the legacy lists (OpenAI, vLLM, Deep Dive) and
+llama.cpp's `content` list, whose token ids and bytes show a token that is half a UTF-8 character honestly.
+Which server it is comes from its /v1/models (kind), because each names the sampling settings its own way and
+every one of them is sent, so that no server default changes the distribution a page shows.
 
 Whatever goes wrong (a refused connection, a timeout, an HTTP error, an answer that is not the
 protocol) becomes a RemoteError: a sentence saying what happened and what to do, with 502 (or 504
@@ -396,6 +402,8 @@ class RemoteModel:
             lp = self.read(Logprobs, logprobs, "choices.0.logprobs")
             tops = lp.top_logprobs or []
             offsets = lp.text_offset or []
+            if any(len(x) not in (0, len(lp.tokens)) for x in (lp.token_logprobs, tops, offsets)):
+                raise self.malformed("logprobs whose lists differ in length")
             return [Told(alternative(token, 0.0 if logprob is None else logprob), logprob,
                          alternatives(tops[i] if i < len(tops) else None), offsets[i] if i < len(offsets) else None)
                     for i, (token, logprob) in enumerate(zip(lp.tokens, lp.token_logprobs))]
