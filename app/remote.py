@@ -293,7 +293,7 @@ class RemoteModel:
         extra = len(with_bos) - len(plain)  # the start-of-text token, where the model puts one in front
         start = with_bos[:extra] if extra > 0 and [i for i, _ in with_bos[extra:]] == [i for i, _ in plain] else []
         tokens = plain[:MAX_SCORED]
-        out, offset = [], 0
+        out, offset, unscored = [], 0, 0
         for i, (id, piece) in enumerate(tokens):
             before = [t for t, _ in start] + [t for t, _ in tokens[:i]]
             logprob, top = None, None
@@ -302,17 +302,24 @@ class RemoteModel:
                         "logit_bias": [[id, BIAS]], "post_sampling_probs": False, "cache_prompt": True}
                 data = await self.native("/completion", body)
                 chosen = self.read(NativeCompletion, data).completion_probabilities
-                if not chosen or chosen[0].id != id:
+                if not chosen and not piece.whole:
+                    # llama.cpp holds back the probabilities of a generation that ends inside a character
+                    unscored += 1
+                elif not chosen or chosen[0].id != id:
                     raise self.malformed("a /completion that did not choose the token it was biased to")
-                logprob = chosen[0].logprob
-                tops = [alternative(a.token, a.logprob, a.id, a.bytes) for a in chosen[0].top_logprobs]
-                top = tops[0] if tops else None
+                else:
+                    logprob = chosen[0].logprob
+                    tops = [alternative(a.token, a.logprob, a.id, a.bytes) for a in chosen[0].top_logprobs]
+                    top = tops[0] if tops else None
             out.append(Scored(piece.text, offset, logprob, top, piece.whole))
             offset += len(piece.text)
         note = ("llama.cpp gives no log-probabilities for a prompt through its OpenAI endpoint (it refuses echo), so "
                 "Deep Dive asked its own /completion endpoint once per token, from the tokens before it.")
         if not start:
             note += " Its first token has nothing before it to predict it, so it is left out."
+        if unscored:
+            note += (f" {unscored:,} token{'s' if unscored > 1 else ''} that end{'' if unscored > 1 else 's'} inside a "
+                     "character could not be scored: llama.cpp sends no probabilities for half a character.")
         if len(plain) > MAX_SCORED:
             note += f" Only the first {MAX_SCORED:,} of its {len(plain):,} tokens are scored, one request each."
         return out, note

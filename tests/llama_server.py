@@ -69,7 +69,10 @@ def llama_server(exe: Path, model: Path, timeout_s: float = 120.0) -> Iterator[L
     port = free_port()
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen([str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1",
-                                    "-np", "1", "-c", "2048", "--no-webui"],
+                                    "-np", "1", "-c", "2048", "--no-webui",
+                                    # no repacking of the weights for AMX: on a CPU that reports AMX inside a
+                                    # virtual machine that does not enable its tiles, llama.cpp crashes loading
+                                    "--no-repack"],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             url = f"http://127.0.0.1:{port}"
