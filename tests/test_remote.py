@@ -193,6 +193,12 @@ class Misbehaving(BaseHTTPRequestHandler):
             "nan": (200, (b'{"choices": [{"text": "x", "logprobs": {"tokens": ["x"], "token_logprobs": [NaN], '
                           b'"top_logprobs": [{"x": NaN}], "text_offset": [0]}}]}')),
             "cut": (200, b'data: {"choices": [{"text": "a", "index": 0}]}\n\ndata: {"choi'),
+            # TGI's documented /v1/completions answer: logprobs a bare list of numbers
+            "tgi": (200, b'{"choices": [{"index": 0, "text": " hi", "logprobs": [-0.5], "finish_reason": "length"}]}'),
+            # llama.cpp's shape, as it writes a token that is the first half of an emoji's four bytes
+            "half": (200, ('{"choices": [{"text": "", "logprobs": {"content": [{"id": 9, "token": "", "bytes": [240, 159],'
+                           ' "logprob": -0.1, "top_logprobs": [{"id": 7, "token": " a", "bytes": [32, 97], "logprob":'
+                           ' -2.5}, {"id": 9, "token": "", "bytes": [240, 159], "logprob": -0.1}]}]}}]}').encode()),
         }.get(kind, (200, b"{}"))
         self.send_response(status)
         self.send_header("Content-Type", "text/event-stream" if kind == "cut" else "application/json")
@@ -229,12 +235,19 @@ def closed_port() -> str:
     ("garbage", 502, "cannot read (an answer that is not JSON)"),
     ("bare", 502, "cannot read (no top_logprobs for the next token)"),
     ("nan", 502, "cannot read (choices.0.logprobs.token_logprobs.0"),
+    ("tgi", 502, "cannot read (logprobs without tokens or alternatives, as TGI's completions send)"),
 ])
 def test_a_bad_answer_is_a_sentence(bad: str, where: str, status: int, words: str) -> None:
     with pytest.raises(RemoteError) as e:
         remote_call(f"{bad}/{where}", "next_token", "x", 3)
     assert e.value.status == status and words in str(e.value)
     assert str(e.value).startswith("The model server at 127.0.0.1:")
+
+
+def test_llamacpps_shape_is_read_and_half_a_character_shows_as_its_bytes(bad: str) -> None:
+    got = remote_call(f"{bad}/half", "next_token", "x", 5)
+    assert [(a.text, a.id, a.whole) for a in got] == [("\\xf0\\x9f", 9, False), (" a", 7, True)]
+    assert [a.logprob for a in got] == [-0.1, -2.5]
 
 
 def test_a_refused_connection_and_a_stall_are_sentences(bad: str) -> None:

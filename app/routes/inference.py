@@ -390,7 +390,7 @@ async def remote_take(source: RemoteSource, text: str, dice: Dice, action: str, 
         i = pick if pick is not None and 0 <= pick < len(cands) else -1
     if i < 0:
         return "That is not one of the tokens the model server sent: choose a bar."
-    if not cands[i].text:
+    if not cands[i].text or not cands[i].whole:
         return "That token is only part of a character, which a link cannot hold: choose another."
     return cands[i]
 
@@ -436,7 +436,8 @@ async def remote_step_context(source: RemoteSource, prompt: str, steps: list[Sai
                         "raw": None if at is None else cands[at].prob, "how": how_taken(st.how, st.under, dice, i)})
     return {"bars": remote_bars(dists[-1], dice), "steps": steps, "history": history, "seed_now": dice.seed + len(steps),
             "notice": notice or (f"{source.name} runs on {source.model.host}: it sends its {source.model.logprobs} "
-                                 "most likely tokens, and the settings here act on those.")}
+                                 "most likely tokens with the model's own probabilities, before any sampling "
+                                 "setting, and the settings here act on those.")}
 
 
 async def beside_of(source: Source, text: str, n: int) -> dict:

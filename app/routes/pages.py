@@ -320,13 +320,13 @@ async def loss_context(engine: Engine, text: str) -> dict:
 
 async def remote_loss_context(source: RemoteSource, text: str) -> dict:
     """Each token's loss as the model server reports it (its own tokenizer; the first token is not scored)."""
-    scores = await source.score(text)
+    scores, note = await source.score(text)
     if not scores:
         raise InputError("The model server scored no token of this text: the first token has nothing before it, "
                          "so type a longer text")
     mean = sum(t.loss for t in scores) / len(scores)
     return {"scores": scores, "mean_loss": mean, "perplexity": math.exp(mean) if mean < 700 else math.inf,
-            "worst": sorted(scores, key=lambda t: t.loss, reverse=True)[:5], "source": source}
+            "worst": sorted(scores, key=lambda t: t.loss, reverse=True)[:5], "source": source, "note": note}
 
 
 async def try_source_loss(source: Source, text: str) -> dict:
