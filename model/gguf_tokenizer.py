@@ -73,4 +73,7 @@ def gguf_tokenizer(metadata: dict, name: str) -> HFTokenizer:
         tok.post_processor = processors.TemplateProcessing(single=f"{tokens[bos]} $A",
                                                            special_tokens=[(tokens[bos], bos)])
     eos = metadata.get("tokenizer.ggml.eos_token_id")
-    return HFTokenizer(tok.to_str(), name, eos_id=eos if isinstance(eos, int) else None)
+    tokenizer = HFTokenizer(tok.to_str(), name, eos_id=eos if isinstance(eos, int) else None)
+    template = metadata.get("tokenizer.chat_template")
+    tokenizer.chat_template = template if isinstance(template, str) else None
+    return tokenizer

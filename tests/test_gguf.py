@@ -27,6 +27,7 @@ from app.config import Settings
 from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
 from app.engine import Engine
 from app.main import create_app
+from model.chat import render_chat
 from model.generate import generate
 from model.loading import SMOLLM2_FILE, CheckpointError, load_model
 from model.sampling import SamplingParams
@@ -461,3 +462,23 @@ def test_smollm2_playground_labels_and_facts() -> None:
     assert "needs a larger model" not in page
     assert "This model wrote “cat”, where a larger model writes “chat”: 135 M parameters" in html.unescape(page)
     assert "De-quantized from Q4_1" in overview and "each block of 32 weights is kept in 4 bits" in overview
+
+
+# ---- the instruct model's own chat template ---------------------------------------------------
+
+def test_smollm2_chat_template_is_the_files(smollm2, smollm2_transformers) -> None:
+    """The file's template, rendered in the sandbox, gives the ids transformers' apply_chat_template
+    gives; its markers are special tokens, the same characters typed by hand are text."""
+    _, tokenizer = smollm2_transformers
+    tok = smollm2.tokenizer
+    messages = [{"role": "user", "content": "What colour is the sky?"}]
+    text = render_chat(tok.chat_template, messages)
+    assert text.endswith("<|im_start|>assistant\n") and "You are a helpful AI assistant named SmolLM" in text
+    ids = tok.encode(text, allow_special=True)
+    assert ids == list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=False))
+    assert [t.text for t in tok.tokens(text, allow_special=True) if t.special] == [
+        "<|im_start|>", "<|im_end|>", "<|im_start|>", "<|im_end|>", "<|im_start|>"]
+    assert not any(t.special for t in tok.tokens(text))
+    with pytest.raises(ValueError, match="chat template cannot write this conversation"):
+        render_chat("{{ raise_exception('only user and assistant') }}", messages)
