@@ -462,6 +462,13 @@ def test_smollm2_playground_labels_and_facts() -> None:
     assert "needs a larger model" not in page
     assert "This model wrote “cat”, where a larger model writes “chat”: 135 M parameters" in html.unescape(page)
     assert "De-quantized from Q4_1" in overview and "each block of 32 weights is kept in 4 bits" in overview
+    # beside the default model (DEEPDIVE_SECOND_MODEL=smollm2): each model's presets are labelled for it
+    first = Engine.load(Settings(max_new_tokens=20))
+    with TestClient(create_app(first.settings, first, engine)) as client:
+        default_page = client.get("/playground").text
+        second_page = client.get("/playground?model=second").text
+    assert "(needs a larger model)" in default_page and "(a larger model gets this right)" not in default_page
+    assert second_page.count("(a larger model gets this right)") == len(MEASURED[engine.loaded.name])
 
 
 # ---- the instruct model's own chat template ---------------------------------------------------
