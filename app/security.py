@@ -26,7 +26,7 @@ HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 # routes whose work runs on the model thread; each request holds a share until its response ends
-MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate",
+MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate", "/api/patch",
                "/v1/completions", "/partials/loss", "/partials/heads", "/partials/forward",
                "/partials/inference", "/playground/generate")
 

@@ -37,6 +37,7 @@ Mode = Literal["zero", "mean"]
 KINDS: tuple[str, ...] = ("head", "neuron", "attn", "mlp")
 MAX_INTERVENTIONS = 256  # per request: enough for every head of a 12-block model and more
 PATCH_ROWS = 96  # cells of the patching grid run in one forward
+MAX_PATCH_TOKENS = 64  # prompt length for the grid: blocks x tokens rows of tokens each
 
 
 @dataclass(frozen=True)
