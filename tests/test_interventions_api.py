@@ -115,3 +115,47 @@ def test_documented_with_examples(client: TestClient) -> None:
         assert schemas[name]["properties"]["interventions"]["maxItems"] == 256
         assert any("interventions" in e for e in schemas[name]["examples"]), name
     assert set(schemas["InterventionIn"]["properties"]["kind"]["enum"]) == {"head", "neuron", "attn", "mlp"}
+
+
+# --- the Internals page: switching parts off ----------------------------------------------------
+
+def test_off_field_round_trips() -> None:
+    from app.ablation import format_off, parse_off, toggle
+    ivs = parse_off("h1.2, n0.42:mean,a1,m0,h1.2")
+    assert format_off(ivs) == "h1.2,n0.42:mean,a1,m0"  # each part once, in order
+    assert [parse_off(bad) for bad in ("h1", "a1.2", "x3", "h1.2:max", "h1.2,,m0")] == [None] * 5
+    assert format_off(toggle(ivs, "a1", "zero")) == "h1.2,n0.42:mean,m0"
+    assert format_off(toggle(ivs, "h0.3", "mean")) == "h1.2,n0.42:mean,a1,m0,h0.3:mean"
+
+
+def pressed(html: str) -> list[str]:
+    import re
+    return re.findall(r'class="ab-part off" aria-pressed="true"\s+hx-post="/partials/ablate" hx-target="#int-ablate" '
+                      r'hx-vals=\'\{"toggle": "([^"]+)"\}\'', html)
+
+
+def test_internals_link_restores_the_set_and_a_click_changes_the_bars(client: TestClient) -> None:
+    import re
+    page = client.get("/internals", params={"prompt": PROMPT, "off": "h1.2,m0"})
+    assert page.status_code == 200
+    assert sorted(pressed(page.text)) == ["h1.2", "m0"]
+    assert 'name="off" value="h1.2,m0"' in page.text and 'data-url-value="h1.2,m0"' in page.text
+    plain = client.post("/partials/ablate", data={"prompt": PROMPT, "off": ""})
+    clicked = client.post("/partials/ablate", data={"prompt": PROMPT, "off": "", "toggle": "a0"})
+    assert pressed(clicked.text) == ["a0"] and 'data-url-value="a0"' in clicked.text
+    numbers = lambda html: re.findall(r'class="r ab-now-p">([^<]+)<', html)  # noqa: E731
+    assert numbers(clicked.text) != numbers(plain.text)
+    # the unchanged column stays the model's own
+    was = lambda html: re.findall(r'</svg></td>\s*<td class="r">([^<]+)<', html)  # noqa: E731
+    assert was(clicked.text)[:3] == was(plain.text)[:3]
+    # the head the attention view shows, by the form's layer and head
+    shown = client.post("/partials/ablate", data={"prompt": PROMPT, "off": "a0", "toggle": "shown-head",
+                                                  "layer": "1", "head": "3"})
+    assert sorted(pressed(shown.text)) == ["a0", "h1.3"]
+
+
+def test_a_bad_link_switches_everything_back_on(client: TestClient) -> None:
+    r = client.get("/internals", params={"prompt": PROMPT, "off": "h7.0"})
+    assert r.status_code == 200 and "names block 7; this model has 2 blocks" in r.text and pressed(r.text) == []
+    r = client.get("/internals", params={"prompt": PROMPT, "off": "nonsense"})
+    assert r.status_code == 200 and "could not be read" in r.text
