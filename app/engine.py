@@ -165,11 +165,20 @@ class Engine:
             mass=r["mass"], entropy=r["entropy"], entropy_after=r["entropy_after"], support=r["support"],
             targets=[s.Target(text=self.texts[t["id"]], **t) for t in r["targets"]]))
 
-    async def chosen(self, ids: list[int], start: int, params: SamplingParams) -> list[dict]:
-        """The model's own and the warped probability of each token appended after position `start`."""
+    async def chosen(self, ids: list[int], start: int, params: SamplingParams,
+                     off: Sequence[s.InterventionIn] = ()) -> list[dict]:
+        """The model's own and the warped probability of each token appended after position `start`
+        (with the parts `off` switched off)."""
         self.check_ids(ids)
         self.check_context(len(ids))
-        return await self.run(analysis.chosen, self.loaded.model, ids, start, params)
+        return await self.run(analysis.chosen, self.loaded.model, ids, start, params, self.interventions(off))
+
+    async def draw(self, ids: list[int], params: SamplingParams, seed: int,
+                   off: Sequence[s.InterventionIn] = ()) -> int:
+        """One token drawn after ids by a generator seeded with `seed`, with the parts `off` switched off."""
+        self.check_ids(ids)
+        self.check_context(len(ids))
+        return await self.run(analysis.draw, self.loaded.model, ids, params, seed, self.interventions(off))
 
     async def score(self, req: s.ScoreRequest) -> s.ScoreResponse:
         ids = await self.input_ids(req, reserve=int(req.prepend_eos))

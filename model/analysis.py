@@ -18,7 +18,7 @@ from model.gpt2 import GPT
 from model.interventions import Intervention, hooks, recorder
 from model.llama import Llama
 from model.record import NOTHING, Recorder
-from model.sampling import SamplingParams, entropy, largest, warp
+from model.sampling import SamplingParams, entropy, largest, sample_step, warp
 
 SIG = 6  # significant digits kept in payloads: enough for any plot, a third of float's text
 CHUNK = 256  # positions unembedded at once: a (CHUNK, V) block of logits, not (T, V)
@@ -103,14 +103,23 @@ def distribution(logits: torch.Tensor, params: SamplingParams, n: int = 10, targ
 
 
 @torch.inference_mode()
-def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams) -> list[dict]:
+def draw(model: Model, ids: Sequence[int], params: SamplingParams, seed: int,
+         interventions: Sequence[Intervention] = ()) -> int:
+    """One token after `ids`, drawn by a generator seeded with `seed` (greedy at temperature 0)."""
+    generator = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
+    return sample_step(next_logits(model, ids, interventions), params, generator, n=1).id
+
+
+@torch.inference_mode()
+def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams,
+           interventions: Sequence[Intervention] = ()) -> list[dict]:
     """For each token after position `start` (ids[start + 1:], tokens appended one at a time): its
     probability under the model's own distribution ("raw") and after the warpers ("prob"), given
     the tokens before it. One forward for all of them."""
     if start + 1 >= len(ids):
         return []
     x = _ids(model, ids)
-    hidden = model.hidden(x)[0, start:-1]  # the state at p predicts token p + 1
+    hidden = model.hidden(x, rec=recorder(interventions) or NOTHING)[0, start:-1]  # the state at p predicts token p + 1
     target = x[0, start + 1:, None]
     out = []
     for s in range(0, hidden.shape[0], CHUNK):

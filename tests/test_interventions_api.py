@@ -159,3 +159,28 @@ def test_a_bad_link_switches_everything_back_on(client: TestClient) -> None:
     assert r.status_code == 200 and "names block 7; this model has 2 blocks" in r.text and pressed(r.text) == []
     r = client.get("/internals", params={"prompt": PROMPT, "off": "nonsense"})
     assert r.status_code == 200 and "could not be read" in r.text
+
+
+# --- the Inference stepper with the set switched off -------------------------------------------
+
+def test_the_stepper_runs_with_the_set_off(client: TestClient) -> None:
+    body = {"prompt": PROMPT, "steps": "", "seed": "7", "temperature": "1", "top_k": "0", "top_p": "1", "n": "10"}
+    plain = client.post("/partials/inference", data=body)
+    off = client.post("/partials/inference", data={**body, "off": "a0,a1,m0"})
+    assert plain.status_code == off.status_code == 200
+    assert off.text != plain.text
+    assert "off=a0%2Ca1%2Cm0" in off.headers["HX-Replace-Url"]
+    # a greedy step takes the switched-off model's most likely token, and the link keeps the set
+    step = client.post("/partials/inference", data={**body, "off": "a0,a1,m0", "action": "greedy"})
+    want = post(client, "/api/next-token", text=PROMPT, n=1,
+                interventions=[{"kind": "attn", "block": 0}, {"kind": "attn", "block": 1}, {"kind": "mlp", "block": 0}])
+    assert f"steps=g{want['before'][0]['id']}" in step.headers["HX-Replace-Url"]
+    # sampling with the set off is seeded: the same seed draws the same token
+    urls = {client.post("/partials/inference", data={**body, "off": "h1.0", "action": "sample"}).headers["HX-Replace-Url"]
+            for _ in range(2)}
+    assert len(urls) == 1 and "steps=s" in urls.pop()
+    page = client.get("/inference", params={"prompt": PROMPT, "off": "h1.0,m0:mean"})
+    assert "Running with parts of the model switched off: block 1 head 0, block 0 MLP (mean)" in page.text
+    assert 'name="off" value="h1.0,m0:mean"' in page.text
+    bad = client.get("/inference", params={"prompt": PROMPT, "off": "h9.0"})
+    assert bad.status_code == 200 and "names block 9" in bad.text

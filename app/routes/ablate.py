@@ -100,7 +100,7 @@ async def ablate_view(engine: Engine, prompt: str, off: str, toggle: str = "", m
         ivs, notice = [], f"{sentence(str(e))} Everything is on again."
     view = {"off": ablation.format_off(ivs), "items": [{"item": ablation.key(iv), "label": ablation.describe(iv)}
                                                        for iv in ivs],
-            "grid": grid(info, ivs), "mode": "mean" if mode == "mean" else "zero", "notice": notice}
+            "grid": grid(info, ivs), "mode": "mean" if mode == "mean" else "zero", "notice": notice, "prompt": prompt}
     if not prompt:
         return {**view, "error": "Type a prompt above to switch parts of the model off.", "kind": "info"}
     return {**view, **await or_message(ablate_context(engine, prompt, ivs))}
