@@ -27,7 +27,7 @@ HEADERS = [
 ]
 # routes whose work runs on the model thread; each request holds a share until its response ends
 MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate", "/api/patch",
-               "/v1/completions", "/partials/loss", "/partials/heads", "/partials/forward", "/partials/ablate",
+               "/v1/completions", "/partials/loss", "/partials/heads", "/partials/forward", "/partials/ablate", "/partials/patch",
                "/partials/inference", "/playground/generate")
 
 

@@ -184,3 +184,30 @@ def test_the_stepper_runs_with_the_set_off(client: TestClient) -> None:
     assert 'name="off" value="h1.0,m0:mean"' in page.text
     bad = client.get("/inference", params={"prompt": PROMPT, "off": "h9.0"})
     assert bad.status_code == 200 and "names block 9" in bad.text
+
+
+# --- the patching grid on the Internals page ------------------------------------------------------
+
+def test_patching_grid_presets_and_sentences(client: TestClient) -> None:
+    import re
+    from app.demo import PATCH_PRESETS
+    page = client.get("/internals", params={"prompt": PROMPT})
+    assert 'id="pt-form"' in page.text and 'hx-trigger="load"' in page.text  # the grid loads after the page
+    for p in PATCH_PRESETS:
+        r = client.post("/partials/patch", data={"preset": p["key"]})
+        assert r.status_code == 200
+        if p.get("needs") == "large":  # the tiny random model is no larger model
+            assert "(needs a larger model)" in r.text
+        n = len(gpt2_tokenizer().encode(p["clean"]))
+        if n == len(gpt2_tokenizer().encode(p["corrupted"])):
+            rows = re.findall(r"<tr><th scope=\"row\">\d+</th>(.*?)</tr>", r.text, re.S)
+            assert len(rows) == 2 and all(row.count('class="pt-cell"') == n for row in rows)
+        else:
+            assert "the grid pairs them position by position" in r.text
+    r = client.post("/partials/patch", data={"clean": "The cat sat", "corrupted": "The dog sat", "right": " on the",
+                                             "wrong": " in"})
+    assert "The answer &#39; on the&#39; is 2 tokens" in r.text
+    # a link's fields are the form's
+    page = client.get("/internals", params={"clean": "The cat sat", "corrupted": "The dog sat", "right": " on",
+                                            "wrong": " in"})
+    assert ">The dog sat</textarea>" in page.text
