@@ -106,3 +106,28 @@ def measured_note(preset: dict, model: str, parameters: int) -> str | None:
     return (f"This model wrote “{wrote.strip()}”, where a larger model writes “{preset['answer']}”: "
             f"{parameters / 1e6:.0f} M parameters are a lossy compression of all the text it read, and "
             "what it kept is not enough here.")
+
+
+# Activation patching (the Internals page): two prompts of the same length in tokens and two one-token answers,
+# [right, wrong] for the clean prompt. "needs": "large" marks knowledge from web text (`lacking` says so).
+PATCH_PRESETS = (
+    {"key": "name", "label": "Which dog? (a name read from the story)",
+     "clean": "There was a dog named Max. Max liked to play. One day, Max saw a cat. The cat said hello to",
+     "corrupted": "There was a dog named Sam. Sam liked to play. One day, Sam saw a cat. The cat said hello to",
+     "right": " Max", "wrong": " Sam",
+     "note": "The only difference is the dog's name; the grid shows which positions carry it to the answer."},
+    {"key": "moves", "label": "A name moving to the end",
+     "clean": "Once upon a time, there was a girl named Mia. Every day, Mia",
+     "corrupted": "Once upon a time, there was a girl named Sue. Every day, Sue",
+     "right": " Mia", "wrong": " Sue",
+     "note": "Early blocks keep the name where it was written; in a later block it has reached the last position."},
+    {"key": "eiffel", "label": "Where is the Eiffel Tower?", "needs": "large",
+     "clean": "The Eiffel Tower is in the city of", "corrupted": "The Colosseum is in the city of",
+     "right": " Paris", "wrong": " Rome",
+     "note": "A fact from web text: load SmolLM2 or another larger model. A tokenizer may split the two landmarks "
+             "into different numbers of tokens; then change one until they match."},
+    {"key": "capital", "label": "A capital city", "needs": "large",
+     "clean": "The capital of France is the city of", "corrupted": "The capital of Italy is the city of",
+     "right": " Paris", "wrong": " Rome",
+     "note": "A fact from web text: load SmolLM2 or another larger model to see where it is recalled."},
+)

@@ -22,7 +22,7 @@ from app import schemas as s
 from app.config import Settings
 from app.model_thread import Busy, ModelThread
 from app.streaming import Generation
-from model import analysis, incontext
+from model import analysis, incontext, interventions
 from model.hf_tokenizer import HFTokenizer
 from model.loading import LoadedModel, load_model
 from model.model_card import ModelCard
@@ -159,17 +159,27 @@ class Engine:
         ids = await self.input_ids(req)
         targets = [self.target_id(t) for t in req.targets]
         params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
-        r = await self.run(analysis.next_token, self.loaded.model, ids, params, req.n, targets)
+        ivs = self.interventions(req.interventions)
+        r = await self.run(analysis.next_token, self.loaded.model, ids, params, req.n, targets, ivs)
         return await off_loop(lambda: s.NextTokenResponse(
             prompt_tokens=len(ids), before=self.candidates(r["before"]), after=self.candidates(r["after"]),
             mass=r["mass"], entropy=r["entropy"], entropy_after=r["entropy_after"], support=r["support"],
             targets=[s.Target(text=self.texts[t["id"]], **t) for t in r["targets"]]))
 
-    async def chosen(self, ids: list[int], start: int, params: SamplingParams) -> list[dict]:
-        """The model's own and the warped probability of each token appended after position `start`."""
+    async def chosen(self, ids: list[int], start: int, params: SamplingParams,
+                     off: Sequence[s.InterventionIn] = ()) -> list[dict]:
+        """The model's own and the warped probability of each token appended after position `start`
+        (with the parts `off` switched off)."""
         self.check_ids(ids)
         self.check_context(len(ids))
-        return await self.run(analysis.chosen, self.loaded.model, ids, start, params)
+        return await self.run(analysis.chosen, self.loaded.model, ids, start, params, self.interventions(off))
+
+    async def draw(self, ids: list[int], params: SamplingParams, seed: int,
+                   off: Sequence[s.InterventionIn] = ()) -> int:
+        """One token drawn after ids by a generator seeded with `seed`, with the parts `off` switched off."""
+        self.check_ids(ids)
+        self.check_context(len(ids))
+        return await self.run(analysis.draw, self.loaded.model, ids, params, seed, self.interventions(off))
 
     async def score(self, req: s.ScoreRequest) -> s.ScoreResponse:
         ids = await self.input_ids(req, reserve=int(req.prepend_eos))
@@ -181,7 +191,7 @@ class Engine:
         if len(ids) < 2:
             raise InputError("Scoring needs at least two tokens (the first has nothing before it to predict it); "
                              "give a longer text or set prepend_eos")
-        r = await self.run(analysis.score, self.loaded.model, ids)
+        r = await self.run(analysis.score, self.loaded.model, ids, self.interventions(req.interventions))
         return await off_loop(lambda: s.ScoreResponse(
             tokens=self.pieces(ids), mean_loss=r["mean_loss"], perplexity=r["perplexity"],
             predictions=[{**p, "text": self.texts[p["id"]], "top_text": self.texts[p["top_id"]]}
@@ -214,12 +224,46 @@ class Engine:
                              413)
         r = await self.run(analysis.activations, self.loaded.model, ids, positions=positions,
                            residual_norms=req.residual_norms, attention=attention, neurons=req.neurons,
-                           logit_lens=req.logit_lens)
+                           logit_lens=req.logit_lens, interventions=self.interventions(req.interventions))
         lens = [{"label": state["label"], "top": [self.candidates(row) for row in state["top"]]}
                 for state in r.get("logit_lens", [])]
         return await off_loop(lambda: s.ActivationsResponse(
             tokens=self.pieces(ids), positions=r["positions"], residual_norms=r.get("residual_norms"),
             attention=r.get("attention"), neurons=r.get("neurons"), logit_lens=lens if "logit_lens" in r else None))
+
+    def interventions(self, given: Sequence[s.InterventionIn]) -> list[interventions.Intervention]:
+        """A request's interventions, checked against this model's blocks, heads and neurons."""
+        ivs = [interventions.Intervention(i.kind, i.block, i.index, i.mode) for i in given]
+        why = interventions.problem(self.loaded.model, ivs)
+        if why:
+            raise InputError(why)
+        return ivs
+
+    async def patch(self, req: s.PatchRequest) -> s.PatchResponse:
+        """Activation patching: the corrupted prompt run with the clean one's residual stream written in at
+        each (block, position), scored by the logit difference of the two answers."""
+        clean, corrupted = await self.encode(req.clean), await self.encode(req.corrupted)
+        if not clean or not corrupted:
+            raise InputError("Give both prompts, the clean and the corrupted one: one of them is empty")
+        if len(clean) != len(corrupted):
+            shown = lambda ids: "|".join(self.texts[i] for i in ids[:24]) + ("|…" if len(ids) > 24 else "")  # noqa: E731
+            raise InputError(f"The clean prompt is {len(clean)} tokens and the corrupted one {len(corrupted)}; the grid "
+                             "pairs them position by position, so change a word until both split into as many "
+                             f"tokens (clean: {shown(clean)!r}; corrupted: {shown(corrupted)!r})")
+        cap = interventions.MAX_PATCH_TOKENS
+        if len(clean) > cap:
+            raise InputError(f"The prompts are {len(clean)} tokens; the patching grid takes at most {cap}: shorten "
+                             "both")
+        right, wrong = (self.target_id(a, "answer") for a in req.answers)
+        if right == wrong:
+            raise InputError(f"Both answers are the token {self.texts[right]!r}: name two different tokens, the "
+                             "right answer first")
+        r = await self.run(interventions.patch_grid, self.loaded.model, clean, corrupted, right, wrong)
+        rnd = lambda rows: [[analysis.rounded(v) for v in row] for row in rows]  # noqa: E731
+        return s.PatchResponse(clean_tokens=self.pieces(clean), corrupted_tokens=self.pieces(corrupted),
+                               answers=self.pieces([right, wrong]), clean=analysis.rounded(r["clean"]),
+                               corrupted=analysis.rounded(r["corrupted"]), grid=rnd(r["grid"]),
+                               normalised=rnd(r["normalised"]))
 
     async def heads(self, text: str) -> list[dict]:
         """Every head's previous-token, induction and first-token scores on the text, most induction-like first."""
@@ -318,13 +362,13 @@ class Engine:
         self.check_context(len(ids) + reserve)
         return ids
 
-    def target_id(self, target: int | str) -> int:
+    def target_id(self, target: int | str, what: str = "target") -> int:
         if isinstance(target, int):
             self.check_ids([target])
             return target
         ids = self.tokenizer.encode(target)
         if len(ids) != 1:
-            raise InputError(f"The target {target!r} is {len(ids)} tokens ({', '.join(map(repr, map(self.texts.__getitem__, ids)))}); "
+            raise InputError(f"The {what} {target!r} is {len(ids)} tokens ({', '.join(map(repr, map(self.texts.__getitem__, ids)))}); "
                              "name a text that is exactly one token, or give its id")
         return ids[0]
 

@@ -13,7 +13,7 @@ from app import errors, schemas, security, sources
 from app.classroom import routes as classroom
 from app.config import Settings
 from app.engine import Engine
-from app.routes import api, docs, downloads, inference, internals, openai, pages
+from app.routes import ablate, api, docs, downloads, inference, internals, openai, pages, patching
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, s
     app.include_router(openai.router)
     app.include_router(pages.router)
     app.include_router(internals.router)
+    app.include_router(ablate.router)
+    app.include_router(patching.router)
     app.include_router(inference.router)
     app.include_router(docs.router)
     app.include_router(downloads.router)

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from model.interventions import MAX_INTERVENTIONS
+
 # above every loaded model's vocabulary (GPT-2's 50,257, Llama 3's 128,256, Qwen2's 151,936): the engine
 # checks ids against the loaded model's own and says its range
 VOCAB = 262_144
@@ -221,6 +223,29 @@ class VocabPage(BaseModel):
                   {"id": 654, "text": "ings", "bytes": [105, 110, 103, 115], "partial": False}]}]})
 
 
+# ---- interventions ----
+
+class InterventionIn(Strict):
+    """One part of the model switched off for this request."""
+
+    kind: Literal["head", "neuron", "attn", "mlp"] = Field(
+        description="head: one attention head (a query head, alone even where heads share keys and values); "
+                    "neuron: one MLP hidden unit; attn / mlp: a block's whole attention or MLP")
+    block: int = Field(ge=0, le=1000, description="the block, from 0")
+    index: int | None = Field(None, ge=0, le=1_000_000,
+                              description="the head or the neuron, from 0; leave out for attn and mlp")
+    mode: Literal["zero", "mean"] = Field(
+        "zero", description="zero: write 0; mean: write its mean over the prompt's positions")
+
+
+def intervention_field() -> Any:
+    return Field(default_factory=list, max_length=MAX_INTERVENTIONS,
+                 description=f"parts of the model to switch off for this request (at most {MAX_INTERVENTIONS}); "
+                             "empty: the model as it is",
+                 examples=[[{"kind": "head", "block": 1, "index": 3}, {"kind": "neuron", "block": 0, "index": 42,
+                                                                       "mode": "mean"}]])
+
+
 # ---- next token ----
 
 class NextTokenRequest(TextOrIds):
@@ -231,9 +256,12 @@ class NextTokenRequest(TextOrIds):
     targets: list[TokenId | Annotated[str, Field(min_length=1, max_length=100), AfterValidator(whole_characters)]] = Field(
         default_factory=list, max_length=20,
         description="tokens to report on whatever their rank: ids, or texts that are exactly one token")
+    interventions: list[InterventionIn] = intervention_field()
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"text": "The cat sat on the", "temperature": 0.8, "top_k": 40, "n": 5, "targets": [" mat", 3797]}]})
+        {"text": "The cat sat on the", "temperature": 0.8, "top_k": 40, "n": 5, "targets": [" mat", 3797]},
+        {"text": "The cat sat on the", "n": 5, "interventions": [{"kind": "head", "block": 0, "index": 1},
+                                                                {"kind": "mlp", "block": 2}]}]})
 
 
 class Candidate(BaseModel):
@@ -279,8 +307,11 @@ class NextTokenResponse(BaseModel):
 class ScoreRequest(TextOrIds):
     prepend_eos: bool = Field(False, description="start from the model's start-of-text token (GPT-2's <|endoftext|>), so the first "
                                             "token is scored too")
+    interventions: list[InterventionIn] = intervention_field()
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"text": "Once upon a time there was a cat."}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"text": "Once upon a time there was a cat."},
+        {"text": "Once upon a time there was a cat.", "interventions": [{"kind": "attn", "block": 0}]}]})
 
 
 class Prediction(BaseModel):
@@ -323,10 +354,13 @@ class ActivationsRequest(TextOrIds):
     attention: list[AttentionSelect] = Field(default_factory=list, max_length=1000)
     neurons: int = Field(0, ge=0, le=50, description="top MLP neurons per layer and position; 0 for none")
     logit_lens: int = Field(0, ge=0, le=20, description="top tokens per state and position; 0 for none")
+    interventions: list[InterventionIn] = intervention_field()
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"text": "The Eiffel Tower is in", "attention": [{"layer": 0, "heads": [0, 1]}], "neurons": 3,
-         "logit_lens": 3}]})
+         "logit_lens": 3},
+        {"text": "The Eiffel Tower is in", "logit_lens": 3, "residual_norms": False,
+         "interventions": [{"kind": "head", "block": 1, "index": 0, "mode": "mean"}]}]})
 
 
 class ResidualNorms(BaseModel):
@@ -368,6 +402,43 @@ class ActivationsResponse(BaseModel):
     attention: list[AttentionPattern] | None = None
     neurons: list[LayerNeurons] | None = None
     logit_lens: list[LensState] | None = None
+
+
+# ---- activation patching ----
+
+Answer = TokenId | Annotated[str, Field(min_length=1, max_length=100), AfterValidator(whole_characters)]
+
+
+class PatchRequest(Strict):
+    clean: Text = Field(description="the prompt whose residual stream is patched in")
+    corrupted: Text = Field(description="the prompt that is run, with the same number of tokens as clean")
+    answers: list[Answer] = Field(min_length=2, max_length=2,
+                                  description="[right, wrong]: two tokens, as texts of exactly one token or ids; "
+                                              "the grid shows logit(right) - logit(wrong)")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"clean": "When Mary and John went to the store, John gave a drink to",
+         "corrupted": "When Mary and John went to the store, Mary gave a drink to", "answers": [" Mary", " John"]},
+        {"clean": "The Eiffel Tower is in the city of", "corrupted": "The Colosseum is in the city of",
+         "answers": [" Paris", " Rome"]}]})
+
+
+class PatchResponse(BaseModel):
+    clean_tokens: list[Piece]
+    corrupted_tokens: list[Piece]
+    answers: list[Piece] = Field(description="[right, wrong]")
+    clean: float = Field(description="logit(right) - logit(wrong) at the clean prompt's last position")
+    corrupted: float = Field(description="the same on the corrupted prompt, unpatched")
+    grid: list[list[float]] = Field(
+        description="[block][position]: the corrupted run's logit difference with the clean residual stream "
+                    "written in where it enters that block, at that position")
+    normalised: list[list[float]] = Field(
+        description="(cell - corrupted) / (clean - corrupted): 1 restores the clean answer, 0 changes nothing")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "clean_tokens": [{"id": 464, "text": "The"}], "corrupted_tokens": [{"id": 464, "text": "The"}],
+        "answers": [{"id": 6342, "text": " Paris"}, {"id": 10598, "text": " Rome"}],
+        "clean": 2.4, "corrupted": -1.1, "grid": [[-1.1]], "normalised": [[0.0]]}]})
 
 
 # ---- generation ----

@@ -26,8 +26,8 @@ HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 # routes whose work runs on the model thread; each request holds a share until its response ends
-MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate",
-               "/v1/completions", "/partials/loss", "/partials/heads", "/partials/forward",
+MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate", "/api/patch",
+               "/v1/completions", "/partials/loss", "/partials/heads", "/partials/forward", "/partials/ablate", "/partials/patch",
                "/partials/inference", "/playground/generate")
 
 

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import torch
 
 from model.gpt2 import GPT
+from model.interventions import Intervention, hooks, recorder
 from model.llama import Llama
-from model.record import Recorder
-from model.sampling import SamplingParams, entropy, largest, warp
+from model.record import NOTHING, Recorder
+from model.sampling import SamplingParams, entropy, largest, sample_step, warp
 
 SIG = 6  # significant digits kept in payloads: enough for any plot, a third of float's text
 CHUNK = 256  # positions unembedded at once: a (CHUNK, V) block of logits, not (T, V)
@@ -53,15 +54,16 @@ def _candidates(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[dict]
 
 
 @torch.inference_mode()
-def next_logits(model: Model, ids: Sequence[int]) -> torch.Tensor:
-    """The model's logits (V,) for the token after `ids`."""
-    return model(_ids(model, ids), last_only=True)[0, -1].float()
+def next_logits(model: Model, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> torch.Tensor:
+    """The model's logits (V,) for the token after `ids`, with the interventions applied
+    (model/interventions.py)."""
+    return model(_ids(model, ids), rec=recorder(interventions), last_only=True)[0, -1].float()
 
 
 def next_token(model: Model, ids: Sequence[int], params: SamplingParams, n: int = 10,
-               targets: Sequence[int] = ()) -> dict:
+               targets: Sequence[int] = (), interventions: Sequence[Intervention] = ()) -> dict:
     """distribution() of the token after `ids`."""
-    return distribution(next_logits(model, ids), params, n, targets)
+    return distribution(next_logits(model, ids, interventions), params, n, targets)
 
 
 @torch.inference_mode()
@@ -101,14 +103,23 @@ def distribution(logits: torch.Tensor, params: SamplingParams, n: int = 10, targ
 
 
 @torch.inference_mode()
-def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams) -> list[dict]:
+def draw(model: Model, ids: Sequence[int], params: SamplingParams, seed: int,
+         interventions: Sequence[Intervention] = ()) -> int:
+    """One token after `ids`, drawn by a generator seeded with `seed` (greedy at temperature 0)."""
+    generator = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
+    return sample_step(next_logits(model, ids, interventions), params, generator, n=1).id
+
+
+@torch.inference_mode()
+def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams,
+           interventions: Sequence[Intervention] = ()) -> list[dict]:
     """For each token after position `start` (ids[start + 1:], tokens appended one at a time): its
     probability under the model's own distribution ("raw") and after the warpers ("prob"), given
     the tokens before it. One forward for all of them."""
     if start + 1 >= len(ids):
         return []
     x = _ids(model, ids)
-    hidden = model.hidden(x)[0, start:-1]  # the state at p predicts token p + 1
+    hidden = model.hidden(x, rec=recorder(interventions) or NOTHING)[0, start:-1]  # the state at p predicts token p + 1
     target = x[0, start + 1:, None]
     out = []
     for s in range(0, hidden.shape[0], CHUNK):
@@ -121,7 +132,7 @@ def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams)
 
 
 @torch.inference_mode()
-def score(model: Model, ids: Sequence[int]) -> dict:
+def score(model: Model, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> dict:
     """How well the model predicts each actual next token of `ids`.
 
     Position p (1..T-1) is predicted from tokens 0..p-1: its probability, its
@@ -131,7 +142,7 @@ def score(model: Model, ids: Sequence[int]) -> dict:
     x = _ids(model, ids)
     if x.shape[1] < 2:
         raise ValueError("scoring needs at least two tokens: the first has nothing before it to predict it")
-    hidden = model.hidden(x)[0, :-1]  # the state at p predicts token p + 1
+    hidden = model.hidden(x, rec=recorder(interventions) or NOTHING)[0, :-1]  # the state at p predicts token p + 1
     target = x[0, 1:]
     logp_chunks, guess_chunks, rank_chunks = [], [], []
     for s in range(0, hidden.shape[0], CHUNK):
@@ -162,7 +173,7 @@ def stream_labels(n_layer: int) -> list[str]:
 @torch.inference_mode()
 def activations(model: Model, ids: Sequence[int], *, positions: Sequence[int] | None = None,
                 residual_norms: bool = False, attention: dict[int, Sequence[int]] | None = None,
-                neurons: int = 0, logit_lens: int = 0) -> dict:
+                neurons: int = 0, logit_lens: int = 0, interventions: Sequence[Intervention] = ()) -> dict:
     """What one forward pass computes, only the parts asked for, at the chosen positions.
 
     - residual_norms: the L2 norm of the residual stream at each state (see
@@ -174,6 +185,8 @@ def activations(model: Model, ids: Sequence[int], *, positions: Sequence[int] | 
     - logit_lens: each residual state through the model's own final norm (GPT-2's
       LayerNorm, the Llama family's RMSNorm) and its lm head: the k most likely
       tokens per position. The last state is exactly the model's own prediction.
+
+    With interventions, everything is of the forward with those parts switched off.
     """
     x = _ids(model, ids)
     T, L = x.shape[1], model.config.n_layer
@@ -184,7 +197,7 @@ def activations(model: Model, ids: Sequence[int], *, positions: Sequence[int] | 
         names += ["blocks.0.resid_pre", "blocks.*.resid_post"]
     if neurons:
         names.append("blocks.*.mlp.post")
-    rec = Recorder(names)
+    rec = Recorder(names, hooks(interventions))
     model.hidden(x, rec=rec)
     out: dict = {"positions": pos}
     index = torch.tensor(pos, dtype=torch.long, device=x.device)

@@ -81,12 +81,13 @@ class CausalSelfAttention(nn.Module):
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             att = att.softmax(dim=-1)
-            rec.store(f"blocks.{layer}.attn.pattern", att)
+            att = rec(f"blocks.{layer}.attn.pattern", att)
             y = F.dropout(att, self.dropout, self.training) @ v
         else:
             drop = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
+        y = rec(f"blocks.{layer}.attn.z", y.transpose(1, 2))  # (B, T, H, D): each head's output
+        y = y.contiguous().view(B, T, C)  # re-assemble heads side by side
         return self.c_proj(y)
 
 
@@ -99,7 +100,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: int, rec: Recorder) -> torch.Tensor:
         h = self.gelu(self.c_fc(x))  # (B, T, 4C)
-        rec.store(f"blocks.{layer}.mlp.post", h)
+        h = rec(f"blocks.{layer}.mlp.post", h)
         return self.c_proj(h)
 
 
@@ -116,16 +117,13 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, kv: CacheStep | None = None, rec: Recorder = NOTHING) -> torch.Tensor:
         """The residual stream x (B, T, C) in, with what attention and then the MLP add to it."""
         i = self.layer
-        rec.store(f"blocks.{i}.resid_pre", x)
+        x = rec(f"blocks.{i}.resid_pre", x)
         a = self.drop(self.attn(self.ln_1(x), i, kv, rec))
-        rec.store(f"blocks.{i}.attn_out", a)
-        x = x + a
-        rec.store(f"blocks.{i}.resid_mid", x)
+        a = rec(f"blocks.{i}.attn_out", a)
+        x = rec(f"blocks.{i}.resid_mid", x + a)
         m = self.drop(self.mlp(self.ln_2(x), i, rec))
-        rec.store(f"blocks.{i}.mlp_out", m)
-        x = x + m
-        rec.store(f"blocks.{i}.resid_post", x)
-        return x
+        m = rec(f"blocks.{i}.mlp_out", m)
+        return rec(f"blocks.{i}.resid_post", x + m)
 
 
 class GPT(nn.Module):
@@ -183,17 +181,15 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {length} tokens is longer than the context of {self.config.n_ctx}")
         tok = self.wte(idx)  # (B, T, C)
         pe = self.wpe(pos)   # (B or 1, T, C)
-        rec.store("embed", tok)
+        tok = rec("embed", tok)
         if rec.wants("pos_embed"):
-            rec.store("pos_embed", pe.expand_as(tok))
+            pe = rec("pos_embed", pe.expand_as(tok))
         x = self.drop(tok + pe)
         for block in self.h:
             x = block(x, kv, rec)
         if kv is not None:
             kv.finish(T)
-        x = self.ln_f(x)
-        rec.store("ln_final", x)
-        return x
+        return rec("ln_final", self.ln_f(x))
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Final hidden states (..., C) -> logits (..., V): the lm head, tied to the token embedding."""
@@ -203,13 +199,11 @@ class GPT(nn.Module):
                 last_only: bool = False) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) with last_only.
 
-        Pass a Recorder to capture activations by name (see model/record.py);
-        without one the forward records nothing and pays nothing.
+        Pass a Recorder to capture activations by name, or to replace them with its hooks
+        (see model/record.py); without one the forward records nothing and pays nothing.
         """
         rec = rec or NOTHING
         x = self.hidden(idx, cache, rec)
         if last_only:
             x = x[:, -1:]
-        logits = self.unembed(x)
-        rec.store("logits", logits)
-        return logits
+        return rec("logits", self.unembed(x))

@@ -166,11 +166,12 @@ class Attention(nn.Module):
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             att = att.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
-            rec.store(f"blocks.{layer}.attn.pattern", att)
+            att = rec(f"blocks.{layer}.attn.pattern", att)
             y = att @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != K)
-        y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H * D): heads side by side
+        y = rec(f"blocks.{layer}.attn.z", y.transpose(1, 2))  # (B, T, H, D): each query head's output
+        y = y.reshape(B, T, H * D)  # (B, T, H * D): heads side by side
         return self.o_proj(y)
 
 
@@ -183,7 +184,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: int, rec: Recorder) -> torch.Tensor:
         h = F.silu(self.gate_proj(x)) * self.up_proj(x)  # (B, T, I): the gate decides how much of up passes
-        rec.store(f"blocks.{layer}.mlp.post", h)
+        h = rec(f"blocks.{layer}.mlp.post", h)
         return self.down_proj(h)
 
 
@@ -200,16 +201,13 @@ class Block(nn.Module):
                 rec: Recorder = NOTHING) -> torch.Tensor:
         """The residual stream x (B, T, C) in, with what attention and then the MLP add to it."""
         i = self.layer
-        rec.store(f"blocks.{i}.resid_pre", x)
+        x = rec(f"blocks.{i}.resid_pre", x)
         a = self.self_attn(self.input_layernorm(x), cos, sin, i, kv, rec)
-        rec.store(f"blocks.{i}.attn_out", a)
-        x = x + a
-        rec.store(f"blocks.{i}.resid_mid", x)
+        a = rec(f"blocks.{i}.attn_out", a)
+        x = rec(f"blocks.{i}.resid_mid", x + a)
         m = self.mlp(self.post_attention_layernorm(x), i, rec)
-        rec.store(f"blocks.{i}.mlp_out", m)
-        x = x + m
-        rec.store(f"blocks.{i}.resid_post", x)
-        return x
+        m = rec(f"blocks.{i}.mlp_out", m)
+        return rec(f"blocks.{i}.resid_post", x + m)
 
 
 class Llama(nn.Module):
@@ -277,16 +275,13 @@ class Llama(nn.Module):
             length = T
         if length > self.config.n_ctx:
             raise ValueError(f"sequence of {length} tokens is longer than the context of {self.config.n_ctx}")
-        x = self.embed_tokens(idx)  # (B, T, C): no position is added to the stream
-        rec.store("embed", x)
+        x = rec("embed", self.embed_tokens(idx))  # (B, T, C): no position is added to the stream
         cos, sin = self.rotary(pos, x.dtype)  # (B or 1, T, D) each, used by every layer
         for block in self.layers:
             x = block(x, cos, sin, kv, rec)
         if kv is not None:
             kv.finish(T)
-        x = self.norm(x)
-        rec.store("ln_final", x)
-        return x
+        return rec("ln_final", self.norm(x))
 
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         """Final hidden states (..., C) -> logits (..., V): the lm head."""
@@ -296,13 +291,11 @@ class Llama(nn.Module):
                 last_only: bool = False) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) with last_only.
 
-        Pass a Recorder to capture activations by name (see model/record.py);
-        without one the forward records nothing and pays nothing.
+        Pass a Recorder to capture activations by name, or to replace them with its hooks
+        (see model/record.py); without one the forward records nothing and pays nothing.
         """
         rec = rec or NOTHING
         x = self.hidden(idx, cache, rec)
         if last_only:
             x = x[:, -1:]
-        logits = self.unembed(x)
-        rec.store("logits", logits)
-        return logits
+        return rec("logits", self.unembed(x))

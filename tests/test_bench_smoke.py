@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["prefill", "decode", "decode_llama", "activations", "tokenize", "load", "soak", "classroom"]
+COMMANDS = ["prefill", "decode", "decode_llama", "activations", "tokenize", "load", "soak", "classroom", "interventions"]
 
 
 def test_every_bench_command_runs(tmp_path: Path) -> None:

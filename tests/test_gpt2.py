@@ -190,7 +190,7 @@ def test_records_every_name_with_its_shape(tiny_model: GPT) -> None:
     assert list(rec.acts) == all_names(c.n_layer)  # recorded in forward order
     for name, act in rec.acts.items():
         part = name.split(".", 2)[-1]
-        want = {"attn.pattern": (B, H, T, T), "mlp.post": (B, T, 4 * C), "logits": (B, T, V)}.get(part, (B, T, C))
+        want = {"attn.pattern": (B, H, T, T), "attn.z": (B, T, H, C // H), "mlp.post": (B, T, 4 * C), "logits": (B, T, V)}.get(part, (B, T, C))
         assert act.shape == want, name
     # the pieces add up: the stream is the sum of what each part wrote into it
     torch.testing.assert_close(rec["blocks.0.resid_pre"], rec["embed"] + rec["pos_embed"])

@@ -266,7 +266,7 @@ def test_records_every_name_with_its_shape(gqa: Llama) -> None:
     assert list(rec.acts) == names  # in forward order; no position embedding under rotary positions
     for name, act in rec.acts.items():
         part = name.split(".", 2)[-1]
-        want = {"attn.pattern": (B, H, T, T), "mlp.post": (B, T, c.n_inner), "logits": (B, T, V)}.get(part, (B, T, C))
+        want = {"attn.pattern": (B, H, T, T), "attn.z": (B, T, H, c.head_dim), "mlp.post": (B, T, c.n_inner), "logits": (B, T, V)}.get(part, (B, T, C))
         assert act.shape == want, name
     torch.testing.assert_close(rec["blocks.0.resid_pre"], rec["embed"])
     for i in range(c.n_layer):

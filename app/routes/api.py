@@ -76,7 +76,8 @@ async def vocab(engine: EngineDep,
              responses=MODEL_ERRORS, summary="The distribution over the next token")
 async def next_token(req: s.NextTokenRequest, engine: EngineDep) -> Response:
     """The top-n tokens with probability and logit, before and after temperature, top-k and top-p;
-    the entropy; and the rank and probability of any tokens named in `targets`."""
+    the entropy; and the rank and probability of any tokens named in `targets`. With `interventions`,
+    the distribution of the model with those heads, neurons, attentions or MLPs switched off."""
     return await json_response(await engine.next_token(req))
 
 
@@ -94,6 +95,17 @@ async def activations(req: s.ActivationsRequest, engine: EngineDep) -> Response:
     """Residual-stream norms per state and position; attention patterns of chosen layers and heads;
     the top MLP neurons per layer and position; the logit lens. Only what is asked for is sent."""
     return await json_response(await engine.activations(req))
+
+
+@router.post("/api/patch", tags=["model"], response_model=s.PatchResponse, dependencies=JSON_BODY,
+             responses=MODEL_ERRORS, summary="Activation patching: where a prompt keeps what decides the answer")
+async def patch(req: s.PatchRequest, engine: EngineDep) -> Response:
+    """Runs the corrupted prompt with the clean prompt's residual stream written in where it enters each
+    block, at each position, one cell at a time, and reports logit(right) − logit(wrong) at the last
+    position for every (block, position). A cell near the clean value marks where the information that
+    decides the answer sits. Both prompts must split into the same number of tokens, and each answer
+    must be one token (its text or its id); all cells run as one batch."""
+    return await json_response(await engine.patch(req))
 
 
 SSE_EXAMPLE = (

@@ -3,7 +3,9 @@
 All of its state is in the form and so in the URL: the prompt, the settings, the seed
 and the steps taken (`steps`: how each token was chosen, its id and the settings it was
 chosen under, "g318t100.s464t70k20r43"), so a link restores what the class sees, and a
-step's chance stays the one it had when it was taken. Each action (sample, take the most likely,
+step's chance stays the one it had when it was taken. `off` names parts of the model switched
+off (app/ablation.py, set on the Internals page): every distribution and draw is then the changed
+model's. Each action (sample, take the most likely,
 pick a bar, undo, start over) or a change of setting posts that state to
 /partials/inference and gets the stepper back: the bars, and out-of-band the text so
 far, the history, the statistics and the URL.
@@ -22,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
+from app import ablation
 from app import schemas as s
 from app.classroom import teacher as classroom
 from app.demo import DEFAULT_INFERENCE_PROMPT
@@ -148,9 +151,10 @@ def dice_of(temperature: float | None, top_k: float | None, top_p: float | None,
                 n=bars if bars in BARS else d["n"])
 
 
-def state_url(prompt: str, steps: list[Taken], dice: Dice) -> str:
+def state_url(prompt: str, steps: list[Taken], dice: Dice, off: str = "") -> str:
     """The page's URL for this state: what differs from the defaults."""
     q = {"prompt": prompt if prompt != DEFAULT_INFERENCE_PROMPT else None, "steps": format_steps(steps) or None,
+         "off": off or None,
          "temperature": f"{dice.temperature:g}", "top_k": str(dice.top_k), "top_p": f"{dice.top_p:g}",
          "seed": str(dice.seed), "n": str(dice.n)}
     shown = {k: v for k, v in q.items() if v is not None and (k not in DEFAULTS or v != f"{DEFAULTS[k]:g}")}
@@ -171,10 +175,14 @@ async def sample(engine: Engine, ids: list[int], dice: Dice, seed: int) -> int |
     return token if token is not None else reason
 
 
-async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: int | None, seed: int) -> int | str:
-    """The token an action chooses to follow ids, or a sentence saying why none joins the text."""
+async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: int | None, seed: int,
+               off: list[s.InterventionIn] | None = None) -> int | str:
+    """The token an action chooses to follow ids (with the parts `off` switched off), or a sentence saying why
+    none joins the text."""
     if action == "greedy":
-        chosen: int | str = (await engine.next_token(s.NextTokenRequest(ids=ids, n=1))).before[0].id
+        chosen: int | str = (await engine.next_token(s.NextTokenRequest(ids=ids, n=1, interventions=off or []))).before[0].id
+    elif action == "sample" and off:
+        chosen = await engine.draw(ids, dice.params, seed, off)
     elif action == "sample":
         chosen = await sample(engine, ids, dice, seed)
     else:
@@ -187,14 +195,25 @@ async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: in
     return chosen
 
 
+def switched_off(engine: Engine, off: str) -> list[s.InterventionIn]:
+    """The parts an off field switches off, checked against the model; InputError says what is wrong."""
+    ivs = ablation.parse_off(off)
+    if ivs is None:
+        raise InputError("The switched-off parts in this link could not be read: remove off= from the address, "
+                         "or set them again on the Internals page")
+    engine.interventions(ivs)
+    return ivs
+
+
 async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, action: str = "",
-                       pick: int | None = None) -> dict:
+                       pick: int | None = None, off: str = "") -> dict:
     """Apply one action to the state and compute everything the stepper shows."""
     info = engine.info()
     notice = None
     if not prompt:
         return {"error": "Type a prompt above to see what could come next.", "kind": "info", "steps": [],
-                "url": state_url(prompt, [], dice)}
+                "url": state_url(prompt, [], dice, off)}
+    ivs = switched_off(engine, off)
     prompt_ids = await engine.encode(prompt)
     if len(prompt_ids) + len(steps) > info.n_ctx:
         steps, notice = [], "Those steps do not fit the model's context after this prompt: starting from the prompt."
@@ -208,7 +227,7 @@ async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Di
                       "Undo or start over.")
         else:
             seed = dice.seed + len(steps)
-            chosen = await take(engine, prompt_ids + [t.id for t in steps], dice, action, pick, seed)
+            chosen = await take(engine, prompt_ids + [t.id for t in steps], dice, action, pick, seed, ivs)
             if isinstance(chosen, str):
                 notice = chosen
             else:
@@ -216,18 +235,20 @@ async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Di
                                        Under.now(dice, seed if action == "sample" else None))]
     ids = prompt_ids + [t.id for t in steps]
     dist = await engine.next_token(s.NextTokenRequest(ids=ids, n=dice.n, temperature=dice.temperature,
-                                                      top_k=dice.top_k, top_p=dice.top_p))
-    probs = await chances(engine, ids, len(prompt_ids) - 1, steps, dice)
+                                                      top_k=dice.top_k, top_p=dice.top_p, interventions=ivs))
+    probs = await chances(engine, ids, len(prompt_ids) - 1, steps, dice, ivs)
     history = [{"n": i + 1, "text": engine.texts[t.id], "id": t.id, **p, "how": how_taken(t.how, t.under, dice, i)}
                for i, (t, p) in enumerate(zip(steps, probs))]
     return {"dist": dist, "bars": bars_of(dist, dice, info.vocab_size), "steps": steps, "history": history,
-            "notice": notice, "url": state_url(prompt, steps, dice), "seed_now": dice.seed + len(steps)}
+            "notice": notice, "url": state_url(prompt, steps, dice, off), "seed_now": dice.seed + len(steps),
+            "off_parts": [ablation.describe(iv) for iv in ivs]}
 
 
-async def chances(engine: Engine, ids: list[int], start: int, steps: list[Taken], dice: Dice) -> list[dict]:
+async def chances(engine: Engine, ids: list[int], start: int, steps: list[Taken], dice: Dice,
+                  ivs: list[s.InterventionIn] | None = None) -> list[dict]:
     """Each step's chance under the settings it was taken with (one pass per distinct settings, usually one)."""
     params = [t.under.params if t.under else dice.params for t in steps]
-    by = {p: await engine.chosen(ids, start, p) for p in dict.fromkeys(params)}
+    by = {p: await engine.chosen(ids, start, p, ivs or ()) for p in dict.fromkeys(params)}
     return [by[p][i] for i, p in enumerate(params)]
 
 
@@ -268,10 +289,10 @@ def query_float(request: Request, name: str) -> float | None:
 
 @router.get("/inference", response_class=HTMLResponse)
 async def inference(request: Request, sources: SourcesDep, prompt: str = DEFAULT_INFERENCE_PROMPT, steps: str = "",
-                    model: str = "", compare: str = ""):
+                    model: str = "", compare: str = "", off: str = ""):
     source = sources.get(model)
     dice = dice_of(*(query_float(request, k) for k in ("temperature", "top_k", "top_p", "seed", "n")))
-    context = await steps_of(sources, source, prompt, steps, dice, "", None, compare)
+    context = await steps_of(sources, source, prompt, steps, dice, "", None, compare, off)
     if context.pop("unread"):
         context["notice"] = "This link's steps could not be read: starting from the prompt."
     info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
@@ -279,14 +300,15 @@ async def inference(request: Request, sources: SourcesDep, prompt: str = DEFAULT
     lead = await classroom.follow(request, prompt, dice, context) if source is sources.main else None
     return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
                   default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
-                  oob=False, classroom=lead, **context)
+                  oob=False, classroom=lead, off=off, **context)
 
 
 async def stepper(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, action: str = "",
-                  pick: int | None = None) -> dict:
+                  pick: int | None = None, off: str = "") -> dict:
     """step_context, with the problems a person can fix as a message in place of the bars."""
-    context = await or_message(step_context(engine, prompt, steps, dice, action, pick))
-    context = {"steps": steps, "history": [], "notice": None, "url": state_url(prompt, steps, dice), **context}
+    context = await or_message(step_context(engine, prompt, steps, dice, action, pick, off))
+    context = {"steps": steps, "history": [], "notice": None, "url": state_url(prompt, steps, dice, off),
+               "off_parts": [], **context}
     return {**context, "steps_text": format_steps(context["steps"])}
 
 
@@ -296,17 +318,17 @@ async def inference_partial(request: Request, sources: SourcesDep, prompt: Annot
                             temperature: Number = None, top_k: Number = None, top_p: Number = None,
                             seed: Number = None, n: Number = None, action: Annotated[str, Form()] = "",
                             pick: Annotated[int | None, Form()] = None, model: Annotated[str, Form()] = "",
-                            compare: Annotated[str, Form()] = ""):
+                            compare: Annotated[str, Form()] = "", off: Annotated[str, Form()] = ""):
     dice = dice_of(temperature, top_k, top_p, seed, n)
     source = sources.get(model)
     context = await steps_of(sources, source, prompt, steps, dice, action or ("pick" if pick is not None else ""),
-                             pick, compare)
+                             pick, compare, off)
     context.pop("unread")
     if source is sources.main:
         await classroom.follow(request, prompt, dice, context)
     info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
     response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among, info=info,
-                       oob=True, **context)
+                       oob=True, off=off, **context)
     response.headers["HX-Replace-Url"] = context["url"]
     return response
 
@@ -450,7 +472,7 @@ async def beside_of(source: Source, text: str, n: int) -> dict:
 
 
 async def steps_of(sources: Sources, source: Source, prompt: str, steps: str, dice: Dice, action: str,
-                   pick: int | None, compare: str) -> dict:
+                   pick: int | None, compare: str, off: str = "") -> dict:
     """The stepper on the chosen model, and the compared model's distribution for the same text."""
     mine = own_steps(steps, source.key)
     if isinstance(source, RemoteSource):
@@ -464,7 +486,7 @@ async def steps_of(sources: Sources, source: Source, prompt: str, steps: str, di
     else:
         info = source.engine.info()
         said = parse_steps(mine or "", info.vocab_size, source.engine.eos_id)
-        context = await stepper(source.engine, prompt, said or [], dice, action, pick)
+        context = await stepper(source.engine, prompt, said or [], dice, action, pick, off)
         taken = context["steps"]
         steps_text = context["steps_text"]
         text = prompt + source.engine.decode([t.id for t in taken])

@@ -18,6 +18,9 @@ from app import schemas as s
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
+from app.routes.ablate import ablate_view
+from app.routes.patching import defaults as patch_defaults
+from app.routes.patching import patch_view
 from app.sources import SourcesDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
 from model import incontext
@@ -95,7 +98,8 @@ async def try_forward(engine: Engine, prompt: str, pos: int) -> dict:
 
 @router.get("/internals", response_class=HTMLResponse)
 async def internals(request: Request, engine: EngineDep, sources: SourcesDep, prompt: str = DEFAULT_INTERNALS_PROMPT,
-                    model: str = ""):
+                    model: str = "", off: str = "", ablate_mode: str = "zero", clean: str = "", corrupted: str = "",
+                    right: str = "", wrong: str = ""):
     info = engine.info()
     pos = int(query_number(request, "pos", -1, -1, info.n_ctx - 1))
     source = sources.get(model)
@@ -108,7 +112,12 @@ async def internals(request: Request, engine: EngineDep, sources: SourcesDep, pr
                   layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
                   head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
                   pos=pos, forward=None if "error" in forward else forward,
-                  error=forward.get("error"), kind=forward.get("kind"))
+                  error=forward.get("error"), kind=forward.get("kind"),
+                  ablate=await ablate_view(engine, prompt, off, mode=ablate_mode) if not source.remote else None,
+                  patch=None if source.remote else await patch_view(
+                      engine, *(given or default for given, default in zip((clean, corrupted, right, wrong),
+                                                                            patch_defaults().values())), run=False),
+                  patch_defaults=patch_defaults())
 
 
 @router.post("/partials/forward", response_class=HTMLResponse)

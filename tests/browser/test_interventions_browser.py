@@ -1,0 +1,75 @@
+"""Switching parts off and activation patching in real headless Chromium (tests/browser/conftest.py's server:
+the tiny random model, 2 blocks of 4 heads, behind a strict Content-Security-Policy). Screenshots go to
+/tmp/shots/interventions-*.png.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)
+SHOTS = Path("/tmp/shots")
+PROMPT = "Tom and his dog went to the park. Tom threw the ball and the dog"
+
+
+def open_at(browser, server_url: str, viewport: dict):
+    context = browser.new_context(viewport=viewport, base_url=server_url)
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    return context, pg, problems
+
+
+def test_a_click_on_a_head_changes_the_bars_and_the_link_restores_the_set(browser, server_url: str, sizes) -> None:
+    context, page, problems = open_at(browser, server_url, sizes["projector"])
+    page.goto("/internals")
+    now = page.locator("#int-ablate .ab-bars .ab-now-p")
+    was = page.locator("#int-ablate .ab-bars tbody tr td.r:not(.ab-now-p):not(.ab-change)")
+    now.first.wait_for()
+    before_now, before_was = now.all_inner_texts(), was.all_inner_texts()
+    assert before_now == before_was  # nothing is off yet: both columns are the model's own
+    page.locator('#int-ablate button.ab-part[title="head 2 of block 1"]').click()
+    expect(page.locator('#int-ablate button.ab-part[title="head 2 of block 1"]')).to_have_attribute("aria-pressed", "true")
+    expect(now).not_to_have_text(before_now)
+    assert was.all_inner_texts()[:3] == before_was[:3]  # the unchanged bars stay beside
+    expect(page).to_have_url(re.compile(r"[?&]off=h1\.2(&|$)"))
+    # a neuron from the table of active neurons, and the shown head from under the heatmap
+    page.locator("#int-neurons button.ab-neuron").first.click()
+    expect(page).to_have_url(re.compile(r"off=h1\.2%2Cn\d\.\d+"))
+    url = page.url
+    page.screenshot(path=str(SHOTS / "interventions-internals.png"), full_page=True)
+
+    page.goto(url)  # the link restores the set
+    expect(page.locator('#int-ablate button.ab-part[title="head 2 of block 1"]')).to_have_attribute("aria-pressed", "true")
+    assert page.locator("#int-ablate .ab-item").count() == 2
+    # and the stepper runs with it
+    page.locator("#int-ablate a", has_text="Step through with these off").click()
+    expect(page.locator(".ab-note")).to_contain_text("block 1 head 2")
+    page.locator("#inf-bars button.lab-bar").first.wait_for()
+    assert "off=h1.2" in page.url
+    context.close()
+    assert not problems, problems
+
+
+def test_the_patching_grid_scrolls_in_its_own_box_on_a_phone(browser, server_url: str, sizes) -> None:
+    context, page, problems = open_at(browser, server_url, sizes["phone"])
+    page.goto("/internals")
+    grid = page.locator("#pt-form .pt-grid")
+    grid.wait_for()  # loaded after the page
+    box = page.locator("#pt-form .pt-box")
+    sizes_ = box.evaluate("b => [b.scrollWidth, b.clientWidth, document.documentElement.scrollWidth, window.innerWidth]")
+    scroll_w, client_w, page_w, viewport_w = sizes_
+    assert scroll_w > client_w  # the grid is wider than its box, which scrolls
+    assert page_w <= viewport_w  # the page itself does not
+    page.locator("#pt-form button[value=moves]").click()
+    expect(page.locator("#pt-corrupted")).to_have_value(re.compile("Sue"))
+    expect(page).to_have_url(re.compile(r"corrupted=Once"))
+    page.screenshot(path=str(SHOTS / "interventions-patch-phone.png"), full_page=True)
+    context.close()
+    assert not problems, problems
