@@ -259,8 +259,9 @@ def test_a_typed_round_from_guesses_to_reveal(teacher: TestClient, engine: Engin
     session = session_of(teacher, code)
     played = session.played[-1]
     chosen = anyio.run(take, engine, ids, Dice(1.0, 0, 1.0, 42, 10), "sample", None, 42)
-    assert played.token.id == chosen and session.stepper.steps == f"s{chosen}"  # the stepper's own sample
-    assert f'data-apply-steps="s{chosen}"' in r.text  # the teacher's page takes the step
+    # the stepper's own sample, with the settings it was drawn under (temperature 1.0, seed 42)
+    assert played.token.id == chosen and session.stepper.steps == f"s{chosen}t100r42"
+    assert f'data-apply-steps="s{chosen}t100r42"' in r.text  # the teacher's page takes the step
     model = distribution(engine, ids, [chosen, there, html])
     assert played.token.prob == pytest.approx(model[chosen].prob)
     assert {(b.id, b.count) for b in played.histogram} == {(there, 2), (html, 1)}

@@ -297,7 +297,8 @@ async def inference(request: Request, sources: SourcesDep, prompt: str = DEFAULT
         context["notice"] = "This link's steps could not be read: starting from the prompt."
     info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
     # a class session follows the loaded model's stepper only: its steps are that model's ids
-    lead = await classroom.follow(request, prompt, dice, context) if source is sources.main else None
+    lead = (await classroom.follow(request, prompt, dice, context) if source is sources.main
+            else classroom.start_context(request))
     return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
                   default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
                   oob=False, classroom=lead, off=off, **context)
