@@ -111,18 +111,18 @@ def test_stepper_steps_on_llama_server(client: TestClient, server: LlamaServer) 
     best = text_of(native_top(server, PROMPT)[0])
     body, query = stepper(client, action="greedy")
     assert "could not be read" not in body and 'class="message error"' not in body
-    assert query["steps"] == f"remote~g{said(best)}"
+    assert query["steps"] == f"remote~g{said(best)}~t100"  # with the settings it was taken under
     assert "before any sampling setting" in body
     # the bars are llama.cpp's top five after the new text, and a bar picks its candidate
     after = native_top(server, PROMPT + best)
     for w in after:
         assert f"the model's own probability {pct(math.exp(w['logprob']))}" in body, w
     body, query = stepper(client, steps=query["steps"], pick="2")
-    assert query["steps"] == f"remote~g{said(best)}.h{said(text_of(after[2]))}"
+    assert query["steps"] == f"remote~g{said(best)}~t100.h{said(text_of(after[2]))}~t100"
     page = client.get("/inference", params=query)
     assert page.status_code == 200 and "could not be read" not in page.text
     assert re.findall(r"<td>((?:the most likely|chosen by hand)[^<]*)</td>", page.text) == [
-        "chosen by hand", "the most likely"]
+        "chosen by hand (temperature 1)", "the most likely (temperature 1)"]
 
 
 def test_playground_streams_llamacpps_greedy_text(client: TestClient, server: LlamaServer) -> None:
