@@ -146,6 +146,15 @@
     });
   }
 
+  // a panel fetched after an event must not land while one of its controls waits for its answer: the swap would
+  // detach the control, and the answer (which brings the fresh panel itself) could no longer find its target
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    const target = e.detail.target;
+    if (target && target.id === "class-panel" && e.detail.elt === target && target.querySelector(".htmx-request")) {
+      e.preventDefault();
+    }
+  });
+
   DeepDive.onLoad(function (root) {
     DeepDive.within(root, "#class-panel").forEach(teacher);
     DeepDive.within(root, "#phone[data-class-code]").forEach(phone);
