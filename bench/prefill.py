@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 
 from bench import common as c
-from model.kv_cache import KVCache
 
 LENGTHS = (16, 64, 256, 1024)
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
             @torch.inference_mode()
             def ours_prefill():
-                ours(ids, cache=KVCache.empty(cfg, 1, max_len=T), last_only=True)
+                ours(ids, cache=ours.new_cache(1, max_len=T), last_only=True)
 
             @torch.inference_mode()
             def ref_prefill():

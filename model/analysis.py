@@ -14,9 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from model.gpt2 import GPT
 from model.interventions import Intervention, hooks, recorder
-from model.llama import Llama
+from model.net import CausalLM
 from model.record import NOTHING, Recorder
 from model.sampling import SamplingParams, entropy, largest, sample_step, warp
 
@@ -25,7 +24,6 @@ CHUNK = 256  # positions unembedded at once: a (CHUNK, V) block of logits, not (
 LENS_CHUNK = 64  # the lens' rows per product: as fast per row, and 13 MB of logits rather than 51 at a time
 
 
-Model = GPT | Llama
 
 
 def rounded(x: float, sig: int = SIG) -> float:
@@ -35,13 +33,13 @@ def rounded(x: float, sig: int = SIG) -> float:
     return round(x, sig - 1 - math.floor(math.log10(abs(x))))
 
 
-def _ids(model: Model, ids: Sequence[int]) -> torch.Tensor:
+def _ids(model: CausalLM, ids: Sequence[int]) -> torch.Tensor:
     if not ids:
         raise ValueError("at least one token is needed")
     return torch.tensor([list(ids)], dtype=torch.long, device=model.wte.weight.device)
 
 
-def _unembed(model: Model, x: torch.Tensor) -> torch.Tensor:
+def _unembed(model: CausalLM, x: torch.Tensor) -> torch.Tensor:
     """Final-normed hidden states (..., C) -> logits (..., V), as the model's forward does."""
     return model.unembed(x).float()
 
@@ -54,13 +52,13 @@ def _candidates(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[dict]
 
 
 @torch.inference_mode()
-def next_logits(model: Model, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> torch.Tensor:
+def next_logits(model: CausalLM, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> torch.Tensor:
     """The model's logits (V,) for the token after `ids`, with the interventions applied
     (model/interventions.py)."""
     return model(_ids(model, ids), rec=recorder(interventions), last_only=True)[0, -1].float()
 
 
-def next_token(model: Model, ids: Sequence[int], params: SamplingParams, n: int = 10,
+def next_token(model: CausalLM, ids: Sequence[int], params: SamplingParams, n: int = 10,
                targets: Sequence[int] = (), interventions: Sequence[Intervention] = ()) -> dict:
     """distribution() of the token after `ids`."""
     return distribution(next_logits(model, ids, interventions), params, n, targets)
@@ -103,7 +101,7 @@ def distribution(logits: torch.Tensor, params: SamplingParams, n: int = 10, targ
 
 
 @torch.inference_mode()
-def draw(model: Model, ids: Sequence[int], params: SamplingParams, seed: int,
+def draw(model: CausalLM, ids: Sequence[int], params: SamplingParams, seed: int,
          interventions: Sequence[Intervention] = ()) -> int:
     """One token after `ids`, drawn by a generator seeded with `seed` (greedy at temperature 0)."""
     generator = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
@@ -111,7 +109,7 @@ def draw(model: Model, ids: Sequence[int], params: SamplingParams, seed: int,
 
 
 @torch.inference_mode()
-def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams,
+def chosen(model: CausalLM, ids: Sequence[int], start: int, params: SamplingParams,
            interventions: Sequence[Intervention] = ()) -> list[dict]:
     """For each token after position `start` (ids[start + 1:], tokens appended one at a time): its
     probability under the model's own distribution ("raw") and after the warpers ("prob"), given
@@ -132,7 +130,7 @@ def chosen(model: Model, ids: Sequence[int], start: int, params: SamplingParams,
 
 
 @torch.inference_mode()
-def score(model: Model, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> dict:
+def score(model: CausalLM, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> dict:
     """How well the model predicts each actual next token of `ids`.
 
     Position p (1..T-1) is predicted from tokens 0..p-1: its probability, its
@@ -171,7 +169,7 @@ def stream_labels(n_layer: int) -> list[str]:
 
 
 @torch.inference_mode()
-def activations(model: Model, ids: Sequence[int], *, positions: Sequence[int] | None = None,
+def activations(model: CausalLM, ids: Sequence[int], *, positions: Sequence[int] | None = None,
                 residual_norms: bool = False, attention: dict[int, Sequence[int]] | None = None,
                 neurons: int = 0, logit_lens: int = 0, interventions: Sequence[Intervention] = ()) -> dict:
     """What one forward pass computes, only the parts asked for, at the chosen positions.
@@ -242,18 +240,6 @@ def activations(model: Model, ids: Sequence[int], *, positions: Sequence[int] | 
     return out
 
 
-def shape(model: Model) -> dict:
-    """What kind of transformer the model is, read from its modules: how positions enter (a learned table
-    added to the stream, or rotary angles inside attention), the norm and the MLP, query and key/value heads,
-    the MLP's width, whether the lm head is the token embedding, and the final norm's parameters."""
-    c = model.config
-    llama = isinstance(model, Llama)
-    first = model.layers[0] if llama else model.h[0]
-    mlp_width = first.mlp.up_proj.out_features if llama else first.mlp.c_fc.out_features
-    return {"model_type": c.model_type if llama else "gpt2",
-            "positions": "rotary" if llama else "learned",
-            "norm": "rmsnorm" if llama else "layernorm",
-            "mlp": "swiglu" if llama else "gelu",
-            "n_kv_head": c.n_kv_head, "head_dim": c.head_dim, "n_inner": mlp_width,
-            "tied_head": not llama or model.lm_head is None,
-            "final_norm": sum(p.numel() for p in model.ln_f.parameters())}
+def shape(model: CausalLM) -> dict:
+    """What kind of transformer the model is (CausalLM.architecture)."""
+    return model.architecture()

@@ -27,8 +27,8 @@ from typing import NamedTuple
 
 import torch
 
-from model.gpt2 import GPT
 from model.kv_cache import KVCache
+from model.net import CausalLM
 from model.sampling import SamplingParams, Step, sample_step, sample_steps
 
 
@@ -55,7 +55,7 @@ class _Sequence:
 
 
 class BatchDecoder:
-    def __init__(self, model: GPT, max_batch: int = 64):
+    def __init__(self, model: CausalLM, max_batch: int = 64):
         if max_batch < 1:
             raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
         self.model = model
@@ -186,8 +186,7 @@ class BatchDecoder:
         old_rows, old_len = (c.batch_size, c.max_len) if c is not None else (0, 0)
         new_rows = old_rows if old_rows >= rows else min(self.max_batch, max(rows, 2 * old_rows))
         new_len = old_len if old_len >= length else min(self.model.config.n_ctx, max(length, 2 * old_len))
-        new = KVCache.empty(self.model.config, new_rows, new_len, device=self.device,
-                            dtype=self.model.wte.weight.dtype)
+        new = self.model.new_cache(new_rows, new_len, device=self.device)
         if c is not None:
             n = len(self._rows)
             new.k[:, :n, :, :old_len] = c.k[:, :n]

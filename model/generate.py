@@ -6,13 +6,12 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from model.gpt2 import GPT
-from model.kv_cache import KVCache
+from model.net import CausalLM
 from model.sampling import SamplingParams, Step, sample_step
 
 
 @torch.inference_mode()
-def generate(model: GPT, prompt: Sequence[int], params: SamplingParams, max_new_tokens: int,
+def generate(model: CausalLM, prompt: Sequence[int], params: SamplingParams, max_new_tokens: int,
              seed: int | None = None, n: int = 10) -> Iterator[Step]:
     """Yield one Step per new token. Stops at max_new_tokens or the end of the context.
 
@@ -28,8 +27,7 @@ def generate(model: GPT, prompt: Sequence[int], params: SamplingParams, max_new_
     device = model.wte.weight.device
     gen = torch.Generator(device=device)
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    cache = KVCache.empty(model.config, 1, max_len=len(prompt) + max_new_tokens, device=device,
-                          dtype=model.wte.weight.dtype)
+    cache = model.new_cache(1, max_len=len(prompt) + max_new_tokens, device=device)
     ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     for _ in range(max_new_tokens):
         logits = model(ids, cache=cache, last_only=True)[0, -1]

@@ -2,9 +2,10 @@
 
 The classes follow nanoGPT's model.py and keep GPT-2's parameter names
 (wte, wpe, h.N.ln_1, attn.c_attn, ...), so a Hugging Face checkpoint loads by a
-name map plus four transposes (see model/loading.py). The KV cache lives in
-model/kv_cache.py; a CPU speed layer for inference, applied at load time, in
-model/speed.py.
+name map plus four transposes (see model/loading.py). What every net shares (the
+loop over the blocks, attention's arithmetic, the residual stream's hook points)
+is in model/net.py; the KV cache in model/kv_cache.py; a CPU speed layer for
+inference, applied at load time, in model/speed.py.
 
 Shapes in comments: B batch, T new tokens, S cached + new tokens (keys),
 C n_embd, H n_head, D head size (C // H), V vocabulary.
@@ -20,7 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.kv_cache import CacheStep, KVCache
+from model.kv_cache import CacheStep
+from model.net import CausalLM, attend, residual
 from model.record import NOTHING, Recorder
 
 
@@ -60,35 +62,15 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor, layer: int, kv: CacheStep | None, rec: Recorder) -> torch.Tensor:
+        """The stream's normed x (B, T, C) -> what attention writes back (B, T, C)."""
         B, T, C = x.shape
         H, D = self.n_head, C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, H, D).transpose(1, 2)
         v = v.view(B, T, H, D).transpose(1, 2)
-
-        if kv is None:  # plain causal over the T new tokens
-            mask, is_causal = None, True
-        else:  # the new keys join the cached ones; kv says which keys each query sees
-            k, v = kv.update(layer, k, v)  # (B, H, S, D)
-            mask, is_causal = kv.mask, kv.is_causal
-
-        if rec.wants(f"blocks.{layer}.attn.pattern"):
-            # explicit softmax so the pattern can be recorded
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, S)
-            if is_causal:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            if mask is not None:
-                att = att.masked_fill(~mask, float("-inf"))
-            att = att.softmax(dim=-1)
-            att = rec(f"blocks.{layer}.attn.pattern", att)
-            y = F.dropout(att, self.dropout, self.training) @ v
-        else:
-            drop = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=drop)
-        y = rec(f"blocks.{layer}.attn.z", y.transpose(1, 2))  # (B, T, H, D): each head's output
-        y = y.contiguous().view(B, T, C)  # re-assemble heads side by side
-        return self.c_proj(y)
+        drop = self.dropout if self.training else 0.0
+        return self.c_proj(attend(q, k, v, layer, kv, rec, drop))
 
 
 class MLP(nn.Module):
@@ -114,19 +96,16 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, kv: CacheStep | None = None, rec: Recorder = NOTHING) -> torch.Tensor:
-        """The residual stream x (B, T, C) in, with what attention and then the MLP add to it."""
+    def forward(self, x: torch.Tensor, where: None = None, kv: CacheStep | None = None,
+                rec: Recorder = NOTHING) -> torch.Tensor:
+        """The residual stream x (B, T, C) in, with what attention and then the MLP add to it (positions
+        were added to the stream before block 0: `where` is None)."""
         i = self.layer
-        x = rec(f"blocks.{i}.resid_pre", x)
-        a = self.drop(self.attn(self.ln_1(x), i, kv, rec))
-        a = rec(f"blocks.{i}.attn_out", a)
-        x = rec(f"blocks.{i}.resid_mid", x + a)
-        m = self.drop(self.mlp(self.ln_2(x), i, rec))
-        m = rec(f"blocks.{i}.mlp_out", m)
-        return rec(f"blocks.{i}.resid_post", x + m)
+        return residual(i, x, lambda h: self.attn(self.ln_1(h), i, kv, rec), lambda h: self.mlp(self.ln_2(h), i, rec),
+                        rec, self.drop)
 
 
-class GPT(nn.Module):
+class GPT(CausalLM):
     def __init__(self, config: GPTConfig, init: bool = True):
         """init=False leaves torch's default initialisation (for weights about to be loaded)."""
         super().__init__()
@@ -167,43 +146,27 @@ class GPT(nn.Module):
         parts["total"] = sum(parts.values())
         return parts
 
-    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder = NOTHING) -> torch.Tensor:
-        """Token ids (B, T) -> final layer-normed hidden states (B, T, C)."""
-        B, T = idx.shape
-        kv = None
-        if cache is not None:
-            kv = cache.step(T)  # where the new keys go and what each query sees, for every layer
-            pos, length = kv.positions, kv.S  # (B or 1, T)
-        else:
-            pos = torch.arange(T, device=idx.device)[None]  # (1, T)
-            length = T
-        if length > self.config.n_ctx:
-            raise ValueError(f"sequence of {length} tokens is longer than the context of {self.config.n_ctx}")
-        tok = self.wte(idx)  # (B, T, C)
-        pe = self.wpe(pos)   # (B or 1, T, C)
-        tok = rec("embed", tok)
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.h
+
+    @property
+    def mlp_width(self) -> int:
+        return 4 * self.config.n_embd
+
+    def embed(self, idx: torch.Tensor, pos: torch.Tensor, rec: Recorder) -> tuple[torch.Tensor, None]:
+        """Token ids (B, T) at positions (B or 1, T) -> token plus position embeddings (B, T, C): in GPT-2
+        positions enter the stream here, once, from a learned table."""
+        tok = rec("embed", self.wte(idx))  # (B, T, C)
+        pe = self.wpe(pos)  # (B or 1, T, C)
         if rec.wants("pos_embed"):
             pe = rec("pos_embed", pe.expand_as(tok))
-        x = self.drop(tok + pe)
-        for block in self.h:
-            x = block(x, kv, rec)
-        if kv is not None:
-            kv.finish(T)
-        return rec("ln_final", self.ln_f(x))
+        return self.drop(tok + pe), None
 
-    def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (..., C) -> logits (..., V): the lm head, tied to the token embedding."""
-        return self.head_product(x, self.wte.weight)
+    def head_weight(self) -> torch.Tensor:
+        return self.wte.weight  # the lm head is tied to the token embedding
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) with last_only.
-
-        Pass a Recorder to capture activations by name, or to replace them with its hooks
-        (see model/record.py); without one the forward records nothing and pays nothing.
-        """
-        rec = rec or NOTHING
-        x = self.hidden(idx, cache, rec)
-        if last_only:
-            x = x[:, -1:]
-        return rec("logits", self.unembed(x))
+    def architecture(self) -> dict:
+        return {"model_type": "gpt2", "positions": "learned", "norm": "layernorm", "mlp": "gelu",
+                "n_kv_head": self.config.n_kv_head, "head_dim": self.config.head_dim, "n_inner": self.mlp_width,
+                "tied_head": True, "final_norm": sum(p.numel() for p in self.ln_f.parameters())}

@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from model.augment import RESERVED_NAMES
-from model.gpt2 import GPT
-from model.llama import Llama
+from model.net import CausalLM
 from model.record import Recorder
 from model.tokenizer import EOT_ID, gpt2_encoding
 
@@ -54,7 +53,6 @@ NAME_STORIES = (
     "When the sun went down, {n} said goodbye.",
 )
 PROBE_NAMES = sorted(RESERVED_NAMES)[:6]
-Model = GPT | Llama
 
 
 class Encoder(Protocol):
@@ -78,14 +76,14 @@ def common_word_ids(enc: Encoder) -> list[int]:
 
 
 @torch.no_grad()
-def token_losses(model: GPT, ids: list[int]) -> torch.Tensor:
+def token_losses(model: CausalLM, ids: list[int]) -> torch.Tensor:
     """Loss (nats) of each token given those before it; entry t is the loss of ids[t + 1]."""
     x = torch.tensor(ids, device=model.wte.weight.device)[None]
     logits = model(x[:, :-1]).float()
     return F.cross_entropy(logits[0], x[0, 1:], reduction="none").cpu()
 
 
-def repeated_words(model: Model, enc: Encoder, n_words: int = 20, trials: int = 16,
+def repeated_words(model: CausalLM, enc: Encoder, n_words: int = 20, trials: int = 16,
                    seed: int = 0, start: int = EOT_ID) -> dict[str, float]:
     pool, rng = common_word_ids(enc), random.Random(seed)
     first, second, second_all = [], [], []
@@ -99,7 +97,7 @@ def repeated_words(model: Model, enc: Encoder, n_words: int = 20, trials: int = 
     return {"first_copy": mean(first), "second_copy": mean(second), "second_copy_all_words": mean(second_all)}
 
 
-def invented_names(model: Model, enc: Encoder, start: int = EOT_ID) -> dict[str, float]:
+def invented_names(model: CausalLM, enc: Encoder, start: int = EOT_ID) -> dict[str, float]:
     """Mean loss per token of a name's later uses, after the story introduced it once."""
     later, first, first_piece, rest = [], [], [], []
     for story in NAME_STORIES:
@@ -144,7 +142,7 @@ def expected_positions(ids: list[int]) -> dict[str, list[tuple[int, int]]]:
 
 
 @torch.no_grad()
-def head_scores(model: Model, seqs: list[list[int]]) -> HeadScores:
+def head_scores(model: CausalLM, seqs: list[list[int]]) -> HeadScores:
     """Each head's mean attention on the expected position of each kind, over the sequences
     (of one length) and the positions where that kind expects something."""
     x = torch.tensor(seqs, device=model.wte.weight.device)
@@ -199,7 +197,7 @@ def repeats(ids: list[int], losses: list[float]) -> dict | None:
     return {"tokens": len(again), "first_time": sum(before) / len(before), "again": sum(again) / len(again)}
 
 
-def head_probe(model: Model, enc: Encoder | None = None, start: int | None = EOT_ID) -> list[list[int]]:
+def head_probe(model: CausalLM, enc: Encoder | None = None, start: int | None = EOT_ID) -> list[list[int]]:
     """repeated_tokens in the model's own tokens (GPT-2's by default), as long as its context allows (40
     words for any GPT-2)."""
     return repeated_tokens(length=min(40, (model.config.n_ctx - 1) // 2), enc=enc, start=start)
@@ -219,7 +217,7 @@ def best_head(scores: torch.Tensor) -> dict:
     return {"head": f"{layer}.{head}", "score": round(float(scores[layer, head]), 3)}
 
 
-def measure(model: Model, enc: Encoder | None = None, start: int = EOT_ID) -> dict:
+def measure(model: CausalLM, enc: Encoder | None = None, start: int = EOT_ID) -> dict:
     """The three probes, in the model's own tokens (GPT-2's by default) after its start token."""
     enc = enc or gpt2_encoding()
     was_training = model.training

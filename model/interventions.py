@@ -27,11 +27,9 @@ from typing import Literal
 
 import torch
 
-from model.gpt2 import GPT
-from model.llama import Llama
+from model.net import CausalLM
 from model.record import Hook, Recorder
 
-Model = GPT | Llama
 Kind = Literal["head", "neuron", "attn", "mlp"]
 Mode = Literal["zero", "mean"]
 KINDS: tuple[str, ...] = ("head", "neuron", "attn", "mlp")
@@ -54,14 +52,12 @@ class Intervention:
         return f"blocks.{self.block}.{part}"
 
 
-def sizes(model: Model) -> dict[str, int]:
+def sizes(model: CausalLM) -> dict[str, int]:
     """How many blocks, query heads per block and MLP neurons per block the model has."""
-    first = model.layers[0] if isinstance(model, Llama) else model.h[0]
-    neurons = first.mlp.up_proj.out_features if isinstance(model, Llama) else first.mlp.c_fc.out_features
-    return {"blocks": model.config.n_layer, "heads": model.config.n_head, "neurons": neurons}
+    return {"blocks": model.config.n_layer, "heads": model.config.n_head, "neurons": model.mlp_width}
 
 
-def problem(model: Model, interventions: Sequence[Intervention]) -> str | None:
+def problem(model: CausalLM, interventions: Sequence[Intervention]) -> str | None:
     """What is wrong with a set of interventions for this model, as a sentence; None when all is well."""
     if len(interventions) > MAX_INTERVENTIONS:
         return (f"{len(interventions):,} interventions were given; at most {MAX_INTERVENTIONS} are applied "
@@ -149,7 +145,7 @@ def _patch_hooks(stream: dict[int, torch.Tensor], cells: Iterable[tuple[int, int
 
 
 @torch.inference_mode()
-def clean_stream(model: Model, ids: Sequence[int]) -> dict[int, torch.Tensor]:
+def clean_stream(model: CausalLM, ids: Sequence[int]) -> dict[int, torch.Tensor]:
     """The residual stream entering each block, {block: (T, C)}, of one run."""
     rec = Recorder(["blocks.*.resid_pre"])
     model.hidden(torch.tensor([list(ids)], device=model.wte.weight.device), rec=rec)
@@ -157,7 +153,7 @@ def clean_stream(model: Model, ids: Sequence[int]) -> dict[int, torch.Tensor]:
 
 
 @torch.inference_mode()
-def patched_logits(model: Model, clean: Sequence[int], corrupted: Sequence[int],
+def patched_logits(model: CausalLM, clean: Sequence[int], corrupted: Sequence[int],
                    cells: Iterable[tuple[int, int]]) -> torch.Tensor:
     """The corrupted run's logits (T, V) with the clean run's stream patched in at every (block, position)
     of `cells` together."""
@@ -166,7 +162,7 @@ def patched_logits(model: Model, clean: Sequence[int], corrupted: Sequence[int],
 
 
 @torch.inference_mode()
-def patch_grid(model: Model, clean: Sequence[int], corrupted: Sequence[int], right: int, wrong: int,
+def patch_grid(model: CausalLM, clean: Sequence[int], corrupted: Sequence[int], right: int, wrong: int,
                rows_per_forward: int = PATCH_ROWS) -> dict:
     """The logit difference (right - wrong) at the corrupted prompt's last position, with the clean
     run's residual stream patched in at each (block, position): grid[block][position].

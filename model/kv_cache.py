@@ -8,13 +8,7 @@ attention), M the cache's length, D head size, T new tokens, S keys a forward lo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-
-if TYPE_CHECKING:
-    from model.gpt2 import GPTConfig
-    from model.llama import LlamaConfig
 
 
 class KVCache:
@@ -28,9 +22,10 @@ class KVCache:
         self.k, self.v, self.lengths = k, v, lengths  # (L, B, H, M, D) twice, (B,)
 
     @classmethod
-    def empty(cls, config: GPTConfig | LlamaConfig, batch_size: int, max_len: int | None = None,
+    def empty(cls, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
-        shape = (config.n_layer, batch_size, config.n_kv_head, max_len or config.n_ctx, config.head_dim)
+        """Zeros for every layer's keys and values; a model makes its own with CausalLM.new_cache."""
+        shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
         return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                    torch.zeros(batch_size, dtype=torch.long, device=device))
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.kv_cache import CacheStep, KVCache
+from model.kv_cache import CacheStep
+from model.net import CausalLM, attend, residual
 from model.record import NOTHING, Recorder
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")  # config.json model_type values this file computes
@@ -143,36 +144,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
                 kv: CacheStep | None, rec: Recorder) -> torch.Tensor:
+        """The stream's normed x (B, T, C) -> what attention writes back (B, T, C)."""
         B, T, _ = x.shape
         H, K, D = self.n_head, self.n_kv_head, self.head_dim
         q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         v = self.v_proj(x).view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # positions enter here, and only here
-
-        if kv is None:  # plain causal over the T new tokens
-            mask, is_causal = None, True
-        else:  # the new keys (already rotated) join the cached ones; kv says which keys each query sees
-            k, v = kv.update(layer, k, v)  # (B, K, S, D)
-            mask, is_causal = kv.mask, kv.is_causal
-
-        if rec.wants(f"blocks.{layer}.attn.pattern"):
-            # explicit softmax so the pattern can be recorded, one per query head: each key/value
-            # head is repeated for the H // K query heads that share it
-            k, v = k.repeat_interleave(H // K, dim=1), v.repeat_interleave(H // K, dim=1)  # (B, H, S, D)
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, S)
-            if is_causal:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            if mask is not None:
-                att = att.masked_fill(~mask, float("-inf"))
-            att = att.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
-            att = rec(f"blocks.{layer}.attn.pattern", att)
-            y = att @ v
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != K)
-        y = rec(f"blocks.{layer}.attn.z", y.transpose(1, 2))  # (B, T, H, D): each query head's output
-        y = y.reshape(B, T, H * D)  # (B, T, H * D): heads side by side
-        return self.o_proj(y)
+        return self.o_proj(attend(q, k, v, layer, kv, rec))
 
 
 class MLP(nn.Module):
@@ -197,20 +176,16 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.n_embd, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: CacheStep | None = None,
+    def forward(self, x: torch.Tensor, where: tuple[torch.Tensor, torch.Tensor], kv: CacheStep | None = None,
                 rec: Recorder = NOTHING) -> torch.Tensor:
-        """The residual stream x (B, T, C) in, with what attention and then the MLP add to it."""
-        i = self.layer
-        x = rec(f"blocks.{i}.resid_pre", x)
-        a = self.self_attn(self.input_layernorm(x), cos, sin, i, kv, rec)
-        a = rec(f"blocks.{i}.attn_out", a)
-        x = rec(f"blocks.{i}.resid_mid", x + a)
-        m = self.mlp(self.post_attention_layernorm(x), i, rec)
-        m = rec(f"blocks.{i}.mlp_out", m)
-        return rec(f"blocks.{i}.resid_post", x + m)
+        """The residual stream x (B, T, C) in, with what attention and then the MLP add to it; `where` is the
+        rotary cos and sin of the tokens' positions, which turn queries and keys inside attention."""
+        i, (cos, sin) = self.layer, where
+        return residual(i, x, lambda h: self.self_attn(self.input_layernorm(h), cos, sin, i, kv, rec),
+                        lambda h: self.mlp(self.post_attention_layernorm(h), i, rec), rec)
 
 
-class Llama(nn.Module):
+class Llama(CausalLM):
     def __init__(self, config: LlamaConfig, init: bool = True):
         """init=False leaves torch's default initialisation (for weights about to be loaded)."""
         super().__init__()
@@ -263,39 +238,23 @@ class Llama(nn.Module):
         parts["total"] = sum(parts.values())
         return parts
 
-    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder = NOTHING) -> torch.Tensor:
-        """Token ids (B, T) -> final RMS-normed hidden states (B, T, C)."""
-        B, T = idx.shape
-        kv = None
-        if cache is not None:
-            kv = cache.step(T)  # where the new keys go and what each query sees, for every layer
-            pos, length = kv.positions, kv.S  # (B or 1, T)
-        else:
-            pos = torch.arange(T, device=idx.device)[None]  # (1, T)
-            length = T
-        if length > self.config.n_ctx:
-            raise ValueError(f"sequence of {length} tokens is longer than the context of {self.config.n_ctx}")
-        x = rec("embed", self.embed_tokens(idx))  # (B, T, C): no position is added to the stream
-        cos, sin = self.rotary(pos, x.dtype)  # (B or 1, T, D) each, used by every layer
-        for block in self.layers:
-            x = block(x, cos, sin, kv, rec)
-        if kv is not None:
-            kv.finish(T)
-        return rec("ln_final", self.norm(x))
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.layers
 
-    def unembed(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (..., C) -> logits (..., V): the lm head."""
-        return self.head_product(x, self.head_weight())
+    @property
+    def mlp_width(self) -> int:
+        return self.config.n_inner
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, rec: Recorder | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) with last_only.
+    def embed(self, idx: torch.Tensor, pos: torch.Tensor,
+              rec: Recorder) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Token ids (B, T) at positions (B or 1, T) -> the token embeddings (B, T, C), with no position added
+        to the stream, and the rotary cos and sin (B or 1, T, D) that every block's attention uses."""
+        x = rec("embed", self.embed_tokens(idx))
+        return x, self.rotary(pos, x.dtype)
 
-        Pass a Recorder to capture activations by name, or to replace them with its hooks
-        (see model/record.py); without one the forward records nothing and pays nothing.
-        """
-        rec = rec or NOTHING
-        x = self.hidden(idx, cache, rec)
-        if last_only:
-            x = x[:, -1:]
-        return rec("logits", self.unembed(x))
+    def architecture(self) -> dict:
+        c = self.config
+        return {"model_type": c.model_type, "positions": "rotary", "norm": "rmsnorm", "mlp": "swiglu",
+                "n_kv_head": c.n_kv_head, "head_dim": c.head_dim, "n_inner": self.mlp_width,
+                "tied_head": self.lm_head is None, "final_norm": sum(p.numel() for p in self.norm.parameters())}

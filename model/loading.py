@@ -78,7 +78,7 @@ class CheckpointError(Exception):
 
 @dataclass
 class LoadedModel:
-    model: GPT | Llama    # in eval mode, on the requested device and dtype
+    model: CausalLM       # in eval mode, on the requested device and dtype
     name: str             # for display: the hub name or the directory's name
     source: str           # the hub name, or the directory path as resolved
     path: Path            # the directory the files were read from

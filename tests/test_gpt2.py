@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from model.gpt2 import GPT, GPTConfig
-from model.kv_cache import KVCache
 from model.speed import FastLinear, speed_up
 from model.loading import load_model
 from model.record import Recorder, all_names
@@ -113,7 +112,7 @@ def test_cache_steps_match_full_forward(tiny_model: GPT) -> None:
     ids = tokens(12, seed=2)[None]
     rec_full = Recorder(["blocks.*.attn.pattern"])
     full = tiny_model(ids, rec=rec_full)
-    cache = KVCache.empty(tiny_model.config, 1)
+    cache = tiny_model.new_cache(1)
     prefill = 4
     torch.testing.assert_close(tiny_model(ids[:, :prefill], cache=cache), full[:, :prefill], atol=1e-5, rtol=1e-5)
     for t in range(prefill, ids.shape[1]):
@@ -132,7 +131,7 @@ def test_cache_rows_of_different_lengths(tiny_model: GPT) -> None:
     starts = [5, 3]
     fulls = [tiny_model(s[None])[0] for s in seqs]
 
-    cache = KVCache.empty(tiny_model.config, 2)
+    cache = tiny_model.new_cache(2)
     # right-pad the shorter prompt, then rewind its length: its padding keys are masked, then overwritten
     prompt = torch.stack([seqs[0][:5], torch.cat([seqs[1][:3], torch.zeros(2, dtype=torch.long)])])
     logits = tiny_model(prompt, cache=cache)
@@ -263,6 +262,6 @@ def test_speed_up_changes_no_output(tiny_model: GPT, packed: bool, monkeypatch) 
         tiny_model(ids, rec=rec_plain)
         for name in rec_plain.acts:
             torch.testing.assert_close(rec_fast[name], rec_plain[name], atol=1e-5, rtol=1e-5)
-        cache = KVCache.empty(fast.config, rows)
+        cache = fast.new_cache(rows)
         fast(ids[:, :6], cache=cache)
         torch.testing.assert_close(fast(ids[:, 6:7], cache=cache)[:, 0], tiny_model(ids)[:, 6], atol=1e-5, rtol=1e-5)

@@ -26,7 +26,6 @@ from llama_fixtures import VARIANTS, save_reference
 from model.batching import BatchDecoder
 from model.generate import generate
 from model.hf_tokenizer import HFTokenizer
-from model.kv_cache import KVCache
 from model.llama import Llama, Llama3Rope, LlamaConfig
 from model.loading import CheckpointError, load_model
 from model.record import Recorder, all_names
@@ -140,7 +139,7 @@ def test_bf16_weights_as_they_are(checkpoints: dict) -> None:
         got, want = model(ids).float(), hf(ids).logits
         assert (got - want).abs().max() < 0.05 * want.abs().max()
         assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.9
-        cache = KVCache.empty(loaded.config, 1, dtype=torch.bfloat16)
+        cache = loaded.model.new_cache(1, dtype=torch.bfloat16)
         model(ids[:, :20], cache=cache)
         steps = torch.cat([model(ids[:, t:t + 1], cache=cache) for t in range(20, 24)], dim=1).float()
     torch.testing.assert_close(steps, got[:, 20:], atol=0.05 * float(want.abs().max()), rtol=0)
@@ -150,7 +149,7 @@ def test_bf16_weights_as_they_are(checkpoints: dict) -> None:
 
 @torch.no_grad()
 def test_cache_holds_kv_heads_only(gqa: Llama) -> None:
-    cache = KVCache.empty(gqa.config, 3, max_len=10)
+    cache = gqa.new_cache(3, max_len=10)
     assert cache.k.shape == (gqa.config.n_layer, 3, 2, 10, 16)  # 2 KV heads, not the 4 query heads
 
 
@@ -160,7 +159,7 @@ def test_cache_steps_match_full_forward(gqa: Llama) -> None:
     ids = tokens(14, seed=5, vocab=V)[None]
     rec_full = Recorder(["blocks.*.attn.pattern"])
     full = gqa(ids, rec=rec_full)
-    cache = KVCache.empty(gqa.config, 1)
+    cache = gqa.new_cache(1)
     prefill = 5
     torch.testing.assert_close(gqa(ids[:, :prefill], cache=cache), full[:, :prefill], **STEP_TOL)
     for t in range(prefill, ids.shape[1]):
@@ -179,7 +178,7 @@ def test_cache_rows_of_different_lengths(gqa: Llama) -> None:
     seqs = [tokens(11, seed=6, vocab=V), tokens(8, seed=7, vocab=V)]
     starts = [6, 3]
     fulls = [gqa(s[None])[0] for s in seqs]
-    cache = KVCache.empty(gqa.config, 2)
+    cache = gqa.new_cache(2)
     # right-pad the shorter prompt, then rewind its length: its padding keys are masked, then overwritten
     prompt = torch.stack([seqs[0][:6], torch.cat([seqs[1][:3], torch.zeros(3, dtype=torch.long)])])
     logits = gqa(prompt, cache=cache)
@@ -249,7 +248,7 @@ def test_speed_up_changes_no_output(checkpoints: dict, packed: bool, monkeypatch
         plain(ids, rec=rec_plain)
         for name in rec_plain.acts:
             torch.testing.assert_close(rec_fast[name], rec_plain[name], **STEP_TOL)
-        cache = KVCache.empty(fast.config, rows)
+        cache = fast.new_cache(rows)
         fast(ids[:, :6], cache=cache)
         torch.testing.assert_close(fast(ids[:, 6:7], cache=cache)[:, 0], plain(ids)[:, 6], **STEP_TOL)
 
