@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from model.gpt2 import GPT, GPTConfig
-from model.loading import load_model, save_checkpoint
+from model.gpt2_checkpoint import save_checkpoint
+from model.loading import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "model" / "checkpoints" / "deepdive-tiny"

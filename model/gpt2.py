@@ -2,7 +2,7 @@
 
 The classes follow nanoGPT's model.py and keep GPT-2's parameter names
 (wte, wpe, h.N.ln_1, attn.c_attn, ...), so a Hugging Face checkpoint loads by a
-name map plus four transposes (see model/loading.py). What every net shares (the
+name map plus four transposes (see model/gpt2_checkpoint.py). What every net shares (the
 loop over the blocks, attention's arithmetic, the residual stream's hook points)
 is in model/net.py; the KV cache in model/kv_cache.py; a CPU speed layer for
 inference, applied at load time, in model/speed.py.

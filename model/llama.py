@@ -13,7 +13,7 @@ Face layout. What differs from GPT-2:
 
 Parameter names are the checkpoint's without its "model." prefix (embed_tokens,
 layers.N.self_attn.q_proj, layers.N.mlp.gate_proj, norm, lm_head), so loading is a name
-map (see model/loading.py). Activations are recorded under the same names as GPT-2's
+map (see model/llama_checkpoint.py). Activations are recorded under the same names as GPT-2's
 (model/record.py); the attention pattern is recorded per query head.
 
 Shapes in comments: B batch, T new tokens, S cached + new tokens (keys), C n_embd,

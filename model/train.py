@@ -35,8 +35,9 @@ from model import augment
 from model.data import Batches, parse_source, prepare
 from model.generate import generate
 from model.gpt2 import GPT, GPTConfig
+from model.gpt2_checkpoint import save_checkpoint
 from model.incontext import head_probe, head_scores, measure
-from model.loading import load_model, save_checkpoint
+from model.loading import load_model
 from model.sampling import SamplingParams
 from model.tokenizer import EOT_ID, gpt2_encoding
 

@@ -20,7 +20,7 @@ from app.engine import Engine
 from app.main import create_app
 
 from model.gpt2 import GPT, GPTConfig
-from model.loading import save_checkpoint
+from model.gpt2_checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ from transformers import GPT2LMHeadModel
 
 import model.loading as loading
 from model.gpt2 import GPT
+from model.gpt2_checkpoint import is_transposed, save_checkpoint
 from model.model_card import ModelCard, Source
-from model.loading import CheckpointError, load_model, save_checkpoint
+from model.loading import CheckpointError, load_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -261,7 +262,7 @@ def test_hub_cache_from_hf_home(offline_hub: Path, tiny_checkpoint: Path, monkey
 def test_hub_name_with_bin_only(offline_hub: Path, tiny_checkpoint: Path, tiny_model: GPT) -> None:
     snapshot = fake_hub_cache(offline_hub, "gpt2", tiny_checkpoint)
     (snapshot / "model.safetensors").unlink()
-    torch.save({k: (v.t() if loading.is_transposed(k) else v) for k, v in tiny_model.state_dict().items()},
+    torch.save({k: (v.t() if is_transposed(k) else v) for k, v in tiny_model.state_dict().items()},
                snapshot / "pytorch_model.bin")
     assert torch.equal(load_model("gpt2").model.h[1].mlp.c_fc.weight, tiny_model.h[1].mlp.c_fc.weight)
 
