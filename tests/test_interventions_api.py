@@ -261,3 +261,18 @@ def test_a_hostile_patch_gets_a_sentence(client: TestClient, patch: str, clean: 
     r = client.get("/inference", params={"prompt": CORRUPTED, "patch": patch, "clean": clean})
     assert r.status_code == 200 and says in r.text
     assert "Running with a patch" not in r.text
+
+
+def test_a_head_thumbnail_switches_its_head_off(client: TestClient) -> None:
+    # each thumbnail of the shown block (the last, 1, by default) has its own off button, pressed when that head is off
+    page = client.get("/internals", params={"prompt": PROMPT, "off": "h1.2"})
+    buttons = re.findall(r'<button type="button" class="ab-thumb-off" data-head-off="(\d)"\s+aria-pressed="(\w+)"'
+                         r'[^>]*hx-vals=\'\{"toggle": "shown-head", "head": "(\d)"\}\'', page.text)
+    assert buttons == [(str(h), "true" if h == 2 else "false", str(h)) for h in range(4)]
+    # its post: the form's fields, the shown block among them, with the thumbnail's own head
+    r = client.post("/partials/ablate", data={"prompt": PROMPT, "off": "h1.2", "toggle": "shown-head", "layer": "0",
+                                              "head": "3"})
+    assert 'data-url-value="h1.2,h0.3"' in r.text
+    hostile = client.post("/partials/ablate", data={"prompt": PROMPT, "off": "", "toggle": "shown-head", "layer": "0",
+                                                    "head": "3<script>"})
+    assert hostile.status_code == 200 and 'data-url-value=""' in hostile.text and "<script>" not in hostile.text

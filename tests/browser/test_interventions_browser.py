@@ -57,6 +57,29 @@ def test_a_click_on_a_head_changes_the_bars_and_the_link_restores_the_set(browse
     assert not problems, problems
 
 
+def test_a_click_on_a_head_thumbnail_adds_it_to_the_set(browser, server_url: str, sizes) -> None:
+    context, page, problems = open_at(browser, server_url, sizes["projector"])
+    page.goto("/internals?off=n0.3")
+    now = page.locator("#int-ablate .ab-bars .ab-now-p")
+    now.first.wait_for()
+    before = now.all_inner_texts()
+    thumb = page.locator('.lab-head-box:has(svg[data-head="2"]) button.ab-thumb-off')
+    thumb.click()  # block 1, the one shown by default
+    expect(page).to_have_url(re.compile(r"[?&]off=n0\.3%2Ch1\.2(&|$)"))
+    expect(thumb).to_have_attribute("aria-pressed", "true")
+    expect(page.locator('#int-ablate button.ab-part[title="head 2 of block 1"]')).to_have_attribute("aria-pressed", "true")
+    expect(now).not_to_have_text(before)
+    page.screenshot(path=str(SHOTS / "interventions-thumbnail-off.png"))
+    # the thumbnails show the block picked: head 2 of block 0 is on, and its click adds it too
+    page.select_option("#int-layer", "0")
+    expect(thumb).to_have_attribute("aria-pressed", "false")
+    thumb.click()
+    expect(page).to_have_url(re.compile(r"[?&]off=n0\.3%2Ch1\.2%2Ch0\.2(&|$)"))
+    expect(thumb).to_have_attribute("aria-pressed", "true")
+    context.close()
+    assert not problems, problems
+
+
 def test_the_patching_grid_scrolls_in_its_own_box_on_a_phone(browser, server_url: str, sizes) -> None:
     context, page, problems = open_at(browser, server_url, sizes["phone"])
     page.goto("/internals")
