@@ -242,6 +242,15 @@ class Engine:
             raise InputError(why)
         return ivs
 
+    async def lens_probs(self, ids: list[int], tokens: list[int], off: Sequence[s.InterventionIn] = ()) -> list[float]:
+        """The logit lens at the last token with the parts `off` switched off: each state's probability of
+        tokens[state] (len(tokens) = blocks + 1)."""
+        self.check_ids(ids)
+        self.check_context(len(ids))
+        if len(tokens) != self.config.n_layer + 1:
+            raise InputError(f"The logit lens has {self.config.n_layer + 1} states; {len(tokens)} tokens were given")
+        return await self.run(analysis.lens_probs, self.loaded.model, ids, tokens, self.interventions(off))
+
     def changes(self, off: Sequence[s.InterventionIn],
                 patch: interventions.Patch | None) -> list[interventions.Intervention | interventions.Patch]:
         return [*self.interventions(off), *([patch] if patch else [])]

@@ -201,8 +201,7 @@ def activations(model: CausalLM, ids: Sequence[int], *, positions: Sequence[int]
     index = torch.tensor(pos, dtype=torch.long, device=x.device)
 
     if residual_norms or logit_lens:
-        states = [rec["blocks.0.resid_pre"]] + [rec[f"blocks.{i}.resid_post"] for i in range(L)]
-        states = [s[0].index_select(0, index) for s in states]  # each (P, C)
+        states = [s[0].index_select(0, index) for s in _states(rec, L)]  # each (P, C)
     if residual_norms:
         out["residual_norms"] = {
             "labels": stream_labels(L),
@@ -238,6 +237,25 @@ def activations(model: CausalLM, ids: Sequence[int], *, positions: Sequence[int]
         out["logit_lens"] = [{"label": label, "top": top[i * P:(i + 1) * P]}
                              for i, label in enumerate(stream_labels(L))]
     return out
+
+
+def _states(rec: Recorder, n_layer: int) -> list[torch.Tensor]:
+    """The residual stream after the embeddings and after each block, each (B, T, C), from a recorder that kept
+    blocks.0.resid_pre and blocks.*.resid_post."""
+    return [rec["blocks.0.resid_pre"]] + [rec[f"blocks.{i}.resid_post"] for i in range(n_layer)]
+
+
+@torch.inference_mode()
+def lens_probs(model: CausalLM, ids: Sequence[int], tokens: Sequence[int],
+               interventions: Sequence[Intervention | Patch] = ()) -> list[float]:
+    """The logit lens at the last position, as activations reads it: state i's probability of tokens[i] (one
+    token per state, a guess of another run, to see how it moved)."""
+    rec = Recorder(["blocks.0.resid_pre", "blocks.*.resid_post"], hooks(interventions))
+    model.hidden(_ids(model, ids), rec=rec)
+    last = torch.stack([s[0, -1] for s in _states(rec, model.config.n_layer)])  # (states, C)
+    logp = _unembed(model, model.ln_f(last)).float().log_softmax(dim=-1)
+    picked = logp.gather(-1, torch.tensor(list(tokens), device=logp.device)[:, None])[:, 0]
+    return [rounded(v) for v in picked.exp().tolist()]
 
 
 def shape(model: CausalLM) -> dict:

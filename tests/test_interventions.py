@@ -232,3 +232,16 @@ def test_a_stream_patch_is_one_cell_of_the_grid_for_every_step(model: GPT | Llam
                                patched_logits(model, clean, longer, [(b, p)])[-1], **SURGERY)
     both = analysis.next_logits(model, longer, [patch, Intervention("mlp", 0)])
     assert not torch.allclose(both, analysis.next_logits(model, longer, [patch]))
+
+
+@torch.no_grad()
+def test_lens_probs_reads_the_logit_lens_at_the_last_token(model: GPT | Llama) -> None:
+    ids = ids_for(model)[0].tolist()
+    off = [Intervention("head", 0, 1), Intervention("mlp", 1)]
+    lens = analysis.activations(model, ids, positions=[len(ids) - 1], logit_lens=1, interventions=off)["logit_lens"]
+    tops = [state["top"][0][0] for state in lens]
+    assert analysis.lens_probs(model, ids, [t["id"] for t in tops], off) == [t["prob"] for t in tops]
+    # the last state is the model's own prediction, of any token
+    probs = analysis.next_logits(model, ids, off).softmax(-1)
+    last = analysis.lens_probs(model, ids, [0] * model.config.n_layer + [7], off)[-1]
+    assert last == pytest.approx(float(probs[7]), abs=1e-6)

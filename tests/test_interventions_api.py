@@ -276,3 +276,22 @@ def test_a_head_thumbnail_switches_its_head_off(client: TestClient) -> None:
     hostile = client.post("/partials/ablate", data={"prompt": PROMPT, "off": "", "toggle": "shown-head", "layer": "0",
                                                     "head": "3<script>"})
     assert hostile.status_code == 200 and 'data-url-value=""' in hostile.text and "<script>" not in hostile.text
+
+
+def test_the_logit_lens_marks_each_probabilitys_change(client: TestClient) -> None:
+    def lens(off: str) -> list[tuple[str, str, str]]:
+        r = client.post("/partials/ablate", data={"prompt": PROMPT, "off": off})
+        table = r.text[r.text.index('<table class="ab-lens'):]
+        cell = r'<td class="r ab-change \w+" title="([^ ]+) percentage points">'
+        return re.findall(r'<th scope="row">([^<]+)</th>.*?' + cell, table, re.S)
+
+    assert lens("") == [("embeddings", "+0.0000"), ("after block 0", "+0.0000"), ("after block 1", "+0.0000")]
+    rows = lens("a0,a1,m0")
+    assert [label for label, _ in rows] == ["embeddings", "after block 0", "after block 1"]
+    assert rows[0][1] == "+0.0000"  # nothing switched off acts before the first block
+    # the last state is the model's own prediction: its change is the top bar's
+    plain = post(client, "/api/next-token", text=PROMPT, n=1)["before"][0]
+    off = post(client, "/api/next-token", text=PROMPT, n=1, targets=[plain["id"]],
+               interventions=[{"kind": "attn", "block": 0}, {"kind": "attn", "block": 1}, {"kind": "mlp", "block": 0}])
+    assert float(rows[-1][1]) == pytest.approx(100 * (off["targets"][0]["prob"] - plain["prob"]), abs=2e-4)
+    assert float(rows[-1][1]) != 0

@@ -67,7 +67,8 @@ def test_a_click_on_a_head_thumbnail_adds_it_to_the_set(browser, server_url: str
     thumb.click()  # block 1, the one shown by default
     expect(page).to_have_url(re.compile(r"[?&]off=n0\.3%2Ch1\.2(&|$)"))
     expect(thumb).to_have_attribute("aria-pressed", "true")
-    expect(page.locator('#int-ablate button.ab-part[title="head 2 of block 1"]')).to_have_attribute("aria-pressed", "true")
+    in_grid = page.locator('#int-ablate button.ab-part[title="head 2 of block 1"]')
+    expect(in_grid).to_have_attribute("aria-pressed", "true")
     expect(now).not_to_have_text(before)
     page.screenshot(path=str(SHOTS / "interventions-thumbnail-off.png"))
     # the thumbnails show the block picked: head 2 of block 0 is on, and its click adds it too
