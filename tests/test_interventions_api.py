@@ -295,3 +295,10 @@ def test_the_logit_lens_marks_each_probabilitys_change(client: TestClient) -> No
                interventions=[{"kind": "attn", "block": 0}, {"kind": "attn", "block": 1}, {"kind": "mlp", "block": 0}])
     assert float(rows[-1][1]) == pytest.approx(100 * (off["targets"][0]["prob"] - plain["prob"]), abs=2e-4)
     assert float(rows[-1][1]) != 0
+
+
+def test_the_patch_note_escapes_the_clean_prompt(client: TestClient) -> None:
+    clean = "<b>The</b> cat sat on the mat and the cat"
+    page = client.get("/inference", params={"prompt": CORRUPTED, "patch": "1.2", "clean": clean})
+    assert "Running with a patch" in page.text
+    assert "&lt;b&gt;The&lt;/b&gt; cat" in page.text and "<b>The</b>" not in page.text
