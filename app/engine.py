@@ -155,11 +155,13 @@ class Engine:
 
     # ---- model work: queued on the model thread ----
 
-    async def next_token(self, req: s.NextTokenRequest) -> s.NextTokenResponse:
+    async def next_token(self, req: s.NextTokenRequest,
+                         patch: interventions.Patch | None = None) -> s.NextTokenResponse:
+        """The distribution after the input, with req's parts switched off and `patch` written in (stream_patch)."""
         ids = await self.input_ids(req)
         targets = [self.target_id(t) for t in req.targets]
         params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
-        ivs = self.interventions(req.interventions)
+        ivs = self.changes(req.interventions, patch)
         r = await self.run(analysis.next_token, self.loaded.model, ids, params, req.n, targets, ivs)
         return await off_loop(lambda: s.NextTokenResponse(
             prompt_tokens=len(ids), before=self.candidates(r["before"]), after=self.candidates(r["after"]),
@@ -167,19 +169,20 @@ class Engine:
             targets=[s.Target(text=self.texts[t["id"]], **t) for t in r["targets"]]))
 
     async def chosen(self, ids: list[int], start: int, params: SamplingParams,
-                     off: Sequence[s.InterventionIn] = ()) -> list[dict]:
+                     off: Sequence[s.InterventionIn] = (), patch: interventions.Patch | None = None) -> list[dict]:
         """The model's own and the warped probability of each token appended after position `start`
-        (with the parts `off` switched off)."""
+        (with the parts `off` switched off and `patch` written in)."""
         self.check_ids(ids)
         self.check_context(len(ids))
-        return await self.run(analysis.chosen, self.loaded.model, ids, start, params, self.interventions(off))
+        return await self.run(analysis.chosen, self.loaded.model, ids, start, params, self.changes(off, patch))
 
     async def draw(self, ids: list[int], params: SamplingParams, seed: int,
-                   off: Sequence[s.InterventionIn] = ()) -> int:
-        """One token drawn after ids by a generator seeded with `seed`, with the parts `off` switched off."""
+                   off: Sequence[s.InterventionIn] = (), patch: interventions.Patch | None = None) -> int:
+        """One token drawn after ids by a generator seeded with `seed`, with the parts `off` switched off and
+        `patch` written in."""
         self.check_ids(ids)
         self.check_context(len(ids))
-        return await self.run(analysis.draw, self.loaded.model, ids, params, seed, self.interventions(off))
+        return await self.run(analysis.draw, self.loaded.model, ids, params, seed, self.changes(off, patch))
 
     async def score(self, req: s.ScoreRequest) -> s.ScoreResponse:
         ids = await self.input_ids(req, reserve=int(req.prepend_eos))
@@ -238,6 +241,35 @@ class Engine:
         if why:
             raise InputError(why)
         return ivs
+
+    async def lens_probs(self, ids: list[int], tokens: list[int], off: Sequence[s.InterventionIn] = ()) -> list[float]:
+        """The logit lens at the last token with the parts `off` switched off: each state's probability of
+        tokens[state] (len(tokens) = blocks + 1)."""
+        self.check_ids(ids)
+        self.check_context(len(ids))
+        if len(tokens) != self.config.n_layer + 1:
+            raise InputError(f"The logit lens has {self.config.n_layer + 1} states; {len(tokens)} tokens were given")
+        return await self.run(analysis.lens_probs, self.loaded.model, ids, tokens, self.interventions(off))
+
+    def changes(self, off: Sequence[s.InterventionIn],
+                patch: interventions.Patch | None) -> list[interventions.Intervention | interventions.Patch]:
+        return [*self.interventions(off), *([patch] if patch else [])]
+
+    async def stream_patch(self, clean: str, block: int, position: int, tokens: int) -> interventions.Patch:
+        """One cell of the patching grid kept for a prompt of `tokens` tokens: the clean prompt's residual stream
+        entering `block` at `position`, to write into every forward of that prompt (next_token, chosen, draw)."""
+        L = self.config.n_layer
+        if not 0 <= block < L:
+            raise InputError(f"The patch names block {block}; this model has {L} blocks, so choose 0 to {L - 1}")
+        ids = await self.encode(clean)
+        if not ids:
+            raise InputError("The patch copies from a clean prompt, and this link gives none: open the patching grid "
+                             "on the Internals page and click a cell again")
+        self.check_context(len(ids))
+        if position >= min(len(ids), tokens):
+            raise InputError(f"The patch copies token {position}, but the clean prompt has {len(ids)} tokens and this "
+                             f"prompt {tokens}: choose a token both have, 0 to {min(len(ids), tokens) - 1}")
+        return await self.run(interventions.stream_patch, self.loaded.model, ids, block, position)
 
     async def patch(self, req: s.PatchRequest) -> s.PatchResponse:
         """Activation patching: the corrupted prompt run with the clean one's residual stream written in at

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from model.interventions import Intervention, hooks, recorder
+from model.interventions import Intervention, Patch, hooks, recorder
 from model.net import CausalLM
 from model.record import NOTHING, Recorder
 from model.sampling import SamplingParams, entropy, largest, sample_step, warp
@@ -52,14 +52,14 @@ def _candidates(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[dict]
 
 
 @torch.inference_mode()
-def next_logits(model: CausalLM, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> torch.Tensor:
+def next_logits(model: CausalLM, ids: Sequence[int], interventions: Sequence[Intervention | Patch] = ()) -> torch.Tensor:
     """The model's logits (V,) for the token after `ids`, with the interventions applied
     (model/interventions.py)."""
     return model(_ids(model, ids), rec=recorder(interventions), last_only=True)[0, -1].float()
 
 
 def next_token(model: CausalLM, ids: Sequence[int], params: SamplingParams, n: int = 10,
-               targets: Sequence[int] = (), interventions: Sequence[Intervention] = ()) -> dict:
+               targets: Sequence[int] = (), interventions: Sequence[Intervention | Patch] = ()) -> dict:
     """distribution() of the token after `ids`."""
     return distribution(next_logits(model, ids, interventions), params, n, targets)
 
@@ -102,7 +102,7 @@ def distribution(logits: torch.Tensor, params: SamplingParams, n: int = 10, targ
 
 @torch.inference_mode()
 def draw(model: CausalLM, ids: Sequence[int], params: SamplingParams, seed: int,
-         interventions: Sequence[Intervention] = ()) -> int:
+         interventions: Sequence[Intervention | Patch] = ()) -> int:
     """One token after `ids`, drawn by a generator seeded with `seed` (greedy at temperature 0)."""
     generator = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
     return sample_step(next_logits(model, ids, interventions), params, generator, n=1).id
@@ -110,7 +110,7 @@ def draw(model: CausalLM, ids: Sequence[int], params: SamplingParams, seed: int,
 
 @torch.inference_mode()
 def chosen(model: CausalLM, ids: Sequence[int], start: int, params: SamplingParams,
-           interventions: Sequence[Intervention] = ()) -> list[dict]:
+           interventions: Sequence[Intervention | Patch] = ()) -> list[dict]:
     """For each token after position `start` (ids[start + 1:], tokens appended one at a time): its
     probability under the model's own distribution ("raw") and after the warpers ("prob"), given
     the tokens before it. One forward for all of them."""
@@ -130,7 +130,7 @@ def chosen(model: CausalLM, ids: Sequence[int], start: int, params: SamplingPara
 
 
 @torch.inference_mode()
-def score(model: CausalLM, ids: Sequence[int], interventions: Sequence[Intervention] = ()) -> dict:
+def score(model: CausalLM, ids: Sequence[int], interventions: Sequence[Intervention | Patch] = ()) -> dict:
     """How well the model predicts each actual next token of `ids`.
 
     Position p (1..T-1) is predicted from tokens 0..p-1: its probability, its
@@ -171,7 +171,7 @@ def stream_labels(n_layer: int) -> list[str]:
 @torch.inference_mode()
 def activations(model: CausalLM, ids: Sequence[int], *, positions: Sequence[int] | None = None,
                 residual_norms: bool = False, attention: dict[int, Sequence[int]] | None = None,
-                neurons: int = 0, logit_lens: int = 0, interventions: Sequence[Intervention] = ()) -> dict:
+                neurons: int = 0, logit_lens: int = 0, interventions: Sequence[Intervention | Patch] = ()) -> dict:
     """What one forward pass computes, only the parts asked for, at the chosen positions.
 
     - residual_norms: the L2 norm of the residual stream at each state (see
@@ -201,8 +201,7 @@ def activations(model: CausalLM, ids: Sequence[int], *, positions: Sequence[int]
     index = torch.tensor(pos, dtype=torch.long, device=x.device)
 
     if residual_norms or logit_lens:
-        states = [rec["blocks.0.resid_pre"]] + [rec[f"blocks.{i}.resid_post"] for i in range(L)]
-        states = [s[0].index_select(0, index) for s in states]  # each (P, C)
+        states = [s[0].index_select(0, index) for s in _states(rec, L)]  # each (P, C)
     if residual_norms:
         out["residual_norms"] = {
             "labels": stream_labels(L),
@@ -238,6 +237,25 @@ def activations(model: CausalLM, ids: Sequence[int], *, positions: Sequence[int]
         out["logit_lens"] = [{"label": label, "top": top[i * P:(i + 1) * P]}
                              for i, label in enumerate(stream_labels(L))]
     return out
+
+
+def _states(rec: Recorder, n_layer: int) -> list[torch.Tensor]:
+    """The residual stream after the embeddings and after each block, each (B, T, C), from a recorder that kept
+    blocks.0.resid_pre and blocks.*.resid_post."""
+    return [rec["blocks.0.resid_pre"]] + [rec[f"blocks.{i}.resid_post"] for i in range(n_layer)]
+
+
+@torch.inference_mode()
+def lens_probs(model: CausalLM, ids: Sequence[int], tokens: Sequence[int],
+               interventions: Sequence[Intervention | Patch] = ()) -> list[float]:
+    """The logit lens at the last position, as activations reads it: state i's probability of tokens[i] (one
+    token per state, a guess of another run, to see how it moved)."""
+    rec = Recorder(["blocks.0.resid_pre", "blocks.*.resid_post"], hooks(interventions))
+    model.hidden(_ids(model, ids), rec=rec)
+    last = torch.stack([s[0, -1] for s in _states(rec, model.config.n_layer)])  # (states, C)
+    logp = _unembed(model, model.ln_f(last)).float().log_softmax(dim=-1)
+    picked = logp.gather(-1, torch.tensor(list(tokens), device=logp.device)[:, None])[:, 0]
+    return [rounded(v) for v in picked.exp().tolist()]
 
 
 def shape(model: CausalLM) -> dict:

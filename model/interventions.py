@@ -16,7 +16,8 @@ varies from token to token.
 
 Activation patching runs the corrupted prompt with the clean run's residual stream
 written in at one (block, position): ``blocks.{b}.resid_pre``, the stream entering
-block b. patch_grid does every cell in batched forwards, one row per cell.
+block b. patch_grid does every cell in batched forwards, one row per cell; a Patch is one cell kept for
+every forward of another run (the Inference stepper), applied by the same hooks as the ablations.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ class Intervention:
         return f"blocks.{self.block}.{part}"
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: a tensor field has no single truth value to compare by
+class Patch:
+    """The clean run's residual stream entering `block` at `position`, to write into another run there."""
+    block: int
+    position: int
+    value: torch.Tensor  # (C,)
+
+    @property
+    def point(self) -> str:
+        return f"blocks.{self.block}.resid_pre"
+
+
 def sizes(model: CausalLM) -> dict[str, int]:
     """How many blocks, query heads per block and MLP neurons per block the model has."""
     return {"blocks": model.config.n_layer, "heads": model.config.n_head, "neurons": model.mlp_width}
@@ -82,12 +95,26 @@ def problem(model: CausalLM, interventions: Sequence[Intervention]) -> str | Non
     return None
 
 
-def hooks(interventions: Iterable[Intervention]) -> dict[str, Hook]:
-    """One hook per hook point, applying every intervention on it."""
-    by_point: dict[str, list[Intervention]] = {}
+def hooks(interventions: Iterable[Intervention | Patch]) -> dict[str, Hook]:
+    """One hook per hook point, applying every intervention on it (patches and ablations never share a point)."""
+    by_point: dict[str, list] = {}
     for iv in interventions:
         by_point.setdefault(iv.point, []).append(iv)
-    return {point: _ablate(ivs) for point, ivs in by_point.items()}
+    return {point: _paste(ivs) if isinstance(ivs[0], Patch) else _ablate(ivs) for point, ivs in by_point.items()}
+
+
+def _paste(patches: list[Patch]) -> Hook:
+    positions = [p.position for p in patches]
+    return _writer((slice(None), positions), torch.stack([p.value for p in patches]))
+
+
+def _writer(index: tuple, values: torch.Tensor) -> Hook:
+    """A hook writing `values` into its activation at `index`."""
+    def hook(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()  # never write into a tensor the forward may still read
+        x[index] = values.to(x.dtype)
+        return x
+    return hook
 
 
 def _ablate(ivs: list[Intervention]) -> Hook:
@@ -112,7 +139,7 @@ def _ablate(ivs: list[Intervention]) -> Hook:
     return hook
 
 
-def recorder(interventions: Sequence[Intervention], names: Iterable[str] = ()) -> Recorder | None:
+def recorder(interventions: Sequence[Intervention | Patch], names: Iterable[str] = ()) -> Recorder | None:
     """A recorder keeping `names` with the interventions' hooks; None when there is nothing to do."""
     names = list(names)
     if not interventions and not names:
@@ -133,13 +160,7 @@ def _patch_hooks(stream: dict[int, torch.Tensor], cells: Iterable[tuple[int, int
     def at(block: int) -> Hook:
         source = stream[block]  # (T, C)
         rows, positions = (torch.tensor(v, device=source.device) for v in by_block[block])
-        values = source[positions]
-
-        def hook(x: torch.Tensor) -> torch.Tensor:
-            x = x.clone()  # never write into a tensor the forward may still read
-            x[rows, positions] = values.to(x.dtype)
-            return x
-        return hook
+        return _writer((rows, positions), source[positions])
 
     return {f"blocks.{b}.resid_pre": at(b) for b in by_block}
 
@@ -150,6 +171,15 @@ def clean_stream(model: CausalLM, ids: Sequence[int]) -> dict[int, torch.Tensor]
     rec = Recorder(["blocks.*.resid_pre"])
     model.hidden(torch.tensor([list(ids)], device=model.wte.weight.device), rec=rec)
     return {b: rec[f"blocks.{b}.resid_pre"][0] for b in range(model.config.n_layer)}
+
+
+@torch.inference_mode()
+def stream_patch(model: CausalLM, clean: Sequence[int], block: int, position: int) -> Patch:
+    """One cell of the patching grid as a Patch: the clean run's stream entering `block` at `position`."""
+    name = f"blocks.{block}.resid_pre"
+    rec = Recorder([name])
+    model.hidden(torch.tensor([list(clean)], device=model.wte.weight.device), rec=rec)
+    return Patch(block, position, rec[name][0, position].clone())
 
 
 @torch.inference_mode()

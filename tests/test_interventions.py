@@ -15,7 +15,7 @@ import torch
 
 from model import analysis
 from model.gpt2 import GPT
-from model.interventions import Intervention, hooks, patch_grid, patched_logits, problem, sizes
+from model.interventions import Intervention, hooks, patch_grid, patched_logits, problem, sizes, stream_patch
 from model.llama import Llama, LlamaConfig
 from model.record import Recorder, all_names
 from model.sampling import SamplingParams
@@ -216,3 +216,32 @@ def test_next_token_with_a_head_off_moves_the_bars(tiny_model: GPT) -> None:
     off = analysis.next_token(tiny_model, ids, params, n=5,
                               interventions=[Intervention("attn", b) for b in range(2)])
     assert off["before"] != plain["before"]
+
+
+@torch.no_grad()
+def test_a_stream_patch_is_one_cell_of_the_grid_for_every_step(model: GPT | Llama) -> None:
+    """The stepper's patch: one cell, applied to the corrupted prompt and to the longer texts that follow it."""
+    clean, corrupted = ids_for(model, seed=4)[0].tolist(), ids_for(model, seed=5)[0].tolist()
+    b, p = model.config.n_layer - 1, 6
+    patch = stream_patch(model, clean, b, p)
+    want = patched_logits(model, clean, corrupted, [(b, p)])[-1]
+    torch.testing.assert_close(analysis.next_logits(model, corrupted, [patch]), want, **SURGERY)
+    # a later step reads more tokens: the patch stays at its position, and an ablation goes with it
+    longer = corrupted + [5, 8]
+    torch.testing.assert_close(analysis.next_logits(model, longer, [patch]),
+                               patched_logits(model, clean, longer, [(b, p)])[-1], **SURGERY)
+    both = analysis.next_logits(model, longer, [patch, Intervention("mlp", 0)])
+    assert not torch.allclose(both, analysis.next_logits(model, longer, [patch]))
+
+
+@torch.no_grad()
+def test_lens_probs_reads_the_logit_lens_at_the_last_token(model: GPT | Llama) -> None:
+    ids = ids_for(model)[0].tolist()
+    off = [Intervention("head", 0, 1), Intervention("mlp", 1)]
+    lens = analysis.activations(model, ids, positions=[len(ids) - 1], logit_lens=1, interventions=off)["logit_lens"]
+    tops = [state["top"][0][0] for state in lens]
+    assert analysis.lens_probs(model, ids, [t["id"] for t in tops], off) == [t["prob"] for t in tops]
+    # the last state is the model's own prediction, of any token
+    probs = analysis.next_logits(model, ids, off).softmax(-1)
+    last = analysis.lens_probs(model, ids, [0] * model.config.n_layer + [7], off)[-1]
+    assert last == pytest.approx(float(probs[7]), abs=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -211,3 +213,92 @@ def test_patching_grid_presets_and_sentences(client: TestClient) -> None:
     page = client.get("/internals", params={"clean": "The cat sat", "corrupted": "The dog sat", "right": " on",
                                             "wrong": " in"})
     assert ">The dog sat</textarea>" in page.text
+
+
+# --- a cell of the grid opens the stepper with that patch -----------------------------------------
+
+CLEAN, CORRUPTED = "The cat sat on the mat and the cat", "The dog sat on the mat and the dog"
+
+
+def test_a_grid_cell_links_to_the_stepper_with_its_patch(client: TestClient) -> None:
+    import html
+    r = client.post("/partials/patch", data={"clean": CLEAN, "corrupted": CORRUPTED, "right": " sat", "wrong": " ran"})
+    links = [html.unescape(h) for h in re.findall(r'<a class="pt-cell" href="([^"]+)"', r.text)]
+    assert len(links) == 2 * len(gpt2_tokenizer().encode(CLEAN))  # every cell of the 2 blocks
+    assert "/inference?prompt=The+dog+sat+on+the+mat+and+the+dog&patch=1.2&clean=The+cat+sat" in "\n".join(links)
+
+
+def test_the_stepper_runs_the_corrupted_prompt_with_the_patch(client: TestClient, engine) -> None:
+    from model.interventions import patched_logits
+    body = {"prompt": CORRUPTED, "steps": "", "seed": "7", "temperature": "1", "top_k": "0", "top_p": "1", "n": "10"}
+    plain = client.post("/partials/inference", data=body)
+    last = len(gpt2_tokenizer().encode(CLEAN)) - 1  # " cat" written over the last " dog", at block 0
+    patched = client.post("/partials/inference", data={**body, "patch": f"0.{last}", "clean": CLEAN})
+    assert plain.status_code == patched.status_code == 200
+    want = patched_logits(engine.loaded.model, *(gpt2_tokenizer().encode(t) for t in (CLEAN, CORRUPTED)),
+                          [(0, last)])[-1].topk(10).indices.tolist()
+    bars = lambda r: [int(i) for i in re.findall(r'data-id="(\d+)"', r.text)]  # noqa: E731
+    assert bars(patched) == want != bars(plain)
+    assert f"patch=0.{last}&clean=The+cat" in patched.headers["HX-Replace-Url"]
+    # a greedy step is the patched model's, and the link keeps the patch
+    step = client.post("/partials/inference", data={**body, "patch": f"0.{last}", "clean": CLEAN, "action": "greedy"})
+    assert f"steps=g{want[0]}" in step.headers["HX-Replace-Url"]
+    assert f"patch=0.{last}" in step.headers["HX-Replace-Url"]
+    page = client.get("/inference", params={"prompt": CORRUPTED, "patch": f"0.{last}", "clean": CLEAN})
+    assert f"Running with a patch: at token {last} (“ dog”)" in page.text
+    assert 'name="patch" value="0.' in page.text and 'name="clean" value="The cat sat' in page.text
+
+
+@pytest.mark.parametrize("patch, clean, says", [
+    ("2.0", CLEAN, "names block 2; this model has 2 blocks"),
+    ("0.40", CLEAN, "copies token 40, but the clean prompt has 9 tokens"),
+    ("0.3", "", "this link gives none"),
+    ("x.y", CLEAN, "could not be read"),
+    ("99999999.1", CLEAN, "could not be read"),
+    ("0.1", "x" * 6000, "the limit is 5,000"),
+])
+def test_a_hostile_patch_gets_a_sentence(client: TestClient, patch: str, clean: str, says: str) -> None:
+    r = client.get("/inference", params={"prompt": CORRUPTED, "patch": patch, "clean": clean})
+    assert r.status_code == 200 and says in r.text
+    assert "Running with a patch" not in r.text
+
+
+def test_a_head_thumbnail_switches_its_head_off(client: TestClient) -> None:
+    # each thumbnail of the shown block (the last, 1, by default) has its own off button, pressed when that head is off
+    page = client.get("/internals", params={"prompt": PROMPT, "off": "h1.2"})
+    buttons = re.findall(r'<button type="button" class="ab-thumb-off" data-head-off="(\d)"\s+aria-pressed="(\w+)"'
+                         r'[^>]*hx-vals=\'\{"toggle": "shown-head", "head": "(\d)"\}\'', page.text)
+    assert buttons == [(str(h), "true" if h == 2 else "false", str(h)) for h in range(4)]
+    # its post: the form's fields, the shown block among them, with the thumbnail's own head
+    r = client.post("/partials/ablate", data={"prompt": PROMPT, "off": "h1.2", "toggle": "shown-head", "layer": "0",
+                                              "head": "3"})
+    assert 'data-url-value="h1.2,h0.3"' in r.text
+    hostile = client.post("/partials/ablate", data={"prompt": PROMPT, "off": "", "toggle": "shown-head", "layer": "0",
+                                                    "head": "3<script>"})
+    assert hostile.status_code == 200 and 'data-url-value=""' in hostile.text and "<script>" not in hostile.text
+
+
+def test_the_logit_lens_marks_each_probabilitys_change(client: TestClient) -> None:
+    def lens(off: str) -> list[tuple[str, str, str]]:
+        r = client.post("/partials/ablate", data={"prompt": PROMPT, "off": off})
+        table = r.text[r.text.index('<table class="ab-lens'):]
+        cell = r'<td class="r ab-change \w+" title="([^ ]+) percentage points">'
+        return re.findall(r'<th scope="row">([^<]+)</th>.*?' + cell, table, re.S)
+
+    assert lens("") == [("embeddings", "+0.0000"), ("after block 0", "+0.0000"), ("after block 1", "+0.0000")]
+    rows = lens("a0,a1,m0")
+    assert [label for label, _ in rows] == ["embeddings", "after block 0", "after block 1"]
+    assert rows[0][1] == "+0.0000"  # nothing switched off acts before the first block
+    # the last state is the model's own prediction: its change is the top bar's
+    plain = post(client, "/api/next-token", text=PROMPT, n=1)["before"][0]
+    off = post(client, "/api/next-token", text=PROMPT, n=1, targets=[plain["id"]],
+               interventions=[{"kind": "attn", "block": 0}, {"kind": "attn", "block": 1}, {"kind": "mlp", "block": 0}])
+    assert float(rows[-1][1]) == pytest.approx(100 * (off["targets"][0]["prob"] - plain["prob"]), abs=2e-4)
+    assert float(rows[-1][1]) != 0
+
+
+def test_the_patch_note_escapes_the_clean_prompt(client: TestClient) -> None:
+    clean = "<b>The</b> cat sat on the mat and the cat"
+    page = client.get("/inference", params={"prompt": CORRUPTED, "patch": "1.2", "clean": clean})
+    assert "Running with a patch" in page.text
+    assert "&lt;b&gt;The&lt;/b&gt; cat" in page.text and "<b>The</b>" not in page.text

@@ -53,12 +53,13 @@ def bar_rows(plain: s.NextTokenResponse, off: s.NextTokenResponse, extra: s.Next
     return rows
 
 
-def lens_rows(plain: s.ActivationsResponse, off: s.ActivationsResponse) -> list[dict]:
-    """The logit lens at the last position: each state's top guess, unchanged and with the set off."""
+def lens_rows(plain: s.ActivationsResponse, off: s.ActivationsResponse, then: list[float]) -> list[dict]:
+    """The logit lens at the last position: each state's top guess, unchanged and with the set off, and the change
+    of the unchanged guess's probability (`then`: its probability in each state with the set off)."""
     rows = []
-    for a, b in zip(plain.logit_lens or [], off.logit_lens or []):
+    for a, b, p in zip(plain.logit_lens or [], off.logit_lens or [], then):
         was, now = a.top[-1][0], b.top[-1][0]
-        rows.append({"label": a.label, "was": was, "now": now, "changed": was.id != now.id})
+        rows.append({"label": a.label, "was": was, "now": now, "changed": was.id != now.id, "change": p - was.prob})
     return rows
 
 
@@ -69,14 +70,17 @@ async def ablate_context(engine: Engine, prompt: str, ivs: list[s.InterventionIn
     lens = s.ActivationsRequest(text=prompt, positions=last, residual_norms=False, logit_lens=1)
     plain_lens = await engine.activations(lens)
     if not ivs:
-        return {"rows": bar_rows(plain, plain, None), "lens": lens_rows(plain_lens, plain_lens),
+        return {"rows": bar_rows(plain, plain, None),
+                "lens": lens_rows(plain_lens, plain_lens, [a.top[-1][0].prob for a in plain_lens.logit_lens or []]),
                 "last": plain_lens.tokens[-1].text}
     off = await engine.next_token(s.NextTokenRequest(text=prompt, n=BARS, targets=[c.id for c in plain.before],
                                                      interventions=ivs))
     risen = [c.id for c in off.before if c.id not in {p.id for p in plain.before}]
     extra = await engine.next_token(s.NextTokenRequest(text=prompt, n=1, targets=risen)) if risen else None
     off_lens = await engine.activations(lens.model_copy(update={"interventions": ivs}))
-    return {"rows": bar_rows(plain, off, extra), "lens": lens_rows(plain_lens, off_lens),
+    then = await engine.lens_probs([t.id for t in plain_lens.tokens],
+                                   [a.top[-1][0].id for a in plain_lens.logit_lens or []], ivs)
+    return {"rows": bar_rows(plain, off, extra), "lens": lens_rows(plain_lens, off_lens, then),
             "last": plain_lens.tokens[-1].text}
 
 

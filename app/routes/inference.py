@@ -4,9 +4,10 @@ All of its state is in the form and so in the URL: the prompt, the settings, the
 and the steps taken (`steps`: how each token was chosen, its id and the settings it was
 chosen under, "g318t100.s464t70k20r43"), so a link restores what the class sees, and a
 step's chance stays the one it had when it was taken. `off` names parts of the model switched
-off (app/ablation.py, set on the Internals page): every distribution and draw is then the changed
-model's. Each action (sample, take the most likely,
-pick a bar, undo, start over) or a change of setting posts that state to
+off (app/ablation.py, set on the Internals page), and `patch` one cell of the patching grid there
+(`patch=3.5`: the `clean` prompt's residual stream entering block 3 at token 5, written into the
+prompt's run): every distribution and draw is then the changed model's. Each action (sample, take
+the most likely, pick a bar, undo, start over) or a change of setting posts that state to
 /partials/inference and gets the stepper back: the bars, and out-of-band the text so
 far, the history, the statistics and the URL.
 """
@@ -39,6 +40,7 @@ from app.sources import (
     SourcesDep,
 )
 from app.templating import or_message, partial, render
+from model.interventions import Patch
 from model.sampling import SamplingParams, draw_one, warp_probs
 
 router = APIRouter(include_in_schema=False)
@@ -151,10 +153,26 @@ def dice_of(temperature: float | None, top_k: float | None, top_p: float | None,
                 n=bars if bars in BARS else d["n"])
 
 
-def state_url(prompt: str, steps: list[Taken], dice: Dice, off: str = "") -> str:
+@dataclass(frozen=True)
+class Changes:
+    """What a stepper link changes in the model, as the URL spells it: parts switched off, and one patch."""
+
+    off: str = ""
+    patch: str = ""  # "3.5": block 3, token 5
+    clean: str = ""  # the prompt the patch copies from
+
+    def query(self) -> dict[str, str | None]:
+        return {"off": self.off or None, "patch": self.patch or None, "clean": self.clean if self.patch else None}
+
+
+NONE = Changes()
+PATCH = re.compile(r"(\d{1,4})\.(\d{1,5})")
+
+
+def state_url(prompt: str, steps: list[Taken], dice: Dice, changes: Changes = NONE) -> str:
     """The page's URL for this state: what differs from the defaults."""
     q = {"prompt": prompt if prompt != DEFAULT_INFERENCE_PROMPT else None, "steps": format_steps(steps) or None,
-         "off": off or None,
+         **changes.query(),
          "temperature": f"{dice.temperature:g}", "top_k": str(dice.top_k), "top_p": f"{dice.top_p:g}",
          "seed": str(dice.seed), "n": str(dice.n)}
     shown = {k: v for k, v in q.items() if v is not None and (k not in DEFAULTS or v != f"{DEFAULTS[k]:g}")}
@@ -176,13 +194,14 @@ async def sample(engine: Engine, ids: list[int], dice: Dice, seed: int) -> int |
 
 
 async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: int | None, seed: int,
-               off: list[s.InterventionIn] | None = None) -> int | str:
-    """The token an action chooses to follow ids (with the parts `off` switched off), or a sentence saying why
-    none joins the text."""
+               off: list[s.InterventionIn] | None = None, patch: Patch | None = None) -> int | str:
+    """The token an action chooses to follow ids (with the parts `off` switched off and `patch` written in), or a
+    sentence saying why none joins the text."""
     if action == "greedy":
-        chosen: int | str = (await engine.next_token(s.NextTokenRequest(ids=ids, n=1, interventions=off or []))).before[0].id
-    elif action == "sample" and off:
-        chosen = await engine.draw(ids, dice.params, seed, off)
+        req = s.NextTokenRequest(ids=ids, n=1, interventions=off or [])
+        chosen: int | str = (await engine.next_token(req, patch)).before[0].id
+    elif action == "sample" and (off or patch):
+        chosen = await engine.draw(ids, dice.params, seed, off or [], patch)
     elif action == "sample":
         chosen = await sample(engine, ids, dice, seed)
     else:
@@ -205,16 +224,28 @@ def switched_off(engine: Engine, off: str) -> list[s.InterventionIn]:
     return ivs
 
 
+async def patched(engine: Engine, changes: Changes, tokens: int) -> Patch | None:
+    """The patch a link names for a prompt of `tokens` tokens; InputError says what is wrong with it."""
+    if not changes.patch:
+        return None
+    m = PATCH.fullmatch(changes.patch.strip())
+    if not m:
+        raise InputError("The patch in this link could not be read: it names a block and a token, like patch=3.5; "
+                         "remove patch= from the address, or click a cell of the patching grid on the Internals page")
+    return await engine.stream_patch(changes.clean, int(m[1]), int(m[2]), tokens)
+
+
 async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, action: str = "",
-                       pick: int | None = None, off: str = "") -> dict:
+                       pick: int | None = None, changes: Changes = NONE) -> dict:
     """Apply one action to the state and compute everything the stepper shows."""
     info = engine.info()
     notice = None
     if not prompt:
         return {"error": "Type a prompt above to see what could come next.", "kind": "info", "steps": [],
-                "url": state_url(prompt, [], dice, off)}
-    ivs = switched_off(engine, off)
+                "url": state_url(prompt, [], dice, changes)}
+    ivs = switched_off(engine, changes.off)
     prompt_ids = await engine.encode(prompt)
+    patch = await patched(engine, changes, len(prompt_ids))
     if len(prompt_ids) + len(steps) > info.n_ctx:
         steps, notice = [], "Those steps do not fit the model's context after this prompt: starting from the prompt."
     if action == "undo" and steps:
@@ -227,7 +258,7 @@ async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Di
                       "Undo or start over.")
         else:
             seed = dice.seed + len(steps)
-            chosen = await take(engine, prompt_ids + [t.id for t in steps], dice, action, pick, seed, ivs)
+            chosen = await take(engine, prompt_ids + [t.id for t in steps], dice, action, pick, seed, ivs, patch)
             if isinstance(chosen, str):
                 notice = chosen
             else:
@@ -235,20 +266,24 @@ async def step_context(engine: Engine, prompt: str, steps: list[Taken], dice: Di
                                        Under.now(dice, seed if action == "sample" else None))]
     ids = prompt_ids + [t.id for t in steps]
     dist = await engine.next_token(s.NextTokenRequest(ids=ids, n=dice.n, temperature=dice.temperature,
-                                                      top_k=dice.top_k, top_p=dice.top_p, interventions=ivs))
-    probs = await chances(engine, ids, len(prompt_ids) - 1, steps, dice, ivs)
+                                                      top_k=dice.top_k, top_p=dice.top_p, interventions=ivs),
+                                  patch)
+    probs = await chances(engine, ids, len(prompt_ids) - 1, steps, dice, ivs, patch)
     history = [{"n": i + 1, "text": engine.texts[t.id], "id": t.id, **p, "how": how_taken(t.how, t.under, dice, i)}
                for i, (t, p) in enumerate(zip(steps, probs))]
     return {"dist": dist, "bars": bars_of(dist, dice, info.vocab_size), "steps": steps, "history": history,
-            "notice": notice, "url": state_url(prompt, steps, dice, off), "seed_now": dice.seed + len(steps),
-            "off_parts": [ablation.describe(iv) for iv in ivs]}
+            "notice": notice, "url": state_url(prompt, steps, dice, changes), "seed_now": dice.seed + len(steps),
+            "off_parts": [ablation.describe(iv) for iv in ivs],
+            "patch_on": patch and {"block": patch.block, "position": patch.position,
+                                   "token": engine.texts[prompt_ids[patch.position]],
+                                   "without": state_url(prompt, steps, dice, Changes(changes.off))}}
 
 
 async def chances(engine: Engine, ids: list[int], start: int, steps: list[Taken], dice: Dice,
-                  ivs: list[s.InterventionIn] | None = None) -> list[dict]:
+                  ivs: list[s.InterventionIn] | None = None, patch: Patch | None = None) -> list[dict]:
     """Each step's chance under the settings it was taken with (one pass per distinct settings, usually one)."""
     params = [t.under.params if t.under else dice.params for t in steps]
-    by = {p: await engine.chosen(ids, start, p, ivs or ()) for p in dict.fromkeys(params)}
+    by = {p: await engine.chosen(ids, start, p, ivs or (), patch) for p in dict.fromkeys(params)}
     return [by[p][i] for i, p in enumerate(params)]
 
 
@@ -289,10 +324,11 @@ def query_float(request: Request, name: str) -> float | None:
 
 @router.get("/inference", response_class=HTMLResponse)
 async def inference(request: Request, sources: SourcesDep, prompt: str = DEFAULT_INFERENCE_PROMPT, steps: str = "",
-                    model: str = "", compare: str = "", off: str = ""):
+                    model: str = "", compare: str = "", off: str = "", patch: str = "", clean: str = ""):
     source = sources.get(model)
     dice = dice_of(*(query_float(request, k) for k in ("temperature", "top_k", "top_p", "seed", "n")))
-    context = await steps_of(sources, source, prompt, steps, dice, "", None, compare, off)
+    changes = Changes(off, patch, clean)
+    context = await steps_of(sources, source, prompt, steps, dice, "", None, compare, changes)
     if context.pop("unread"):
         context["notice"] = "This link's steps could not be read: starting from the prompt."
     info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
@@ -301,15 +337,15 @@ async def inference(request: Request, sources: SourcesDep, prompt: str = DEFAULT
             else classroom.start_context(request))
     return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
                   default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
-                  oob=False, classroom=lead, off=off, **context)
+                  oob=False, classroom=lead, changes=changes, **context)
 
 
 async def stepper(engine: Engine, prompt: str, steps: list[Taken], dice: Dice, action: str = "",
-                  pick: int | None = None, off: str = "") -> dict:
+                  pick: int | None = None, changes: Changes = NONE) -> dict:
     """step_context, with the problems a person can fix as a message in place of the bars."""
-    context = await or_message(step_context(engine, prompt, steps, dice, action, pick, off))
-    context = {"steps": steps, "history": [], "notice": None, "url": state_url(prompt, steps, dice, off),
-               "off_parts": [], **context}
+    context = await or_message(step_context(engine, prompt, steps, dice, action, pick, changes))
+    context = {"steps": steps, "history": [], "notice": None, "url": state_url(prompt, steps, dice, changes),
+               "off_parts": [], "patch_on": None, **context}
     return {**context, "steps_text": format_steps(context["steps"])}
 
 
@@ -319,17 +355,19 @@ async def inference_partial(request: Request, sources: SourcesDep, prompt: Annot
                             temperature: Number = None, top_k: Number = None, top_p: Number = None,
                             seed: Number = None, n: Number = None, action: Annotated[str, Form()] = "",
                             pick: Annotated[int | None, Form()] = None, model: Annotated[str, Form()] = "",
-                            compare: Annotated[str, Form()] = "", off: Annotated[str, Form()] = ""):
+                            compare: Annotated[str, Form()] = "", off: Annotated[str, Form()] = "",
+                            patch: Annotated[str, Form()] = "", clean: Annotated[str, Form()] = ""):
     dice = dice_of(temperature, top_k, top_p, seed, n)
     source = sources.get(model)
+    changes = Changes(off, patch, clean)
     context = await steps_of(sources, source, prompt, steps, dice, action or ("pick" if pick is not None else ""),
-                             pick, compare, off)
+                             pick, compare, changes)
     context.pop("unread")
     if source is sources.main:
         await classroom.follow(request, prompt, dice, context)
     info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
     response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among, info=info,
-                       oob=True, off=off, **context)
+                       oob=True, changes=changes, **context)
     response.headers["HX-Replace-Url"] = context["url"]
     return response
 
@@ -473,7 +511,7 @@ async def beside_of(source: Source, text: str, n: int) -> dict:
 
 
 async def steps_of(sources: Sources, source: Source, prompt: str, steps: str, dice: Dice, action: str,
-                   pick: int | None, compare: str, off: str = "") -> dict:
+                   pick: int | None, compare: str, changes: Changes = NONE) -> dict:
     """The stepper on the chosen model, and the compared model's distribution for the same text."""
     mine = own_steps(steps, source.key)
     if isinstance(source, RemoteSource):
@@ -487,7 +525,7 @@ async def steps_of(sources: Sources, source: Source, prompt: str, steps: str, di
     else:
         info = source.engine.info()
         said = parse_steps(mine or "", info.vocab_size, source.engine.eos_id)
-        context = await stepper(source.engine, prompt, said or [], dice, action, pick, off)
+        context = await stepper(source.engine, prompt, said or [], dice, action, pick, changes)
         taken = context["steps"]
         steps_text = context["steps_text"]
         text = prompt + source.engine.decode([t.id for t in taken])

@@ -1,6 +1,7 @@
 """Activation patching on the Internals page: a grid of (block, position) cells, each the corrupted prompt run with the
 clean prompt's residual stream written in there (templates/partials/_patch.html). The numbers are Engine.patch's, the
-ones POST /api/patch gives. The form's fields are in the URL, so a link restores the grid.
+ones POST /api/patch gives. The form's fields are in the URL, so a link restores the grid. Each cell links to the
+Inference stepper on the corrupted prompt with that one patch (app/routes/inference.py's `patch` and `clean`).
 """
 
 from __future__ import annotations

@@ -232,8 +232,25 @@
     loadAttention();
   });
 
+  // the off buttons on the thumbnails and the neurons show whether their part is in the switched-off set (#int-off,
+  // which every answer of /partials/ablate replaces); a thumbnail's head is the shown block's
+  function markOff() {
+    const field = $("int-off");
+    if (!field) return;
+    const off = new Set(field.value.split(",").map(function (item) { return item.split(":")[0]; }));
+    form.querySelectorAll("button[data-head-off]").forEach(function (b) {
+      b.setAttribute("aria-pressed", String(off.has("h" + layerSelect.value + "." + b.dataset.headOff)));
+    });
+    form.querySelectorAll("button[data-off-item]").forEach(function (b) {
+      b.setAttribute("aria-pressed", String(off.has(b.dataset.offItem)));
+    });
+  }
+  document.body.addEventListener("htmx:load", markOff);
+  markOff();
+
   form.addEventListener("submit", function (evt) { evt.preventDefault(); });
   layerSelect.addEventListener("change", loadAttention);
+  layerSelect.addEventListener("change", markOff);
   form.addEventListener("change", function (evt) {
     if (evt.target.name === "head") drawAttention();
   });

@@ -57,6 +57,30 @@ def test_a_click_on_a_head_changes_the_bars_and_the_link_restores_the_set(browse
     assert not problems, problems
 
 
+def test_a_click_on_a_head_thumbnail_adds_it_to_the_set(browser, server_url: str, sizes) -> None:
+    context, page, problems = open_at(browser, server_url, sizes["projector"])
+    page.goto("/internals?off=n0.3")
+    now = page.locator("#int-ablate .ab-bars .ab-now-p")
+    now.first.wait_for()
+    before = now.all_inner_texts()
+    thumb = page.locator('.lab-head-box:has(svg[data-head="2"]) button.ab-thumb-off')
+    thumb.click()  # block 1, the one shown by default
+    expect(page).to_have_url(re.compile(r"[?&]off=n0\.3%2Ch1\.2(&|$)"))
+    expect(thumb).to_have_attribute("aria-pressed", "true")
+    in_grid = page.locator('#int-ablate button.ab-part[title="head 2 of block 1"]')
+    expect(in_grid).to_have_attribute("aria-pressed", "true")
+    expect(now).not_to_have_text(before)
+    page.screenshot(path=str(SHOTS / "interventions-thumbnail-off.png"))
+    # the thumbnails show the block picked: head 2 of block 0 is on, and its click adds it too
+    page.select_option("#int-layer", "0")
+    expect(thumb).to_have_attribute("aria-pressed", "false")
+    thumb.click()
+    expect(page).to_have_url(re.compile(r"[?&]off=n0\.3%2Ch1\.2%2Ch0\.2(&|$)"))
+    expect(thumb).to_have_attribute("aria-pressed", "true")
+    context.close()
+    assert not problems, problems
+
+
 def test_the_patching_grid_scrolls_in_its_own_box_on_a_phone(browser, server_url: str, sizes) -> None:
     context, page, problems = open_at(browser, server_url, sizes["phone"])
     page.goto("/internals")
@@ -71,5 +95,36 @@ def test_the_patching_grid_scrolls_in_its_own_box_on_a_phone(browser, server_url
     expect(page.locator("#pt-corrupted")).to_have_value(re.compile("Sue"))
     expect(page).to_have_url(re.compile(r"corrupted=Once"))
     page.screenshot(path=str(SHOTS / "interventions-patch-phone.png"), full_page=True)
+    context.close()
+    assert not problems, problems
+
+
+def test_a_click_on_a_grid_cell_opens_the_stepper_with_that_patch(browser, server_url: str, sizes) -> None:
+    context, page, problems = open_at(browser, server_url, sizes["projector"])
+    page.goto("/internals")
+    page.locator("#pt-form .pt-grid").wait_for()  # loaded after the page
+    corrupted = page.locator("#pt-corrupted").input_value()
+    # the last block at the last token: the clean stream there has read the other name
+    last = page.locator("#pt-form .pt-grid tbody tr").last.locator("a.pt-cell").last
+    block, position = re.search(r"block (\d+), token (\d+)", last.get_attribute("title")).groups()
+    last.click()
+    expect(page).to_have_url(re.compile(rf"/inference\?.*patch={block}\.{position}(&|$)"))
+    expect(page.locator(".pt-note")).to_contain_text(f"at token {position}")
+    expect(page.locator(".pt-note")).to_contain_text(f"block {block}")
+    bars = page.locator("#inf-bars")
+    bars.locator("button.lab-bar").first.wait_for()
+    patched = bars.inner_text()
+    page.screenshot(path=str(SHOTS / "interventions-patched-stepper.png"), full_page=True)
+    # the same prompt without the patch has other bars
+    page.locator(".pt-note a", has_text="Run without the patch").click()
+    expect(page.locator(".pt-note")).to_have_count(0)
+    bars.locator("button.lab-bar").first.wait_for()
+    assert page.locator("#inf-prompt").input_value() == corrupted
+    assert bars.inner_text() != patched
+    # back on the patched stepper, a step keeps the patch in the link
+    page.go_back()
+    expect(page.locator(".pt-note")).to_contain_text(f"block {block}")
+    page.locator("#inf-form button[value=greedy]").click()
+    expect(page).to_have_url(re.compile(rf"(?=.*[?&]steps=g\d+)(?=.*[?&]patch={block}\.{position}(&|$))"))
     context.close()
     assert not problems, problems
