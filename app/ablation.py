@@ -3,6 +3,10 @@
 One item per part: `h{block}.{head}` a head, `n{block}.{neuron}` an MLP neuron, `a{block}` a block's
 whole attention, `m{block}` its whole MLP; `:mean` writes the mean over the prompt's positions
 instead of zero. The engine checks the numbers against the loaded model (app/engine.py).
+
+The Internals page's view of a set (app/routes/ablate.py renders it): the next-token bars and the logit lens,
+unchanged and with the set switched off, side by side; every number is Engine.next_token's and
+Engine.activations', the numbers /api/next-token and /api/activations give with `interventions`.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import re
 
 from app import schemas as s
+from app.engine import Engine, InputError
+from app.errors import sentence
+from app.templating import or_message
 
 ITEM = re.compile(r"([hnam])(\d{1,4})(?:\.(\d{1,7}))?(:mean)?")
 KIND = {"h": "head", "n": "neuron", "a": "attn", "m": "mlp"}
@@ -62,3 +69,92 @@ def toggle(ivs: list[s.InterventionIn], item: str, mode: str) -> list[s.Interven
 def describe(iv: s.InterventionIn) -> str:
     what = {"head": f"head {iv.index}", "neuron": f"neuron {iv.index}", "attn": "attention", "mlp": "MLP"}[iv.kind]
     return f"block {iv.block} {what}" + (" (mean)" if iv.mode == "mean" else "")
+
+
+# ---------------------------------------------------------------- the Internals page's view
+
+BARS = 8  # the model's most likely tokens shown, and any the switched-off model puts in its own top BARS
+
+
+def grid(info: s.ModelInfo, ivs: list[s.InterventionIn]) -> list[dict]:
+    """One row per block: its heads and its attention and MLP as parts to switch, each marked when off."""
+    off = {key(iv) for iv in ivs}
+    rows = []
+    for b in range(info.n_layer):
+        heads = [{"item": f"h{b}.{h}", "label": str(h), "off": f"h{b}.{h}" in off} for h in range(info.n_head)]
+        rows.append({"block": b, "heads": heads,
+                     "attn": {"item": f"a{b}", "off": f"a{b}" in off}, "mlp": {"item": f"m{b}", "off": f"m{b}" in off}})
+    return rows
+
+
+def bar_rows(plain: s.NextTokenResponse, off: s.NextTokenResponse, extra: s.NextTokenResponse | None) -> list[dict]:
+    """The tokens either model ranks in its top BARS, with both probabilities and the change."""
+    now = {c.id: c.prob for c in off.before} | {t.id: t.prob for t in off.targets}
+    before = {c.id: (c.text, c.prob) for c in plain.before}
+    before |= {t.id: (t.text, t.prob) for t in (extra.targets if extra else [])}
+    ids = [c.id for c in plain.before] + [c.id for c in off.before]
+    top = max([p for _, p in before.values()] + list(now.values()) + [1e-9])
+    rows = []
+    for i in dict.fromkeys(ids):
+        text, was = before[i]
+        is_ = now.get(i, 0.0)
+        rows.append({"id": i, "text": text, "was": was, "now": is_, "change": is_ - was,
+                     "was_w": round(100 * was / top, 1), "now_w": round(100 * is_ / top, 1)})
+    return rows
+
+
+def lens_rows(plain: s.ActivationsResponse, off: s.ActivationsResponse, then: list[float]) -> list[dict]:
+    """The logit lens at the last position: each state's top guess, unchanged and with the set off, and the change
+    of the unchanged guess's probability (`then`: its probability in each state with the set off)."""
+    rows = []
+    for a, b, p in zip(plain.logit_lens or [], off.logit_lens or [], then):
+        was, now = a.top[-1][0], b.top[-1][0]
+        rows.append({"label": a.label, "was": was, "now": now, "changed": was.id != now.id, "change": p - was.prob})
+    return rows
+
+
+async def ablate_context(engine: Engine, prompt: str, ivs: list[s.InterventionIn]) -> dict:
+    """Everything the partial shows for the prompt with the set switched off. Raises InputError as the engine does."""
+    plain = await engine.next_token(s.NextTokenRequest(text=prompt, n=BARS))
+    last = [plain.prompt_tokens - 1]
+    lens = s.ActivationsRequest(text=prompt, positions=last, residual_norms=False, logit_lens=1)
+    plain_lens = await engine.activations(lens)
+    if not ivs:
+        return {"rows": bar_rows(plain, plain, None),
+                "lens": lens_rows(plain_lens, plain_lens, [a.top[-1][0].prob for a in plain_lens.logit_lens or []]),
+                "last": plain_lens.tokens[-1].text}
+    off = await engine.next_token(s.NextTokenRequest(text=prompt, n=BARS, targets=[c.id for c in plain.before],
+                                                     interventions=ivs))
+    risen = [c.id for c in off.before if c.id not in {p.id for p in plain.before}]
+    extra = await engine.next_token(s.NextTokenRequest(text=prompt, n=1, targets=risen)) if risen else None
+    off_lens = await engine.activations(lens.model_copy(update={"interventions": ivs}))
+    then = await engine.lens_probs([t.id for t in plain_lens.tokens],
+                                   [a.top[-1][0].id for a in plain_lens.logit_lens or []], ivs)
+    return {"rows": bar_rows(plain, off, extra), "lens": lens_rows(plain_lens, off_lens, then),
+            "last": plain_lens.tokens[-1].text}
+
+
+async def ablate_view(engine: Engine, prompt: str, off: str, clicked: str = "", mode: str = "zero",
+                      layer: str = "", head: str = "") -> dict:
+    """The partial's context: the set (after toggling the part clicked), the grid and the comparison, or a
+    message."""
+    info = engine.info()
+    ivs = parse_off(off)
+    notice = None
+    if ivs is None:
+        ivs, notice = [], "The set of switched-off parts in this link could not be read: everything is on."
+    if clicked == "clear":
+        ivs = []
+    elif clicked == "shown-head":  # the head the attention view shows: the form's layer and head
+        ivs = toggle(ivs, f"h{layer}.{head}", mode)
+    elif clicked:
+        ivs = toggle(ivs, clicked, mode)
+    try:
+        engine.interventions(ivs)
+    except InputError as e:  # a hand-edited link naming a part this model lacks
+        ivs, notice = [], f"{sentence(str(e))} Everything is on again."
+    view = {"off": format_off(ivs), "items": [{"item": key(iv), "label": describe(iv)} for iv in ivs],
+            "grid": grid(info, ivs), "mode": "mean" if mode == "mean" else "zero", "notice": notice, "prompt": prompt}
+    if not prompt:
+        return {**view, "error": "Type a prompt above to switch parts of the model off.", "kind": "info"}
+    return {**view, **await or_message(ablate_context(engine, prompt, ivs))}

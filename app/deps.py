@@ -1,10 +1,11 @@
-"""What routes depend on: the engine the lifespan loaded (app/main.py), for every router."""
+"""What routes depend on: the engine the lifespan loaded (app/main.py), for every router, and the form
+fields they share."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Form, Request
 
 from app.engine import Engine
 
@@ -14,3 +15,6 @@ def get_engine(request: Request) -> Engine:
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
+
+# a number in a form; an empty field is None (the stepper's settings fall back to their defaults)
+Number = Annotated[float | None, Form()]

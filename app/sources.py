@@ -26,7 +26,7 @@ from app import schemas as s
 from app.config import Settings
 from app.engine import Engine
 from app.remote import Finished, RemoteError, RemoteModel
-from app.routes.api import EventStream, generation_events, sse
+from app.streaming import EventStream, generation_events, sse
 from app.templating import si
 from model.sampling import SamplingParams
 
@@ -122,7 +122,7 @@ class RemoteSource:
         return StreamingResponse(self.events(pieces, bool(req.stop)), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def events(self, pieces: AsyncIterator, stops: bool) -> AsyncIterator[bytes]:
+    async def events(self, pieces: AsyncIterator, stops: bool) -> AsyncIterator[str]:
         """The server's pieces as /api/generate's events. What the server does not say (the chance after the
         settings, the entropy, token ids) is null."""
         started, first, count = time.perf_counter(), None, 0
@@ -140,7 +140,7 @@ class RemoteSource:
                          "before": [{"text": a.text, "prob": math.exp(a.logprob)} for a in p.alternatives],
                          "after": []}
                 count += 1
-                yield sse("token", json.dumps(event))
+                yield sse(json.dumps(event), "token")
         except RemoteError as e:
             message = str(e)
         total = time.perf_counter() - started
@@ -149,7 +149,7 @@ class RemoteSource:
                 "timings": {"first_token_ms": None if first is None else round((first - started) * 1000, 1),
                             "total_ms": round(total * 1000, 1),
                             "tokens_per_second": round(count / total, 2) if total > 0 else 0.0}}
-        yield sse("done", json.dumps(done))
+        yield sse(json.dumps(done), "done")
 
     async def score(self, text: str) -> tuple[list[Scored], str]:
         """Each token that something predicts, the rank only where it is the top one, and the server's sentence

@@ -1,10 +1,14 @@
-"""Streaming generation: the stream a consumer iterates, and text cut cleanly at stop texts."""
+"""Streaming generation: the stream a consumer iterates, text cut cleanly at stop texts, and the
+Server-Sent Events that carry a stream (and a class session's events) to a browser."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from app import schemas as s
 from model.sampling import SamplingParams, Step, Utf8Stream
@@ -120,3 +124,29 @@ class Generation:
             timings=s.Timings(first_token_ms=None if first is None else round((first - self._started) * 1000, 1),
                               total_ms=round(total * 1000, 1),
                               tokens_per_second=round(count / total, 2) if total > 0 else 0.0))
+
+
+class EventStream(StreamingResponse):
+    """An SSE response that cancels its generation however the response ends (done, error, disconnect)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, gen: Generation, events: AsyncIterator[str]):
+        super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.gen = gen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.gen.cancel()
+
+
+def sse(data: str, event: str | None = None) -> str:
+    """One Server-Sent Event: its name (none: a plain message, EventSource's onmessage) and its one-line data."""
+    return (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
+
+
+async def generation_events(gen: Generation) -> AsyncIterator[str]:
+    async for ev in gen:
+        yield sse(ev.model_dump_json(), "token" if isinstance(ev, s.TokenEvent) else "done")

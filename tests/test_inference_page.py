@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app import schemas as s
 from app.config import Settings
 from app.engine import Engine
-from app.routes.inference import format_steps, parse_steps, Taken, Under
+from app.stepper import format_steps, parse_steps, Taken, Under
 from model.tokenizer import EOT_ID
 
 PROMPT = "Once upon a time"

@@ -18,7 +18,7 @@ import torch
 
 from app.classroom.state import Bar, MODES, Mode, Option, Played, Round, Session, class_prob, histogram, points
 from app.engine import Engine, InputError
-from app.routes.inference import Dice, Taken, Under, format_steps, parse_steps, state_url, take
+from app.stepper import Dice, Taken, Under, format_steps, parse_steps, state_url, take
 from model import analysis
 from model.sampling import SamplingParams
 

@@ -41,11 +41,12 @@ from app.classroom.store import StoreError, StoreFull, Unavailable, make_store
 from app.classroom.teacher import (COOKIE, cookie_parts, cookie_value, gone_sentence, panel, reveal_rows, start_context,
                                    stepper_of, store_of, teacher_session)
 from app.config import Settings
-from app.deps import EngineDep
+from app.csv_files import csv_file, num
+from app.deps import EngineDep, Number
 from app.engine import Busy, InputError
 from app.errors import JSON_PATHS, error_response
-from app.routes.downloads import csv_file, num
-from app.routes.inference import Number, dice_of, parse_steps, state_url
+from app.stepper import dice_of, parse_steps, state_url
+from app.streaming import sse
 from app.templating import partial, render, sentence
 
 router = APIRouter(include_in_schema=False)
@@ -446,8 +447,9 @@ async def guess(request: Request, engine: EngineDep, code: str, text: Field = ""
 
 # ---------------------------------------------------------------- live events
 
-def sse(event: dict) -> str:
-    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+def message(event: dict) -> str:
+    """A class event as a plain Server-Sent Event message."""
+    return sse(json.dumps(event, ensure_ascii=False))
 
 
 @router.get("/class/{code}/events")
@@ -462,11 +464,11 @@ async def events(request: Request, code: str):
         if session is None:
             if codes.normal_code(code) is None:
                 raise gone(code)
-            return stream_of(sse({"type": "ended", "code": codes.normal_code(code)}))
+            return stream_of(message({"type": "ended", "code": codes.normal_code(code)}))
         sid = student_of(request)
         is_teacher = await teacher_session(request, session.code) is not None
         if not is_teacher and (sid is None or sid not in session.students):
-            return stream_of(sse({"type": "refused", "message": sentence(not_joined(session.code))}))
+            return stream_of(message({"type": "refused", "message": sentence(not_joined(session.code))}))
         store = store_of(request)
         sid = None if is_teacher else sid
         connected = time.time()
@@ -474,7 +476,7 @@ async def events(request: Request, code: str):
             try:
                 await store.add_student(session.code, sid, "", now=connected)  # a reconnect keeps its place
             except StoreError as e:
-                return stream_of(sse({"type": "refused", "message": sentence(str(e))}))
+                return stream_of(message({"type": "refused", "message": sentence(str(e))}))
         subscription = await store.subscribe(session.code)
     except Busy as e:
         return stream_of(away(str(e)))
@@ -488,7 +490,7 @@ def stream_of(body: str | AsyncIterator[str]) -> StreamingResponse:
 
 def away(message: str) -> str:
     """The store does not answer: the sentence, and how soon the browser should try again."""
-    return f"retry: {RETRY_MS}\n" + sse({"type": "away", "message": sentence(message)})
+    return f"retry: {RETRY_MS}\n" + message({"type": "away", "message": sentence(message)})
 
 
 async def follow(request: Request, code: str, subscription, sid: str | None, connected: float) -> AsyncIterator[str]:
@@ -497,21 +499,21 @@ async def follow(request: Request, code: str, subscription, sid: str | None, con
     try:
         session = await store.get(code)  # read after subscribing: nothing falls between the two
         if session is None:
-            yield sse({"type": "ended", "code": code})
+            yield message({"type": "ended", "code": code})
             return
-        yield sse(snapshot(session, await answers(request, session), "hello"))
+        yield message(snapshot(session, await answers(request, session), "hello"))
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(subscription))
             done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
             if not done:
                 if await store.get(code) is None:  # expired while quiet
-                    yield sse({"type": "ended", "code": code})
+                    yield message({"type": "ended", "code": code})
                     return
                 yield ": heartbeat\n\n"
                 continue
             event, pending = pending.result(), None
-            yield sse(event)
+            yield message(event)
             if event.get("type") == "ended":
                 return
     except Busy as e:

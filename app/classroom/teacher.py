@@ -51,7 +51,7 @@ async def teacher_session(request: Request, code: str | None = None) -> Session 
 
 def stepper_of(request: Request, prompt: str, dice: Any, steps_text: str, url: str) -> Stepper:
     texts = get_engine(request).texts
-    # a step is its letter, the token id, then the settings it was taken under (app/routes/inference.py)
+    # a step is its letter, the token id, then the settings it was taken under (app/stepper.py)
     pieces = [prompt, *(texts[int(re.match(r"[a-z](\d+)", p)[1])] for p in steps_text.split(".") if p)] if prompt else []
     return Stepper(prompt=prompt, steps=steps_text, url=url, pieces=pieces, **asdict(dice))
 

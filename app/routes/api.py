@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from app import schemas as s
 from app.deps import EngineDep
-from app.engine import Generation
+from app.streaming import EventStream, generation_events
 from app.errors import require_json
 from model.sampling import SamplingParams
 
@@ -114,31 +112,6 @@ SSE_EXAMPLE = (
     'event: done\ndata: {"finish_reason":"length","prompt_tokens":4,"completion_tokens":1,"text":"",'
     '"timings":{"first_token_ms":12.5,"total_ms":13.0,"tokens_per_second":76.9},"message":null}\n\n'
 )
-
-
-class EventStream(StreamingResponse):
-    """An SSE response that cancels its generation however the response ends (done, error, disconnect)."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, gen: Generation, events: AsyncIterator[bytes]):
-        super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.gen = gen
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.gen.cancel()
-
-
-def sse(event: str, data: str) -> bytes:
-    return f"event: {event}\ndata: {data}\n\n".encode()
-
-
-async def generation_events(gen: Generation) -> AsyncIterator[bytes]:
-    async for ev in gen:
-        yield sse("token" if isinstance(ev, s.TokenEvent) else "done", ev.model_dump_json())
 
 
 # each event, as OpenAPI 3.2's itemSchema describes the items of a stream

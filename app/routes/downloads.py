@@ -10,8 +10,6 @@ not one or is out of range, a prompt longer than the context) is answered 413 or
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Awaitable, Iterable, Sequence
 
@@ -23,11 +21,12 @@ from app import schemas as s
 from app.demo import DEFAULT_INFERENCE_PROMPT, DEFAULT_INTERNALS_PROMPT, DEFAULT_LOSS_TEXT, DEFAULT_TOKENIZER_TEXT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
+from app.csv_files import csv_file, num
 from app.errors import sentence
-from app.routes.inference import BARS, DEFAULTS, Dice, parse_steps, step_context
-from app.routes.pages import loss_context
+from app.loss import loss_context
+from app.stepper import BARS, DEFAULTS, Dice, parse_steps, step_context
 from model import encodings
-from model.training_log import evaluations, finite, other_sources, read_training_log
+from model.training_log import evaluations, other_sources, read_training_log
 
 router = APIRouter(include_in_schema=False)
 
@@ -36,29 +35,6 @@ MAX_NUMBER_CHARS = 30  # a number's text: more is not a setting anyone typed
 
 
 # ---------------------------------------------------------------- answers
-
-FORMULA_START = ("=", "+", "-", "@")
-
-
-def cell(value: object) -> object:
-    """A text a spreadsheet would run as a formula (a token such as "=cmd|..." typed into a prompt) is
-    written with a leading apostrophe, which spreadsheets show as text; numbers are written as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        try:
-            float(value)  # a number written by num(), such as "-0.5", is data
-        except ValueError:
-            return "'" + value
-    return value
-
-
-def csv_file(figure: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out)  # RFC 4180: CRLF line ends, quotes where a field needs them
-    writer.writerow(header)
-    writer.writerows([cell(v) for v in row] for row in rows)
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="deepdive-{figure}.csv"'})
-
 
 def refusal(text: str, status: int) -> PlainTextResponse:
     return PlainTextResponse(sentence(text), status_code=status)
@@ -74,15 +50,6 @@ async def answer(figure: str, table: Awaitable[Table]) -> Response:
         return refusal(f"the model is busy ({e}); try again in a moment", 503)
     # a long text's comparison is tens of thousands of rows: written off the event loop
     return await anyio.to_thread.run_sync(csv_file, figure, header, rows)
-
-
-def num(x: float | int | None) -> str:
-    """A number as a spreadsheet reads it: six significant digits, whole numbers without a point."""
-    if x is None or not finite(x):
-        return ""
-    if isinstance(x, int) or float(x).is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    return f"{x:.6g}"
 
 
 # ---------------------------------------------------------------- parameters

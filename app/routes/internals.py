@@ -15,12 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from app import schemas as s
+from app.ablation import ablate_view
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
-from app.routes.ablate import ablate_view
-from app.routes.patching import defaults as patch_defaults
-from app.routes.patching import patch_view
+from app.patching import defaults as patch_defaults
+from app.patching import patch_view
 from app.sources import SourcesDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
 from model import incontext

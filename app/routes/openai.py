@@ -22,7 +22,7 @@ from app.deps import EngineDep
 from app.engine import Busy, Engine, Generation
 from app.errors import require_json
 from app.routes import openai_schemas as o
-from app.routes.api import EventStream
+from app.streaming import EventStream, sse
 from model.sampling import SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -141,10 +141,10 @@ def usage_of(done: s.DoneEvent) -> o.Usage:
                    total_tokens=done.prompt_tokens + done.completion_tokens)
 
 
-async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool) -> AsyncIterator[bytes]:
-    def chunk(text: str, logprobs: o.Logprobs | None, reason: str | None) -> bytes:
+async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool) -> AsyncIterator[str]:
+    def chunk(text: str, logprobs: o.Logprobs | None, reason: str | None) -> str:
         c = o.Completion(**meta, choices=[o.CompletionChoice(text=text, logprobs=logprobs, finish_reason=reason)])
-        return f"data: {c.model_dump_json()}\n\n".encode()
+        return sse(c.model_dump_json())
 
     async for ev in gen:
         if isinstance(ev, s.TokenEvent):
@@ -153,10 +153,10 @@ async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool)
         elif ev.finish_reason in ("timeout", "error"):
             error = o.OpenAIError(error=o.OpenAIErrorBody(message=f"The completion was cut short ({ev.message})",
                                                           type="server_error"))
-            yield f"data: {error.model_dump_json()}\n\n".encode()
+            yield sse(error.model_dump_json())
         else:
             yield chunk(ev.text, None, finish(ev.finish_reason))
             if usage:
                 u = o.Completion(**meta, choices=[], usage=usage_of(ev))
-                yield f"data: {u.model_dump_json()}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+                yield sse(u.model_dump_json())
+    yield sse("[DONE]")

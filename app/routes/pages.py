@@ -24,7 +24,6 @@ import anyio
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app import schemas as s
 from app.demo import (
     DEFAULT_LOSS_TEXT,
     DEFAULT_PLAYGROUND_PROMPT,
@@ -36,10 +35,10 @@ from app.demo import (
 from app.deps import EngineDep
 from app.engine import Engine, InputError
 from app.errors import require_json
+from app.loss import try_source_loss
 from app.sources import (
     GenerateRequest,
     LocalSource,
-    RemoteSource,
     Source,
     Sources,
     SourcesDep,
@@ -51,12 +50,11 @@ from app.templating import (
     Text,
     flag,
     message,
-    or_message,
     partial,
     query_number,
     render,
 )
-from model import encodings, incontext
+from model import encodings
 from model.corpus import documents
 from model.hf_tokenizer import HFTokenizer
 from model.tokenizer import Tokenizer
@@ -76,7 +74,6 @@ VOCAB_PAGE = 30
 DATA_TOKENS = 400         # tokens of the training stream on the data page
 SPECIALS_SHOWN = 8        # special tokens the tokenizer page names (Llama 3 has 256, mostly reserved)
 
-MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
 
 
 # ---------------------------------------------------------------- overview
@@ -305,40 +302,6 @@ async def vocab_partial(request: Request, engine: EngineDep, q: str = "", page: 
 
 
 # ---------------------------------------------------------------- loss (training)
-
-async def loss_context(engine: Engine, text: str) -> dict:
-    """Each token's loss, scoring at most what the context holds (from <|endoftext|>, so the first counts)."""
-    ids = await engine.encode(text)
-    room = engine.info().n_ctx - 1
-    r = await engine.score(s.ScoreRequest(ids=ids[:room], prepend_eos=True))
-    worst = sorted(r.predictions, key=lambda p: p.loss, reverse=True)[:5]
-    repeated = incontext.repeats([engine.start_id, *ids[:room]], [p.loss for p in r.predictions])
-    return {"score": r, "n_tokens": len(ids), "truncated": len(ids) > room, "room": room, "worst": worst,
-            "repeated": repeated if repeated and repeated["tokens"] >= MIN_REPEATS else None,
-            "uniform": math.log(engine.info().vocab_size)}
-
-
-async def remote_loss_context(source: RemoteSource, text: str) -> dict:
-    """Each token's loss as the model server reports it (its own tokenizer; the first token is not scored)."""
-    scores, note = await source.score(text)
-    if not scores:
-        raise InputError("The model server scored no token of this text: the first token has nothing before it, "
-                         "so type a longer text")
-    mean = sum(t.loss for t in scores) / len(scores)
-    return {"scores": scores, "mean_loss": mean, "perplexity": math.exp(mean) if mean < 700 else math.inf,
-            "worst": sorted(scores, key=lambda t: t.loss, reverse=True)[:5], "source": source, "note": note}
-
-
-async def try_source_loss(source: Source, text: str) -> dict:
-    """The loss view of the model a page chose: the partial to render and its context."""
-    local = isinstance(source, LocalSource)
-    view = "partials/_loss.html" if local else "partials/_source_loss.html"
-    if not text.strip():
-        return {"view": view, "error": "Type or paste some text above to see how surprised the model is by each token.",
-                "kind": "info"}
-    work = loss_context(source.engine, text) if local else remote_loss_context(source, text)
-    return {"view": view, **await or_message(work)}
-
 
 def models_of(sources: Sources, source: Source) -> dict:
     """The model chooser's context, on a server with more than one model."""
