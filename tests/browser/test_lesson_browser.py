@@ -7,6 +7,7 @@ Uses tests/browser/conftest.py's live server (the tiny random model, strict CSP)
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -145,3 +146,27 @@ def test_newline_and_tab_chips_stay_whole_with_their_ids(sized: Page) -> None:
     lines = sized.evaluate("""() => new Set([...document.querySelectorAll('#tok-result .chip')].map(
         c => Math.round(c.getBoundingClientRect().top))).size""")
     assert lines == 3
+
+
+# ---------------------------------------------------------------- 7. the Playground
+
+DONE = {"finish_reason": "stop", "prompt_tokens": 12, "completion_tokens": 1, "text": "", "message": None,
+        "timings": {"tokens_per_second": 20.0, "first_token_ms": 50.0}}
+NEWLINE = {"id": 198, "text": "", "step": 0, "prob": 0.6, "raw_prob": 0.6, "before": [], "after": []}
+
+
+@PROJECTOR
+def test_the_playground_says_it_waits_and_when_the_line_ended_at_once(sized: Page) -> None:
+    page = sized
+    held = []
+    page.route("**/api/generate", lambda route: held.append(route))  # a full room: the turn has not come
+    page.goto("/playground?prompt=Human%3A%20Hello!%0AAssistant%3A")
+    page.locator("button[data-run=one]").click()
+    finish = page.locator("#pg-one [data-stat=finish]")
+    expect(finish).to_have_text("Waiting for a turn…")
+    while not held:
+        page.wait_for_timeout(50)
+    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in (("token", NEWLINE), ("done", DONE)))
+    held[0].fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+    expect(finish).to_contain_text("The model ended the Assistant's line at once")
+    expect(finish).to_contain_text("1 written")
