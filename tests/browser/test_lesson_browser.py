@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from model import incontext
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)  # a busy laptop is slow; a hang still fails
@@ -170,3 +173,29 @@ def test_the_playground_says_it_waits_and_when_the_line_ended_at_once(sized: Pag
     held[0].fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
     expect(finish).to_contain_text("The model ended the Assistant's line at once")
     expect(finish).to_contain_text("1 written")
+
+
+@PROJECTOR
+def test_internals_in_presentation_mode_fits_the_projector(sized: Page) -> None:
+    page = sized
+    page.goto("/internals?present=1")
+    page.locator("#int-neurons tbody tr").first.wait_for()
+    # what sticks out past the window, outside any scrolling box: the page would scroll sideways
+    wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => {
+        const r = e.getBoundingClientRect(); if (!r.width || r.right <= innerWidth + 1) return false;
+        for (let a = e.parentElement; a; a = a.parentElement) if (getComputedStyle(a).overflowX !== 'visible') return false;
+        return true; }).slice(0, 8)
+        .map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 1366, wide
+
+
+@PROJECTOR
+def test_a_long_texts_heatmap_has_labels_a_projector_shows(sized: Page) -> None:
+    page = sized
+    probe = incontext.probe_words(30)  # the head finder's probe, as long as the test model's context allows
+    page.goto("/internals?" + urlencode({"present": "1", "prompt": probe}))
+    page.locator("#int-attn .row-label").first.wait_for()
+    labels = page.evaluate("""() => [...document.querySelectorAll('#int-attn .row-label')].map(t =>
+        t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize))""")
+    assert len(labels) <= 20, len(labels)  # of 61 tokens every fourth is named; the readout names each cell
+    assert min(labels) >= 14, labels  # pixels on the screen, after the map shrank to its panel
