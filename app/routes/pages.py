@@ -24,7 +24,9 @@ import anyio
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from app import copying
 from app import schemas as s
+from app.copying import READS_LINES
 from app.demo import (
     DEFAULT_LOSS_TEXT,
     DEFAULT_PLAYGROUND_PROMPT,
@@ -83,8 +85,7 @@ MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
 
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request, engine: EngineDep):
-    card = engine.loaded.card
-    return render(request, "overview.html", "overview", info=engine.info(), copying=card.copying if card else None)
+    return render(request, "overview.html", "overview", info=engine.info(), copying=await copying.facts(engine))
 
 
 # ---------------------------------------------------------------- pre-training data
@@ -315,6 +316,7 @@ async def loss_context(engine: Engine, text: str) -> dict:
     repeated = incontext.repeats([engine.start_id, *ids[:room]], [p.loss for p in r.predictions])
     return {"score": r, "n_tokens": len(ids), "truncated": len(ids) > room, "room": room, "worst": worst,
             "repeated": repeated if repeated and repeated["tokens"] >= MIN_REPEATS else None,
+            "read_back": READS_LINES, "induction": (await copying.facts(engine)).induction,
             "uniform": math.log(engine.info().vocab_size)}
 
 
