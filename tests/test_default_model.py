@@ -9,7 +9,7 @@ import torch
 
 from app.config import DEFAULT_MODEL, Settings
 from app.copying import CopyingFacts
-from app.demo import PLAYGROUND_PRESETS, lacking
+from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
 from app.routes.internals import head_hint
 from model import incontext
 from model.card import HELD_OUT_SAMPLE, sample_tokens
@@ -117,6 +117,12 @@ PARAMETERS = json.loads((DEFAULT_MODEL / "model_card.json").read_text())["parame
 @pytest.mark.parametrize("preset", [p for p in PLAYGROUND_PRESETS if not lacking(p, SHIPPED.copying, PARAMETERS)],
                          ids=lambda p: p["label"])
 def test_presets_that_work_here_do_what_their_label_says(loaded, preset):
+    text = greedy(loaded, preset)
+    assert EXPECTED[preset["label"]](text), text
+
+
+def greedy(loaded, preset: dict) -> str:
+    """What the model writes for the preset at temperature 0, as the Playground shows it (its stop text applied)."""
     enc = gpt2_encoding()
     ids = []
     for step in generate(loaded.model, enc.encode_ordinary(preset["prompt"]), SamplingParams(temperature=0),
@@ -125,6 +131,11 @@ def test_presets_that_work_here_do_what_their_label_says(loaded, preset):
             break
         ids.append(step.id)
     text = enc.decode(ids)
-    if preset["stop"] == "line":
-        text = text.split("\n")[0]
-    assert EXPECTED[preset["label"]](text), text
+    return text.split("\n")[0] if preset["stop"] == "line" else text
+
+
+@pytest.mark.parametrize("preset", [p for p in PLAYGROUND_PRESETS if p["key"] in MEASURED["deepdive-tiny"]],
+                         ids=lambda p: p["label"])
+def test_each_preset_note_quotes_what_this_model_writes(loaded, preset):
+    assert loaded.name == "deepdive-tiny"  # the name the Playground looks its notes up by
+    assert greedy(loaded, preset) == MEASURED["deepdive-tiny"][preset["key"]]

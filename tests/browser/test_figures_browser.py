@@ -1,9 +1,9 @@
-"""Pages that quote the same figures agree (issue 22, points 4 and 5), at the projector's size (1366×768): every
-sentence about copying comes from app/copying.py's one source, and a share is rounded alike on the Data page
-and in the card's README.
+"""Pages agree with their own numbers (issue 22, points 4, 5 and 7), at the projector's size (1366×768): every
+sentence about copying comes from app/copying.py's one source, a share is rounded alike on the Data page and in
+the card's README, and a Playground preset's note quotes what the default model writes.
 
-The server's card has a corpus whose shares sum to a hair under 1 (as model/card.py writes them) and copying
-figures; the tiny random model's heads are measured live.
+The first server's card has a corpus whose shares sum to a hair under 1 (as model/card.py writes them) and
+copying figures; the tiny random model's heads are measured live. The second serves the default model.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app import copying
-from app.config import Settings
+from app.config import DEFAULT_MODEL, Settings
 from app.copying import CopyingFacts
+from app.demo import MEASURED
 from app.engine import Engine
 from app.main import create_app
 from app.routes import pages
@@ -35,12 +36,12 @@ SHIPPED = json.loads((Path(__file__).parents[2] / "model/checkpoints/deepdive-ti
 CORPUS = SHIPPED["corpus"]  # tales 0.285 of shares that sum to a hair under 1
 
 
-def strict_csp():
-    """The browser conftest's StrictCSP middleware (loaded by path: "conftest" names two modules in this suite)."""
+def browser_conftest():
+    """The browser conftest (loaded by path: "conftest" names two modules in this suite)."""
     spec = importlib.util.spec_from_file_location("browser_conftest", Path(__file__).with_name("conftest.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.StrictCSP
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,24 @@ def server_url(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
         "incontext": {"first_copy": 9.8, "second_copy": 3.7, "name_first_use": 10.2, "name_later_uses": 7.3}}))
     settings = Settings(model=str(path))
     app = create_app(settings, Engine.load(settings))
-    app.add_middleware(strict_csp())
+    app.add_middleware(browser_conftest().StrictCSP)
     with serve(app) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def default_url() -> Iterator[str]:
+    """The default model, whose Playground notes quote what it writes."""
+    settings = Settings(model=str(DEFAULT_MODEL))
+    app = create_app(settings, Engine.load(settings))
+    app.add_middleware(browser_conftest().StrictCSP)
+    with serve(app) as url:
+        yield url
+
+
+@pytest.fixture
+def projector_on_default(browser, default_url: str):
+    yield from browser_conftest().open_page(browser, default_url, {"width": 1366, "height": 768})
 
 
 # ---------------------------------------------------------------- 4. one source for every sentence on copying
@@ -131,3 +147,38 @@ def test_the_data_page_rounds_a_share_as_the_card_does(sized: Page) -> None:
     for name, share in cells:
         assert f"| {name} | {share} |" in readme, (name, share)
     assert ["tales", "29%"] in cells  # 0.285 of a sum a hair under 1: half up, as the README says
+
+
+# ---------------------------------------------------------------- 7. a preset's note says what the model writes
+
+@pytest.mark.parametrize("key", [k for k, wrote in MEASURED["deepdive-tiny"].items() if wrote],
+                         ids=lambda k: k)
+def test_a_presets_note_quotes_what_the_default_model_writes(projector_on_default: Page, key: str) -> None:
+    page = projector_on_default
+    note = run_preset(page, key)
+    expect(note).to_contain_text("At temperature 0 this model writes")
+    quoted = re.search(r"writes “(.*?)”", note.inner_text()).group(1)
+    expect(page.locator("#pg-one [data-stat=finish]")).to_contain_text("written")
+    written = page.locator("#pg-output .chip").evaluate_all("""cs => cs.map(c => {  // without the marks (·, ↵)
+        const k = c.cloneNode(true); k.querySelectorAll('.ws-mark').forEach(m => m.remove()); return k.textContent;
+      }).join('')""")
+    assert " ".join(written.split()) == quoted
+
+
+def run_preset(page: Page, key: str):
+    """Pick the preset, generate at temperature 0 (the chat preset samples; the notes are about temperature 0),
+    and return its note."""
+    page.goto("/playground")
+    page.locator(f"button[data-preset={key}]").click()
+    move = "(el) => { el.value = '0'; el.dispatchEvent(new Event('input', {bubbles: true})); }"
+    page.eval_on_selector("#pg-temperature", move)
+    page.locator("button[data-run=one]").click()
+    return page.locator("#pg-note")
+
+
+def test_the_default_model_ends_the_assistants_line_at_once_and_both_say_so(projector_on_default: Page) -> None:
+    page = projector_on_default
+    note = run_preset(page, "chat")
+    expect(note).to_contain_text("At temperature 0 this model ends the line at once")
+    expect(page.locator("#pg-one [data-stat=finish]")).to_contain_text(
+        "The model ended the Assistant's line at once: its first token was the stop text.")
