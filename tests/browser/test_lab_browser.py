@@ -214,7 +214,7 @@ def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     columns = page.locator("#pg-columns .lab-column")
     expect(columns).to_have_count(4)
     for i in range(4):
-        # four streams at once: slow on a busy two-core laptop. "Writing…" has no full stop
+        # four streams at once: slow on a busy two-core laptop. "Waiting for a turn…" and "Writing…" have no full stop
         expect(columns.nth(i).locator("[data-stat=finish]")).to_contain_text(".", timeout=90_000)
     assert columns.count() == 4
     assert columns.first.locator("h3").inner_text().startswith("Temperature 0")
