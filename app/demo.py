@@ -10,11 +10,19 @@ from model.model_card import Copying
 
 LARGE = 100_000_000  # parameters: GPT-2 124M and up learned from web text, and copy from their prompt
 COPIES = 3.0  # nats per token: an invented name that costs less than this when it returns was read from the prompt
-# What a model the labels know by name wrote, greedily, for each preset it gets wrong (its "answer" missing);
-# measured on the model's own file, and checked there by tests/test_gguf.py. Presets not listed it gets right.
+# What a model the labels know by name wrote at temperature 0 for each preset it gets wrong (its stop text
+# applied; "" where its first token was the stop text); measured on the model's own file, and checked there by
+# tests/test_gguf.py (SmolLM2) and tests/test_default_model.py (deepdive-tiny). Presets not listed it gets right.
 MEASURED = {
     "SmolLM2-135M-Instruct.Q4_1": {"name": " a big fox, named Foxy, came to the little fox's home.",
                                    "french": " cat"},
+    "deepdive-tiny": {"name": " he found a big, shiny rock. He was very happy and wanted to play with it.\n"
+                              "Pidimlo saw a big, shiny rock",
+                      "refrain": ", \"Hello, little girl! I",
+                      "list": "looking man, and the little girl was very excited. She",
+                      "french": " loutre de mer",
+                      "opposites": " and her mom were very happy",
+                      "chat": ""},
 }
 
 DEFAULT_TOKENIZER_TEXT = ("Hello world! GPT-2 reads text as tokens, not letters. "
@@ -65,19 +73,19 @@ PLAYGROUND_PRESETS = (
     {"key": "french", "label": "English → French", "needs": "large",
      "prompt": "sea otter => loutre de mer\ncheese => fromage\nplush giraffe => girafe en peluche\ncat =>",
      "temperature": 0.0, "max_new_tokens": 10, "stop": "line", "answer": "chat",
-     "note": "A model trained on web text has read French and English side by side and answers “chat”. This "
-             "model has read no French: it can copy the format, not translate."},
+     "note": "A model trained on web text has read French and English side by side and answers “chat”; one that "
+             "has read no French can at best copy the format."},
     {"key": "opposites", "label": "Opposites", "needs": "large",
      "prompt": "hot => cold\nbig => small\nhappy => sad\nup =>",
      "temperature": 0.0, "max_new_tokens": 6, "stop": "line", "answer": "down",
-     "note": "A larger model has seen enough word pairs to guess “down”; a small one knows the format, not the "
-             "meaning."},
+     "note": "A larger model has seen enough word pairs to guess “down”; a small one may not even keep the "
+             "format."},
     {"key": "chat", "label": "Human / Assistant chat", "needs": "large",
      "prompt": "Human: Hi! Who are you?\nAssistant: I am a helpful assistant. How can I help?\n"
                "Human: What colour is the sky?\nAssistant:",
      "temperature": 0.7, "max_new_tokens": 40, "stop": "line",
      "note": "A model trained on web text has read dialogues and plays the Assistant's part (“The sky is blue.”). "
-             "This one has read only stories: a chat transcript is a pattern it barely knows."},
+             "One that has read only stories barely knows the pattern of a chat transcript."},
 )
 
 
@@ -89,22 +97,30 @@ def copies(copying: Copying | None, parameters: int) -> bool:
 def lacking(preset: dict, copying: Copying | None, parameters: int, model: str = "") -> str | None:
     """What the loaded model lacks for this preset, as its label says it; None when it has it. A model
     measured by name (MEASURED) is labelled by what it did."""
-    if model in MEASURED:
-        return "a larger model gets this right" if preset["key"] in MEASURED[model] else None
+    measured = MEASURED.get(model)
+    if measured is not None and preset["key"] not in measured:
+        return None
     if preset.get("needs") == "large" and parameters < LARGE:
         return "needs a larger model"
     if preset.get("needs") == "copying" and not copies(copying, parameters):
         return "needs a model that reads its prompt"
-    return None
+    return "a larger model gets this right" if measured is not None else None
 
 
 def measured_note(preset: dict, model: str, parameters: int) -> str | None:
-    """For a preset the named model gets wrong: what it wrote, and why."""
+    """For a preset the named model gets wrong: what it wrote at temperature 0, and why (the preset's own
+    note for a small model)."""
     wrote = MEASURED.get(model, {}).get(preset["key"])
     if wrote is None:
         return None
-    return (f"This model wrote “{wrote.strip()}”, where a larger model writes “{preset['answer']}”: "
-            f"{parameters / 1e6:.0f} M parameters are a lossy compression of all the text it read, and "
+    said = " ".join(wrote.split())
+    did = (f"At temperature 0 this model writes “{said}”" if said
+           else "At temperature 0 this model ends the line at once: its first token is the stop text")
+    if "answer" in preset:
+        did += f", where a larger model writes “{preset['answer']}”"
+    if parameters < LARGE:
+        return f"{did}. {preset['note']}"
+    return (f"{did}: {parameters / 1e6:.0f} M parameters are a lossy compression of all the text it read, and "
             "what it kept is not enough here.")
 
 

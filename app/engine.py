@@ -70,6 +70,7 @@ class Engine:
         self.started = int(time.time())  # reported as the model's "created" time by /v1/models
         self._info = self._model_info()
         self._probe_heads: list[dict] | None = None
+        self._finder_probe: str | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -306,17 +307,21 @@ class Engine:
         scores = await self.run(incontext.head_scores, self.loaded.model, [ids])
         return incontext.ranked_heads(scores)
 
+    async def finder_probe(self) -> str:
+        """The head finder's probe: random words said twice, as many as the context holds in this model's tokens
+        (40 for any GPT-2; fewer where a small vocabulary splits the words)."""
+        if self._finder_probe is None:
+            n_ctx = self.info().n_ctx
+            n = min(40, n_ctx // 2 - 1)
+            while n > 1 and len(await self.encode(incontext.probe_words(n))) > n_ctx:
+                n -= 1
+            self._finder_probe = incontext.probe_words(n)
+        return self._finder_probe
+
     async def probe_heads(self) -> list[dict]:
-        """The same ranking on the built-in probe (random words said twice), measured once."""
+        """The ranking on the finder's probe, measured once: what the pages quote is what the finder shows."""
         if self._probe_heads is None:
-            model = self.loaded.model
-            try:
-                probe = incontext.head_probe(model, self.tokenizer, self.start_id)
-            except ValueError:  # a vocabulary without two common words of one token: nothing to measure on
-                self._probe_heads = []
-                return self._probe_heads
-            scores = await self.run(incontext.head_scores, model, probe)
-            self._probe_heads = incontext.ranked_heads(scores)
+            self._probe_heads = await self.heads(await self.finder_probe())
         return self._probe_heads
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
+from app import copying
 from app import schemas as s
+from app.copying import READS_LINES
 from app.engine import Engine, InputError
 from app.sources import LocalSource, RemoteSource, Source
 from app.templating import or_message
@@ -23,6 +25,7 @@ async def loss_context(engine: Engine, text: str) -> dict:
     repeated = incontext.repeats([engine.start_id, *ids[:room]], [p.loss for p in r.predictions])
     return {"score": r, "n_tokens": len(ids), "truncated": len(ids) > room, "room": room, "worst": worst,
             "repeated": repeated if repeated and repeated["tokens"] >= MIN_REPEATS else None,
+            "read_back": READS_LINES, "induction": (await copying.facts(engine)).induction,
             "uniform": math.log(engine.info().vocab_size)}
 
 

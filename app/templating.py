@@ -22,6 +22,7 @@ from app import demo
 from app.deps import get_engine
 from app.engine import Busy, InputError
 from app.errors import sentence
+from model.model_card import percent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +131,7 @@ templates = Jinja2Templates(env=jinja2.Environment(
     trim_blocks=True, lstrip_blocks=True,  # chip streams are white-space: pre-wrap; stray spaces would show
     undefined=jinja2.StrictUndefined,
 ))
-templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct,
+templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands=thousands, si=si, pct=pct, percent=percent,
                              hexbytes=hexbytes, token_title=token_title, loss_class=loss_class, breakable=breakable, exp=math.exp)
 # Playground stop choices: (key, label, stop texts)
 STOPS = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),

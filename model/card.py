@@ -26,6 +26,7 @@ import torch
 
 from model.incontext import measure
 from model.loading import load_model, read_config
+from model.model_card import percent
 from model.sampling import SamplingParams
 from model.generate import generate
 from model.tokenizer import EOT_ID, gpt2_encoding
@@ -236,7 +237,7 @@ def card_markdown(card: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, c in card["corpus"].items():
-        lines.append(f"| {name} | {c['weight']:.0%} | {c['train_documents']:,} / {c['val_documents']:,} | {c['train_tokens']:,} |")
+        lines.append(f"| {name} | {percent(c['weight'])} | {c['train_documents']:,} / {c['val_documents']:,} | {c['train_tokens']:,} |")
     lines += ["", "Licences: " + "; ".join(f"{k}: {v}" for k, v in card["licences"].items()) + ".", ""]
     if card.get("transformations"):
         lines += ["Changes made to the text before training:", ""]

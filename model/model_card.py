@@ -63,6 +63,12 @@ def whole(v: Any) -> int | None:
     return int(n) if n is not None else None
 
 
+def percent(part: float, whole: float = 1.0) -> str:
+    """part of whole as a whole percent, halves rounded up, alike on every page and in the card's README: shares
+    are stored to 3 places, and their float sum can miss 1 by a hair that would tip 28.5% either way."""
+    return f"{math.floor(round(part / whole * 100, 6) + 0.5)}%"
+
+
 def parse_copying(ic: dict) -> Copying | None:
     figures = [number(ic.get(k)) for k in ("first_copy", "second_copy", "name_first_use", "name_later_uses")]
     if None in figures:

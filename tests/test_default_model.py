@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from app.config import DEFAULT_MODEL, Settings
-from app.demo import PLAYGROUND_PRESETS, lacking
+from app.copying import CopyingFacts
+from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
 from app.routes.internals import head_hint
 from model import incontext
 from model.card import HELD_OUT_SAMPLE, sample_tokens
 from model.generate import generate
 from model.loading import load_model, read_card
+from model.model_card import percent
 from model.sampling import SamplingParams
 from model.tokenizer import EOT_ID, gpt2_encoding
 from model.train import token_loss
@@ -88,13 +90,15 @@ def test_incontext_figures_match_the_card(measured, card):
         assert measured[key]["score"] == pytest.approx(ic[key]["score"], abs=0.1), key
 
 
-def test_the_internals_hint_names_the_measured_heads(loaded, measured):
-    rows = incontext.ranked_heads(incontext.head_scores(loaded.model, incontext.head_probe(loaded.model)))
-    hint = head_hint(rows)
-    for key in ("previous_token_head", "induction_head"):
-        layer, head = measured[key]["head"].split(".")
-        assert f"block {layer}, head {head}" in hint
-        assert f"{measured[key]['score']:.0%}" in hint
+def test_the_internals_hint_names_the_heads_the_finder_shows(loaded):
+    """The hint quotes the finder's own probe (random words said twice, one text), not the card's."""
+    probe = loaded.tokenizer.encode(incontext.probe_words(40))  # as the finder encodes it: no start token
+    rows = incontext.ranked_heads(incontext.head_scores(loaded.model, [probe]))
+    hint = head_hint(CopyingFacts(None, rows, PARAMETERS))
+    for key in ("previous_token", "induction"):
+        best = max(rows, key=lambda r: r[key])
+        assert f"block {best['layer']}, head {best['head']}" in hint
+        assert percent(best[key]) in hint
 
 
 EXPECTED = {  # what each preset that works on this model writes at temperature 0
@@ -113,6 +117,12 @@ PARAMETERS = json.loads((DEFAULT_MODEL / "model_card.json").read_text())["parame
 @pytest.mark.parametrize("preset", [p for p in PLAYGROUND_PRESETS if not lacking(p, SHIPPED.copying, PARAMETERS)],
                          ids=lambda p: p["label"])
 def test_presets_that_work_here_do_what_their_label_says(loaded, preset):
+    text = greedy(loaded, preset)
+    assert EXPECTED[preset["label"]](text), text
+
+
+def greedy(loaded, preset: dict) -> str:
+    """What the model writes for the preset at temperature 0, as the Playground shows it (its stop text applied)."""
     enc = gpt2_encoding()
     ids = []
     for step in generate(loaded.model, enc.encode_ordinary(preset["prompt"]), SamplingParams(temperature=0),
@@ -121,6 +131,11 @@ def test_presets_that_work_here_do_what_their_label_says(loaded, preset):
             break
         ids.append(step.id)
     text = enc.decode(ids)
-    if preset["stop"] == "line":
-        text = text.split("\n")[0]
-    assert EXPECTED[preset["label"]](text), text
+    return text.split("\n")[0] if preset["stop"] == "line" else text
+
+
+@pytest.mark.parametrize("preset", [p for p in PLAYGROUND_PRESETS if p["key"] in MEASURED["deepdive-tiny"]],
+                         ids=lambda p: p["label"])
+def test_each_preset_note_quotes_what_this_model_writes(loaded, preset):
+    assert loaded.name == "deepdive-tiny"  # the name the Playground looks its notes up by
+    assert greedy(loaded, preset) == MEASURED["deepdive-tiny"][preset["key"]]

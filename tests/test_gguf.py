@@ -460,7 +460,7 @@ def test_smollm2_playground_labels_and_facts() -> None:
             assert client.get(path).status_code == 200, path
     assert page.count("(a larger model gets this right)") == len(MEASURED[engine.loaded.name])
     assert "needs a larger model" not in page
-    assert "This model wrote “cat”, where a larger model writes “chat”: 135 M parameters" in html.unescape(page)
+    assert "At temperature 0 this model writes “cat”, where a larger model writes “chat”: 135 M parameters" in html.unescape(page)
     assert "De-quantized from Q4_1" in overview and "each block of 32 weights is kept in 4 bits" in overview
     # beside the default model (DEEPDIVE_SECOND_MODEL=smollm2): each model's presets are labelled for it
     first = Engine.load(Settings(max_new_tokens=20))

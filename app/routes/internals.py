@@ -14,8 +14,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from app import copying
 from app import schemas as s
 from app.ablation import ablate_view
+from app.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
@@ -23,7 +25,8 @@ from app.patching import defaults as patch_defaults
 from app.patching import patch_view
 from app.sources import SourcesDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
-from model import incontext
+from model.model_card import percent
+
 
 router = APIRouter(include_in_schema=False)
 
@@ -108,7 +111,7 @@ async def internals(request: Request, engine: EngineDep, sources: SourcesDep, pr
                  f"this page shows a model loaded here, {info.name}.", "kind": "info"}
     return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
                   default_prompt=DEFAULT_INTERNALS_PROMPT,
-                  head_hint=head_hint(await engine.probe_heads()), head_kinds=HEAD_KINDS,
+                  head_hint=head_hint(await copying.facts(engine)), head_kinds=HEAD_KINDS,
                   layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
                   head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
                   pos=pos, forward=None if "error" in forward else forward,
@@ -135,28 +138,26 @@ HEAD_KINDS = (("previous_token", "previous token"), ("induction", "induction"), 
 HEAD_ROWS = 12  # rows of the head finder's table: the heads worth a look, not all of a large model's
 
 
-def head_hint(rows: list[dict]) -> str:
-    """What the attention hint may claim, from the heads measured on the probe: named heads with their scores."""
-    if not rows:  # the tokenizer has too few common words of one token to build the probe
-        return "This model's vocabulary has too few common words of one token for the probe of random words."
+def head_hint(facts: CopyingFacts) -> str:
+    """What the attention hint may claim: the heads the finder's probe measured, with their scores."""
     claims = []
     for key, what in (("previous_token", "looks at the previous token"),
                       ("induction", "looks back at what followed the current token last time (an induction head)")):
-        best = max(rows, key=lambda r: r[key])
-        if best[key] >= 0.5:
-            claims.append(f"block {best['layer']}, head {best['head']} {what}: {best[key]:.0%} of its attention "
-                          "on random words said twice")
+        best = facts.best(key)
+        if best[key] >= CLEAR:
+            claims.append(f"block {best['layer']}, head {best['head']} {what}: {percent(best[key])} of its attention")
         else:
             claims.append(f"no head clearly {what.split(' (')[0]} (the best, block {best['layer']}, head "
-                          f"{best['head']}, puts {best[key]:.0%} there)")
-    return "In this model, " + "; ".join(claims) + "."
+                          f"{best['head']}, puts {percent(best[key])} there)")
+    return ("In this model, on the head finder's probe below (random words said twice): " + "; ".join(claims)
+            + ".")
 
 
 @router.post("/partials/heads", response_class=HTMLResponse)
 async def heads_partial(request: Request, engine: EngineDep, prompt: Text = "", on: Text = "prompt", sort: Text = "induction"):
     sort = sort if sort in dict(HEAD_KINDS) else "induction"
     on_probe = on == "probe"
-    probe = incontext.probe_words(min(40, engine.info().n_ctx // 2 - 1))  # fits any model's context
+    probe = await engine.finder_probe()
     text = probe if on_probe else prompt
     if not text.strip():
         return message(request, "Type a prompt above, or measure the heads on the built-in probe.", "info")

@@ -24,6 +24,7 @@ import anyio
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from app import copying
 from app.demo import (
     DEFAULT_LOSS_TEXT,
     DEFAULT_PLAYGROUND_PROMPT,
@@ -80,8 +81,7 @@ SPECIALS_SHOWN = 8        # special tokens the tokenizer page names (Llama 3 has
 
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request, engine: EngineDep):
-    card = engine.loaded.card
-    return render(request, "overview.html", "overview", info=engine.info(), copying=card.copying if card else None)
+    return render(request, "overview.html", "overview", info=engine.info(), copying=await copying.facts(engine))
 
 
 # ---------------------------------------------------------------- pre-training data

@@ -53,25 +53,43 @@
   function tokenName(tokens, i) { return "“" + tokens[i].text + "” (position " + i + ")"; }
 
   /* ---------------------------------------------------------- heatmap (SVG) */
+  const LABELS = 20; // the most labels along each side of a long text's map
   // o: rows, cols (label texts), value(r, c) -> number | null, shade(v) -> 0..1,
   //    describe(r, c) -> readout text, readout (element), idle (its text until a cell is picked),
   //    numbers (v -> the text printed in a cell, when cells are big enough)
   function heatmap(svg, o) {
-    const cell = o.cols.length > 24 ? 22 : 34;
-    const font = 13;
-    const rowW = 10 + font * 0.62 * Math.max(4, ...o.rows.map(function (r) { return r.length; }));
-    const colH = 10 + font * 0.55 * Math.max(4, ...o.cols.map(function (c) { return c.length; }));
+    const dense = o.cols.length > 24;
+    const cell = dense ? 22 : 34;
+    // a long text's map shrinks to its panel, and a label on every token would shrink to a few pixels: along a
+    // side of many cells, every `step`-th gets a label (at most LABELS), in a font as large as the room between
+    // labels (the readout names every cell)
+    function side(n) {
+      const step = dense ? Math.ceil(n / LABELS) : 1;
+      return { step: step, font: step > 1 ? 0.6 * step * cell : 13 };
+    }
+    const across = side(o.cols.length);
+    const down = side(o.rows.length);
+    const rowW = 10 + down.font * 0.62 * Math.max(4, ...o.rows.map(function (r) { return r.length; }));
+    const colH = 10 + across.font * 0.55 * Math.max(4, ...o.cols.map(function (c) { return c.length; }));
     const W = rowW + o.cols.length * cell + 4;
     const H = colH + o.rows.length * cell + 4;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     svg.style.width = (W / 16) + "rem"; // rem: presentation mode enlarges it with the text
     svg.replaceChildren();
+    function labelled(node, at) {
+      if (at.step > 1) node.style.fontSize = at.font + "px"; // else lab.css's 13px
+      svg.append(node);
+    }
     o.cols.forEach(function (c, j) {
+      if (j % across.step) return;
       const x = rowW + j * cell + cell / 2;
-      svg.append(svgEl("text", { x: x, y: colH - 6, class: "col-label", transform: "rotate(-55 " + x + " " + (colH - 6) + ")" }, c));
+      labelled(svgEl("text", { x: x, y: colH - 6, class: "col-label", transform: "rotate(-55 " + x + " " + (colH - 6) + ")" }, c), across);
     });
     o.rows.forEach(function (r, i) {
-      svg.append(svgEl("text", { x: rowW - 6, y: colH + i * cell + cell / 2 + 4.5, "text-anchor": "end", class: "row-label" }, r));
+      if (i % down.step === 0) {
+        labelled(svgEl("text", { x: rowW - 6, y: colH + i * cell + cell / 2 + down.font * 0.35, "text-anchor": "end",
+          class: "row-label" }, r), down);
+      }
       o.cols.forEach(function (_, j) {
         const v = o.value(i, j);
         if (v === null) return;

@@ -71,6 +71,14 @@
     stop: "Stopped at the stop text.",
   };
 
+  /* The model wrote the stop text before anything else: nothing shows on a projector, so say what happened, naming the
+   * speaker whose line the prompt ends on ("Assistant:") where it ends on one. */
+  function endedAtOnce(prompt) {
+    const speaker = /(?:^|\n)([A-Z][\w ]{0,24}):[^\n]*$/.exec(prompt);
+    return "The model ended " + (speaker ? "the " + speaker[1] + "'s line" : "the text") +
+      " at once: its first token was the stop text.";
+  }
+
   /* ---------------------------------------------------------- one stream into one output */
   // out: {text (the .tokens element), stats (element holding [data-stat] fields) }
   async function run(out, body, signal, model) {
@@ -82,13 +90,15 @@
     };
     ["tokens", "speed", "first"].forEach(function (k) { stat(k, "–"); });
     stat("seed", String(body.seed));
-    stat("finish", "Writing…");
+    // in a full room the request waits its turn before the model starts: say so until the first token comes
+    stat("finish", "Waiting for a turn…");
     let count = 0;
     let done = false;
     try {
       const [url, sent] = request(model, body);
       await Lab.stream(url, sent, function (name, data) {
         if (name === "token") {
+          if (!count) stat("finish", "Writing…");
           count += 1;
           stat("tokens", String(count));
           if (!data.text) return; // part of a character: its text comes with the next token
@@ -110,7 +120,8 @@
           stat("speed", data.timings.tokens_per_second.toFixed(1));
           stat("first", data.timings.first_token_ms === null ? "–" : Math.round(data.timings.first_token_ms) + " ms");
           const f = stat("finish", data.message ? data.message || "Generation failed."
-            : REASONS[data.finish_reason] + (data.prompt_tokens === null ? " " : " " + data.prompt_tokens +
+            : (data.finish_reason === "stop" && !out.text.querySelector(".chip") && !data.text ? endedAtOnce(body.prompt)
+              : REASONS[data.finish_reason]) + (data.prompt_tokens === null ? " " : " " + data.prompt_tokens +
               " prompt tokens, ") + data.completion_tokens + " written.");
           if (f && data.message) f.classList.add("error");
         }

@@ -205,7 +205,7 @@ def test_playground_stop_aborts_the_stream(page: Page, monkeypatch: pytest.Monke
 def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     page.goto("/playground")
     page.get_by_role("button", name="English → French").click()
-    expect(page.locator("#pg-note")).to_contain_text("can copy the format, not translate")
+    expect(page.locator("#pg-note")).to_contain_text("can at best copy the format")
     assert page.locator("#pg-prompt").input_value().endswith("cat =>")
     assert page.locator("#pg-stop").input_value() == "line"
     expect(page).to_have_url(re.compile(r"[?&]stop=line(&|$)"))
@@ -214,7 +214,7 @@ def test_playground_preset_and_compare_temperatures(page: Page) -> None:
     columns = page.locator("#pg-columns .lab-column")
     expect(columns).to_have_count(4)
     for i in range(4):
-        # four streams at once: slow on a busy two-core laptop. "Writing…" has no full stop
+        # four streams at once: slow on a busy two-core laptop. "Waiting for a turn…" and "Writing…" have no full stop
         expect(columns.nth(i).locator("[data-stat=finish]")).to_contain_text(".", timeout=90_000)
     assert columns.count() == 4
     assert columns.first.locator("h3").inner_text().startswith("Temperature 0")

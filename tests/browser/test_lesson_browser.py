@@ -7,11 +7,15 @@ Uses tests/browser/conftest.py's live server (the tiny random model, strict CSP)
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from model import incontext
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)  # a busy laptop is slow; a hang still fails
@@ -145,3 +149,53 @@ def test_newline_and_tab_chips_stay_whole_with_their_ids(sized: Page) -> None:
     lines = sized.evaluate("""() => new Set([...document.querySelectorAll('#tok-result .chip')].map(
         c => Math.round(c.getBoundingClientRect().top))).size""")
     assert lines == 3
+
+
+# ---------------------------------------------------------------- 7. the Playground
+
+DONE = {"finish_reason": "stop", "prompt_tokens": 12, "completion_tokens": 1, "text": "", "message": None,
+        "timings": {"tokens_per_second": 20.0, "first_token_ms": 50.0}}
+NEWLINE = {"id": 198, "text": "", "step": 0, "prob": 0.6, "raw_prob": 0.6, "before": [], "after": []}
+
+
+@PROJECTOR
+def test_the_playground_says_it_waits_and_when_the_line_ended_at_once(sized: Page) -> None:
+    page = sized
+    held = []
+    page.route("**/api/generate", lambda route: held.append(route))  # a full room: the turn has not come
+    page.goto("/playground?prompt=Human%3A%20Hello!%0AAssistant%3A")
+    page.locator("button[data-run=one]").click()
+    finish = page.locator("#pg-one [data-stat=finish]")
+    expect(finish).to_have_text("Waiting for a turn…")
+    while not held:
+        page.wait_for_timeout(50)
+    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in (("token", NEWLINE), ("done", DONE)))
+    held[0].fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+    expect(finish).to_contain_text("The model ended the Assistant's line at once")
+    expect(finish).to_contain_text("1 written")
+
+
+@PROJECTOR
+def test_internals_in_presentation_mode_fits_the_projector(sized: Page) -> None:
+    page = sized
+    page.goto("/internals?present=1")
+    page.locator("#int-neurons tbody tr").first.wait_for()
+    # what sticks out past the window, outside any scrolling box: the page would scroll sideways
+    wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => {
+        const r = e.getBoundingClientRect(); if (!r.width || r.right <= innerWidth + 1) return false;
+        for (let a = e.parentElement; a; a = a.parentElement) if (getComputedStyle(a).overflowX !== 'visible') return false;
+        return true; }).slice(0, 8)
+        .map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 1366, wide
+
+
+@PROJECTOR
+def test_a_long_texts_heatmap_has_labels_a_projector_shows(sized: Page) -> None:
+    page = sized
+    probe = incontext.probe_words(30)  # the head finder's probe, as long as the test model's context allows
+    page.goto("/internals?" + urlencode({"present": "1", "prompt": probe}))
+    page.locator("#int-attn .row-label").first.wait_for()
+    labels = page.evaluate("""() => [...document.querySelectorAll('#int-attn .row-label')].map(t =>
+        t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize))""")
+    assert len(labels) <= 20, len(labels)  # of 61 tokens every fourth is named; the readout names each cell
+    assert min(labels) >= 14, labels  # pixels on the screen, after the map shrank to its panel
