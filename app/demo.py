@@ -80,13 +80,18 @@ PLAYGROUND_PRESETS = (
      "temperature": 0.0, "max_new_tokens": 6, "stop": "line", "answer": "down",
      "note": "A larger model has seen enough word pairs to guess “down”; a small one may not even keep the "
              "format."},
-    {"key": "chat", "label": "Human / Assistant chat", "needs": "large",
+    {"key": "chat", "label": "Human / Assistant chat", "needs": "large", "chat": True,
      "prompt": "Human: Hi! Who are you?\nAssistant: I am a helpful assistant. How can I help?\n"
                "Human: What colour is the sky?\nAssistant:",
      "temperature": 0.7, "max_new_tokens": 40, "stop": "line",
      "note": "A model trained on web text has read dialogues and plays the Assistant's part (“The sky is blue.”). "
              "One that has read only stories barely knows the pattern of a chat transcript."},
 )
+# Under the chat preset where an instruct model is loaded: what post-training did to it (model/chat.py).
+INSTRUCT_NOTE = ("{name} is an instruct model: after learning from text, it was fine-tuned on conversations "
+                 "written in its chat template, so it answers as the Assistant, where a base model only continues the "
+                 "transcript. It reads the transcript written out in that template, whose special tokens show as "
+                 "dark chips.")
 
 
 def copies(copying: Copying | None, parameters: int) -> bool:
@@ -105,6 +110,15 @@ def lacking(preset: dict, copying: Copying | None, parameters: int, model: str =
     if preset.get("needs") == "copying" and not copies(copying, parameters):
         return "needs a model that reads its prompt"
     return "a larger model gets this right" if measured is not None else None
+
+
+def preset_note(preset: dict, model: str, parameters: int, instruct: str | None = None) -> str:
+    """What the page says under a preset for the model it is labelled for: what that model got wrong, or the
+    preset's own note; under a chat preset, what post-training did to the instruct model, where one is loaded."""
+    if preset.get("chat") and instruct:
+        own = "" if instruct == model else preset["note"] + " "
+        return own + INSTRUCT_NOTE.format(name=instruct)
+    return measured_note(preset, model, parameters) or preset.get("note", "")
 
 
 def measured_note(preset: dict, model: str, parameters: int) -> str | None:

@@ -23,6 +23,7 @@ from app.config import Settings
 from app.model_thread import Busy, ModelThread
 from app.streaming import Generation
 from model import analysis, incontext, interventions
+from model.chat import chat_parts, transcript_messages
 from model.hf_tokenizer import HFTokenizer
 from model.loading import LoadedModel, load_model
 from model.model_card import ModelCard
@@ -389,6 +390,36 @@ class Engine:
     async def encode(self, text: str) -> list[int]:
         self.check_text(text)
         return await anyio.to_thread.run_sync(self.tokenizer.encode, text)
+
+    async def chat_prompt(self, transcript: str) -> tuple[list[int], list[dict]] | None:
+        """A Human/Assistant transcript written out in this model's own chat template, ending where the
+        Assistant's turn begins: its ids, and its parts as the page shows them (text, and each special token
+        of the template on its own). None for a model whose file has no template: it continues the text."""
+        template = self.tokenizer.chat_template
+        if template is None:
+            return None
+        self.check_text(transcript)
+        try:
+            written = chat_parts(template, transcript_messages(transcript))
+        except ValueError as e:
+            message = str(e)
+            raise InputError(message[:1].upper() + message[1:]) from None
+        return await anyio.to_thread.run_sync(self.chat_tokens, written)
+
+    def chat_tokens(self, written: list[tuple[str, bool]]) -> tuple[list[int], list[dict]]:
+        """The template's parts encoded with its special tokens, the messages' words as text; each run of text
+        one part, each special token one."""
+        ids: list[int] = []
+        parts: list[dict] = []
+        for text, by_template in written:
+            for t in self.tokenizer.tokens(text, allow_special=by_template):
+                ids.append(t.id)
+                piece = text[t.start:t.end]
+                if not t.special and parts and not parts[-1]["special"]:
+                    parts[-1]["text"] += piece
+                else:
+                    parts.append({"text": piece, "special": t.special, "id": t.id if t.special else None})
+        return ids, parts
 
     async def input_ids(self, req: s.TextOrIds, reserve: int = 0) -> list[int]:
         """A request's input as ids, checked: at least one token, no more than the context holds."""

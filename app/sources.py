@@ -56,6 +56,9 @@ class GenerateRequest(s.GenerateRequest):
     """/api/generate's request, and which model writes (a key of Sources)."""
 
     model: str = Field(MAIN, max_length=40)
+    chat: bool = Field(False, description="the prompt is a Human/Assistant transcript: a model whose file has a chat "
+                                          "template (an instruct model) reads it written out in that template; "
+                                          "any other continues it as text")
 
 
 class LocalSource:
@@ -80,14 +83,24 @@ class LocalSource:
         return [Candidate(c.text, c.prob) for c in r.before]
 
     async def generate(self, req: GenerateRequest) -> StreamingResponse:
+        """/api/generate's events; a templated chat prompt first sends `event: prompt` with its parts, so the page
+        shows the template's special tokens as the model read them."""
         params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
-        gen = await self.engine.generate(req.prompt, req.max_new_tokens, params, seed=req.seed, stop=req.stop,
-                                         n_top=req.n_top)
-        return EventStream(gen, generation_events(gen))
+        chat = await self.engine.chat_prompt(req.prompt) if req.chat else None
+        gen = await self.engine.generate(req.prompt if chat is None else chat[0], req.max_new_tokens, params,
+                                         seed=req.seed, stop=req.stop, n_top=req.n_top)
+        events = generation_events(gen)
+        return EventStream(gen, events if chat is None else prompt_first(chat[1], events))
 
     async def score(self, text: str) -> list[Scored]:
         r = await self.engine.score(s.ScoreRequest(text=text, prepend_eos=True))
         return [Scored(p.text, p.prob, p.loss, p.rank, p.top_text, p.top_prob) for p in r.predictions]
+
+
+async def prompt_first(parts: list[dict], events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield sse("prompt", json.dumps({"parts": parts}))
+    async for event in events:
+        yield event
 
 
 class RemoteSource:

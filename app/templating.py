@@ -147,7 +147,7 @@ PAGE_CONSTANTS = {
 }
 templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, page_constants=PAGE_CONSTANTS,
                              long_chip=LONG_CHIP, copies=demo.copies, lacking=demo.lacking,
-                             measured_note=demo.measured_note)
+                             preset_note=demo.preset_note)
 
 
 def render(request: Request, template: str, stage_key: str, status: int = 200, **context: Any) -> HTMLResponse:

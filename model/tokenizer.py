@@ -224,6 +224,8 @@ def search_entries(entries: dict[int, VocabEntry], query: str, offset: int = 0,
 class Tokenizer:
     """A tiktoken.Encoding, with the views of it the visualizer shows."""
 
+    chat_template: str | None = None  # a base model's: it has none (model/chat.py)
+
     def __init__(self, encoding: tiktoken.Encoding) -> None:
         self.encoding = encoding
         # tiktoken keeps these private; they are the ranks and regex it was built from

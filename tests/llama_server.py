@@ -64,12 +64,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(exe: Path, model: Path, timeout_s: float = 120.0) -> Iterator[LlamaServer]:
-    """llama-server on 127.0.0.1 only, one thread and one slot (the tests share two cores), until the block ends."""
+def llama_server(exe: Path, model: Path, timeout_s: float = 120.0, threads: int = 1) -> Iterator[LlamaServer]:
+    """llama-server on 127.0.0.1 only, one slot and by default one thread (the tests share two cores), until the
+    block ends."""
     port = free_port()
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen([str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1",
-                                    "-np", "1", "-c", "2048", "--no-webui",
+        process = subprocess.Popen([str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+                                    "-t", str(threads), "-np", "1", "-c", "2048", "--no-webui",
                                     # no repacking of the weights for AMX: on a CPU that reports AMX inside a
                                     # virtual machine that does not enable its tiles, llama.cpp crashes loading
                                     "--no-repack"],

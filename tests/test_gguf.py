@@ -27,7 +27,8 @@ from app.config import Settings
 from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
 from app.engine import Engine
 from app.main import create_app
-from model.chat import render_chat
+from test_api import sse_events
+from model.chat import render_chat, transcript_messages
 from model.generate import generate
 from model.loading import SMOLLM2_FILE, CheckpointError, load_model
 from model.sampling import SamplingParams
@@ -489,3 +490,52 @@ def test_smollm2_chat_template_is_the_files(smollm2, smollm2_transformers) -> No
     assert not any(t.special for t in tok.tokens(text))
     with pytest.raises(ValueError, match="chat template cannot write this conversation"):
         render_chat("{{ raise_exception('only user and assistant') }}", messages)
+
+
+def test_transcript_messages() -> None:
+    assert transcript_messages("Human: Hi!\nAssistant: Hello.\nmore\nHuman: Sky?\nAssistant:") == [
+        {"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello.\nmore"},
+        {"role": "user", "content": "Sky?"}]
+    assert transcript_messages("no speaker\nHuman: then one") == [
+        {"role": "user", "content": "no speaker"}, {"role": "user", "content": "then one"}]
+
+
+def test_smollm2_playground_writes_the_chat_in_its_template() -> None:
+    """Under the chat preset, beside the default model: SmolLM2 reads the transcript in its own template, whose
+    markers are the special ids; the base model continues the transcript as text, and the same characters
+    typed by hand stay text."""
+    second = Engine.load(Settings(model="smollm2", max_new_tokens=20))
+    first = Engine.load(Settings(max_new_tokens=20))
+    tok = second.tokenizer
+    start, end = (tok.encode(m, allow_special=True) for m in ("<|im_start|>", "<|im_end|>"))
+    assert len(start) == len(end) == 1
+    typed = tok.encode("<|im_start|>user\nHi<|im_end|>")
+    assert start[0] not in typed and end[0] not in typed
+    chat = next(p for p in PLAYGROUND_PRESETS if p.get("chat"))
+    with TestClient(create_app(first.settings, first, second)) as client:
+        def stream(model: str, prompt: str, chat: bool = True) -> list[tuple[str, dict]]:
+            r = client.post("/playground/generate", json={"model": model, "prompt": prompt, "chat": chat,
+                                                          "max_new_tokens": 3, "temperature": 0, "seed": 1})
+            assert r.status_code == 200, r.text
+            return sse_events(r.text)
+
+        events = stream("second", chat["prompt"])
+        assert events[0][0] == "prompt" and events[-1][0] == "done"
+        parts = events[0][1]["parts"]
+        written = render_chat(tok.chat_template, transcript_messages(chat["prompt"]))
+        assert "".join(p["text"] for p in parts) == written
+        # system, Human, Assistant, Human, each <|im_start|> … <|im_end|>; then the Assistant's turn opens
+        assert [p["id"] for p in parts if p["special"]] == [start[0], end[0]] * 4 + start
+        # encoded in parts (the template's, the messages'), the ids are those of the whole text
+        assert events[-1][1]["prompt_tokens"] == len(tok.encode(written, allow_special=True))
+        # typed into the transcript, the same characters are text, not the special token
+        parts = stream("second", "Human: <|im_start|>hi\nAssistant:")[0][1]["parts"]
+        assert [p["id"] for p in parts if p["special"]] == [start[0], end[0]] * 2 + start
+        assert any("<|im_start|>hi" in p["text"] for p in parts if not p["special"])
+        # the base model has no template: it continues the transcript, and so does SmolLM2 without the preset
+        for model, flag in (("local", True), ("second", False)):
+            assert [kind for kind, _ in stream(model, chat["prompt"], flag)] == ["token"] * 3 + ["done"]
+        page = html.unescape(client.get("/playground?preset=chat&compare=second").text)
+    assert "SmolLM2-135M-Instruct.Q4_1 is an instruct model: after learning from text, it was fine-tuned on " \
+           "conversations written in its chat template, so it answers as the Assistant" in page
+    assert "data-chat" in page

@@ -349,8 +349,11 @@ async def playground(request: Request, engine: EngineDep, sources: SourcesDep, p
     # the presets are labelled for the model chosen (a local one; a remote one keeps the main model's labels)
     source = sources.get(model)
     labelled = source.engine if isinstance(source, LocalSource) else engine
+    # a model here whose file has a chat template: the chat preset says what post-training did to it
+    instruct = next((src.name for src in sources.all.values()
+                     if isinstance(src, LocalSource) and src.engine.tokenizer.chat_template), None)
     return render(request, "playground.html", "playground", info=engine.info(), prompt=prompt,
-                  labelled=labelled.info(),
+                  labelled=labelled.info(), instruct=instruct,
                   labelled_copying=labelled.loaded.card.copying if labelled.loaded.card else None,
                   default_prompt=DEFAULT_PLAYGROUND_PROMPT, defaults=d, presets=PLAYGROUND_PRESETS,
                   stops=STOPS, stop=stop if stop in {k for k, _, _ in STOPS} else "none",

@@ -3,7 +3,8 @@
  * stops generating when the connection closes), and the same prompt at
  * several temperatures side by side. Where the server has more than one model
  * (app/sources.py), the chosen one writes (through /playground/generate unless it
- * is the loaded model), and a second chosen model writes beside it.
+ * is the loaded model), and a second chosen model writes beside it. Under the chat preset an instruct model's
+ * stream starts with the prompt as its chat template wrote it, special tokens marked.
  */
 (function () {
   "use strict";
@@ -21,10 +22,24 @@
     .map(function (box) { return [box, [...box.childNodes]]; }));
   const MAIN = "local"; // app/sources.py: the loaded model, which /api/generate serves
 
-  // which model writes: its stream's URL and the request body
+  // which model writes: its stream's URL and the request body. Under a chat preset an instruct model reads the
+  // transcript in its own chat template, which only /playground/generate writes out.
   function request(model, body) {
-    return !model || model === MAIN ? ["/api/generate", body]
-      : ["/playground/generate", Object.assign({}, body, { model: model })];
+    const chat = Boolean(form.querySelector("[data-preset][data-chat][aria-pressed=true]"));
+    return (!model || model === MAIN) && !chat ? ["/api/generate", body]
+      : ["/playground/generate", Object.assign({}, body, { model: model || MAIN, chat: chat })];
+  }
+
+  // the prompt as the chat template wrote it: its text, and each special token a marked chip
+  function templated(parts) {
+    const first = parts.find(function (p) { return p.special; });
+    return parts.map(function (p) {
+      return p.special ? el("span", {
+        class: "chip eot chat-special", tabindex: p === first ? "0" : "-1",
+        title: p.text + " · id " + p.id + " · a special token from the model's chat template: one token, " +
+          "where the same characters typed by hand are several ordinary ones",
+      }, p.text) : el("span", { class: "lab-prompt-text" }, p.text);
+    });
   }
 
   function chosen(name) {
@@ -97,7 +112,9 @@
     try {
       const [url, sent] = request(model, body);
       await Lab.stream(url, sent, function (name, data) {
-        if (name === "token") {
+        if (name === "prompt") {
+          out.text.replaceChildren(...templated(data.parts));
+        } else if (name === "token") {
           if (!count) stat("finish", "Writing…");
           count += 1;
           stat("tokens", String(count));
