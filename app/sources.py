@@ -97,8 +97,8 @@ class LocalSource:
         return [Scored(p.text, p.prob, p.loss, p.rank, p.top_text, p.top_prob) for p in r.predictions]
 
 
-async def prompt_first(parts: list[dict], events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield sse("prompt", json.dumps({"parts": parts}))
+async def prompt_first(parts: list[dict], events: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield sse(json.dumps({"parts": parts}), "prompt")
     async for event in events:
         yield event
 
