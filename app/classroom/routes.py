@@ -447,7 +447,7 @@ async def guess(request: Request, engine: EngineDep, code: str, text: Field = ""
 
 # ---------------------------------------------------------------- live events
 
-def message(event: dict) -> str:
+def class_event(event: dict) -> str:
     """A class event as a plain Server-Sent Event message."""
     return sse(json.dumps(event, ensure_ascii=False))
 
@@ -464,11 +464,11 @@ async def events(request: Request, code: str):
         if session is None:
             if codes.normal_code(code) is None:
                 raise gone(code)
-            return stream_of(message({"type": "ended", "code": codes.normal_code(code)}))
+            return stream_of(class_event({"type": "ended", "code": codes.normal_code(code)}))
         sid = student_of(request)
         is_teacher = await teacher_session(request, session.code) is not None
         if not is_teacher and (sid is None or sid not in session.students):
-            return stream_of(message({"type": "refused", "message": sentence(not_joined(session.code))}))
+            return stream_of(class_event({"type": "refused", "message": sentence(not_joined(session.code))}))
         store = store_of(request)
         sid = None if is_teacher else sid
         connected = time.time()
@@ -476,7 +476,7 @@ async def events(request: Request, code: str):
             try:
                 await store.add_student(session.code, sid, "", now=connected)  # a reconnect keeps its place
             except StoreError as e:
-                return stream_of(message({"type": "refused", "message": sentence(str(e))}))
+                return stream_of(class_event({"type": "refused", "message": sentence(str(e))}))
         subscription = await store.subscribe(session.code)
     except Busy as e:
         return stream_of(away(str(e)))
@@ -490,7 +490,7 @@ def stream_of(body: str | AsyncIterator[str]) -> StreamingResponse:
 
 def away(message: str) -> str:
     """The store does not answer: the sentence, and how soon the browser should try again."""
-    return f"retry: {RETRY_MS}\n" + message({"type": "away", "message": sentence(message)})
+    return f"retry: {RETRY_MS}\n" + class_event({"type": "away", "message": sentence(message)})
 
 
 async def follow(request: Request, code: str, subscription, sid: str | None, connected: float) -> AsyncIterator[str]:
@@ -499,21 +499,21 @@ async def follow(request: Request, code: str, subscription, sid: str | None, con
     try:
         session = await store.get(code)  # read after subscribing: nothing falls between the two
         if session is None:
-            yield message({"type": "ended", "code": code})
+            yield class_event({"type": "ended", "code": code})
             return
-        yield message(snapshot(session, await answers(request, session), "hello"))
+        yield class_event(snapshot(session, await answers(request, session), "hello"))
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(subscription))
             done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
             if not done:
                 if await store.get(code) is None:  # expired while quiet
-                    yield message({"type": "ended", "code": code})
+                    yield class_event({"type": "ended", "code": code})
                     return
                 yield ": heartbeat\n\n"
                 continue
             event, pending = pending.result(), None
-            yield message(event)
+            yield class_event(event)
             if event.get("type") == "ended":
                 return
     except Busy as e:

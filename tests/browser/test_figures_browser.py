@@ -25,7 +25,7 @@ from app.copying import CopyingFacts
 from app.demo import MEASURED
 from app.engine import Engine
 from app.main import create_app
-from app.routes import pages
+from app import loss
 from live_server import serve
 from model.card import card_markdown
 from model.model_card import Copying
@@ -116,7 +116,7 @@ def test_every_sentence_on_copying_follows_the_one_source(sized: Page, monkeypat
     expect(hint).to_contain_text("block 0, head 2 looks at the previous token: 64%")
     # the Training page's note on a repeated stretch names the same head where it says the model read it back;
     # a random model reads nothing back, so any drop counts here
-    monkeypatch.setattr(pages, "READS_LINES", 10.0)
+    monkeypatch.setattr(loss, "READS_LINES", 10.0)
     page.goto("/loss?" + urlencode({"text": "the cat sat on the mat. " * 3}))
     note = page.locator("[data-repeats]")
     expect(note).to_contain_text("It read them from the text above it")
