@@ -98,7 +98,7 @@ class Engine:
             vocab_size=cfg.vocab_size, dtype=str(self.loaded.dtype).removeprefix("torch."),
             card=card_summary(self.loaded.card), tokenizer_vocab_size=self.tokenizer.vocab_size,
             weights_note=self.loaded.weights_note,
-            **analysis.shape(self.loaded.model))
+            **self.loaded.model.architecture())
 
     # ---- tokens: no model, ordinary thread pool ----
 

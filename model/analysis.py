@@ -256,8 +256,3 @@ def lens_probs(model: CausalLM, ids: Sequence[int], tokens: Sequence[int],
     logp = _unembed(model, model.ln_f(last)).float().log_softmax(dim=-1)
     picked = logp.gather(-1, torch.tensor(list(tokens), device=logp.device)[:, None])[:, 0]
     return [rounded(v) for v in picked.exp().tolist()]
-
-
-def shape(model: CausalLM) -> dict:
-    """What kind of transformer the model is (CausalLM.architecture)."""
-    return model.architecture()

@@ -102,12 +102,10 @@
         if (students) students.textContent = String(event.students);
         if (answers && event.answers !== undefined && current.dataset.roundOpen === "1") answers.textContent = String(event.answers);
       }
-      // a control's own answer brings the fresh panel; fetching one meanwhile would detach the control
-      // before its answer lands
-      // a hello after an outage may follow changes this page missed, or bring back a panel that was away
+      // a hello after an outage may follow changes this page missed, or bring back a panel that was away;
+      // a panel fetched while a control waits for its answer is not swapped in (the htmx:beforeSwap guard below)
       const changed = event.type === "state" && (event.reason !== "hello" || again || current.dataset.classAway);
-      const inFlight = current.querySelector(".htmx-request");
-      if ((changed || event.type === "ended" || event.type === "refused") && !inFlight) {
+      if (changed || event.type === "ended" || event.type === "refused") {
         htmx.ajax("GET", "/class/" + encodeURIComponent(code) + "/panel", { target: "#class-panel", swap: "outerHTML" });
       }
       if (event.type === "state" && event.reason === "reveal") applySteps(event.steps);
