@@ -342,6 +342,10 @@ def test_ending_a_session_frees_everything(teacher: TestClient):
     assert ann.get(f"/class/{code}").status_code == 404
     assert f"Class session {code} has ended" in ann.get(f"/class/{code}").text
     assert "Start a class session" in teacher.get("/inference").text
+    # the "ended" event's panel fetch can leave after the answer that deleted the teacher's cookie
+    panel = teacher.get(f"/class/{code}/panel")
+    assert panel.status_code == 200 and f"Class session {code} has ended" in panel.text
+    assert "Start a class session" in panel.text and "data-join-code" not in panel.text
     assert "There is no class session with the code QQQQQQ" in TestClient(teacher.app).get("/class/QQQQQQ/phone").text
 
 

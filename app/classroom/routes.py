@@ -226,13 +226,17 @@ async def start(request: Request, engine: EngineDep, prompt: Field = "", steps: 
 
 @router.get("/class/{code}/panel", response_class=HTMLResponse)
 async def class_panel(request: Request, code: str):
-    """The panel, refreshed on events. When this teacher's session is gone, the start form and the sentence
-    saying what became of it (a 200: the panel's view of a gone session, not an error)."""
-    parts = cookie_parts(request)
-    if parts is not None and parts[0] == codes.normal_code(code) and await store_of(request).get(parts[0]) is None:
-        said = await gone_sentence(request, parts[0], known=True)
+    """The panel, refreshed on events. When the session is gone, the start form and the sentence saying what
+    became of it (a 200: the panel's view of a gone session, not an error). That holds without the teacher's
+    cookie too: ending a session deletes it, and the "ended" event's fetch may leave after that answer."""
+    canonical = codes.normal_code(code)
+    if canonical and await store_of(request).get(canonical) is None:
+        parts = cookie_parts(request)
+        known = parts is not None and parts[0] == canonical
+        said = await gone_sentence(request, canonical, known=known)
         response = partial(request, "partials/_class.html", classroom=start_context(request, gone=said))
-        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        if known:
+            response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
     return await panel_response(request, await lead(request, code))
 

@@ -110,13 +110,31 @@
       }
       if (event.type === "state" && event.reason === "reveal") applySteps(event.steps);
     });
-    if (panel.dataset.applySteps !== undefined) {
-      applySteps(panel.dataset.applySteps);
-      // the reveal's figure comes into view as it arrives: the teacher need not scroll for each one
-      const figure = document.getElementById("class-reveal");
-      if (figure) figure.scrollIntoView({ block: "nearest" });
-    }
   }
+
+  /* After a reveal: the answer's panel (data-apply-steps) is handled as it is swapped in, not at htmx:load:
+   * the panel fetched on the reveal's event may replace it within htmx's settle delay, and then its load never
+   * fires. The reveal's figure comes into view (the teacher need not scroll for each one), and once more when
+   * the stepper above it has settled on the revealed step, since its answer can push the panel down. */
+  let revealWaits = false;
+  function showReveal() {
+    const figure = document.getElementById("class-reveal");
+    if (figure) figure.scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("htmx:afterSwap", function (e) {
+    const panel = document.getElementById("class-panel");
+    if (!e.detail.target || e.detail.target.id !== "class-panel" || !panel || panel.dataset.applySteps === undefined) return;
+    applySteps(panel.dataset.applySteps);
+    showReveal();
+    const bars = document.getElementById("inf-bars");  // the stepper's indicator: it is in flight
+    revealWaits = !!bars && bars.classList.contains("htmx-request");
+  });
+  document.addEventListener("htmx:afterSettle", function (e) {
+    if (revealWaits && e.detail.requestConfig && e.detail.requestConfig.elt.id === "inf-form") {
+      revealWaits = false;
+      showReveal();
+    }
+  });
 
   // after a reveal the stepper takes the revealed step, from the reveal's answer or its event (whichever
   // comes first; the second finds it taken), so its text and URL follow
@@ -144,11 +162,12 @@
     });
   }
 
-  // a panel fetched after an event must not land while one of its controls waits for its answer: the swap would
+  // a panel fetched after an event (the one GET that swaps the panel from outside it) must not land while one of its controls waits for its answer: the swap would
   // detach the control, and the answer (which brings the fresh panel itself) could no longer find its target
   document.addEventListener("htmx:beforeSwap", function (e) {
     const target = e.detail.target;
-    if (target && target.id === "class-panel" && e.detail.elt === target && target.querySelector(".htmx-request")) {
+    const fetched = e.detail.requestConfig && e.detail.requestConfig.verb === "get";
+    if (fetched && target && target.id === "class-panel" && target.querySelector(".htmx-request")) {
       e.preventDefault();
     }
   });
