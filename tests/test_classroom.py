@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 from app import schemas as s
 from app.classroom import codes, routes as class_routes
-from app.classroom.limits import ClientLimits, Rate
+from app.classroom.limits import GUESSES, ClientLimits, Rate
 from app.classroom.join_url import base_url, loopback_only, start_command
 from app.classroom.state import (Bar, GuessError, Option, Played, Session, class_prob, losses, match_guess,
                                  points)
@@ -438,13 +438,17 @@ def test_hostile_guesses_get_a_sentence_and_leave_the_session_intact(teacher: Te
     assert r.status_code == 200
     r = ann.post(url, data={"text": "<script>alert(1)</script>"[:40]})
     assert r.status_code == 200 and "<script>" not in r.text and "&lt;" in r.text
-    statuses = [ann.post(url, data={"text": f"w{i}"}).status_code for i in range(100)]
-    assert statuses.count(429) >= 90 and set(statuses) == {200, 429}
+    began = time.monotonic()
+    answers = [ann.post(url, data={"text": f"w{i}"}) for i in range(100)]
+    took = time.monotonic() - began
+    statuses = [a.status_code for a in answers]
+    # the bucket lets through its burst and then its rate: on a loaded machine the loop is slower, so more pass
+    assert set(statuses) == {200, 429} and statuses.count(200) <= GUESSES.burst + GUESSES.per_s * took + 1, took
+    assert all(a.text.startswith("Slow down") for a in answers if a.status_code == 429)
     last_ok = max(i for i, st in enumerate(statuses) if st == 200)
     guesses = anyio.run(teacher.app.state.classes.guesses, code, 1)
     text = "".join(anyio.run(teacher.app.state.classes.get, code).stepper.pieces)
     assert list(guesses.values()) == [match_guess(f"w{last_ok}", engine.tokenizer.encode, text)]  # the latest counts
-    assert ann.post(url, data={"text": "x"}).text.startswith("Slow down")
     assert teacher.post(f"/class/{code}/reveal").status_code == 200  # the session carries on
 
 
