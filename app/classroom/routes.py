@@ -132,7 +132,10 @@ async def live(request: Request, code: str) -> Session:
 
 async def lead(request: Request, code: str) -> Session:
     """The session, for its teacher only."""
-    session = await live(request, code)
+    return await led_by_this_browser(request, await live(request, code))
+
+
+async def led_by_this_browser(request: Request, session: Session) -> Session:
     if await teacher_session(request, session.code) is None:
         raise Refusal(403, "Only the teacher's browser, the one that started this session, can do that")
     return session
@@ -228,17 +231,21 @@ async def start(request: Request, engine: EngineDep, prompt: Field = "", steps: 
 async def class_panel(request: Request, code: str):
     """The panel, refreshed on events. When the session is gone, the start form and the sentence saying what
     became of it (a 200: the panel's view of a gone session, not an error). That holds without the teacher's
-    cookie too: ending a session deletes it, and the "ended" event's fetch may leave after that answer."""
+    cookie too: ending a session deletes it, and the "ended" event's fetch may leave after that answer.
+    A miss is a code lookup like any other (find): the view is no way around the limit on guessing codes."""
+    session = await find(request, code)
+    if session is not None:
+        return await panel_response(request, await led_by_this_browser(request, session))
     canonical = codes.normal_code(code)
-    if canonical and await store_of(request).get(canonical) is None:
-        parts = cookie_parts(request)
-        known = parts is not None and parts[0] == canonical
-        said = await gone_sentence(request, canonical, known=known)
-        response = partial(request, "partials/_class.html", classroom=start_context(request, gone=said))
-        if known:
-            response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-        return response
-    return await panel_response(request, await lead(request, code))
+    if canonical is None:
+        raise gone(code)
+    parts = cookie_parts(request)
+    known = parts is not None and parts[0] == canonical
+    said = await gone_sentence(request, canonical, known=known)
+    response = partial(request, "partials/_class.html", classroom=start_context(request, gone=said))
+    if known:
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
 
 
 @router.post("/class/{code}/round", response_class=HTMLResponse)

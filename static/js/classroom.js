@@ -162,8 +162,9 @@
     });
   }
 
-  // a panel fetched after an event (the one GET that swaps the panel from outside it) must not land while one of its controls waits for its answer: the swap would
-  // detach the control, and the answer (which brings the fresh panel itself) could no longer find its target
+  // a panel fetched after an event (the one GET that swaps the panel from outside it) must not land while one
+  // of its controls waits for its answer: the swap would detach the control, and the answer (which brings the
+  // fresh panel itself) could no longer find its target
   document.addEventListener("htmx:beforeSwap", function (e) {
     const target = e.detail.target;
     const fetched = e.detail.requestConfig && e.detail.requestConfig.verb === "get";
