@@ -28,7 +28,7 @@ from app.classroom.store import CodeTaken, Gone, MemoryStore, StoreFull
 from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
-from app.stepper import Dice, take
+from app.stepping import Dice, take
 from live_server import serve
 
 PROMPT = "Once upon a time"

@@ -114,7 +114,8 @@ def test_streamed_generation_is_the_servers_greedy_text(client: TestClient, upst
 def test_loss_page_colours_the_text_by_the_remotes_echo(client: TestClient, tiny_model: GPT) -> None:
     text = "Once upon a time there was a cat"
     r = client.post("/partials/loss", data={"text": text, "model": "remote"})
-    assert r.status_code == 200 and "Scored by <strong>tiny-remote</strong>" in r.text
+    assert r.status_code == 200 and "Scored by tiny-remote (served by 127.0.0.1:" in r.text
+    assert "Knowing nothing" not in r.text  # the server does not say its vocabulary
     expected = logprobs_after(tiny_model, text)
     ids = gpt2_tokenizer().encode(text)
     mean = -sum(float(expected[i, ids[i + 1]]) for i in range(len(ids) - 1)) / (len(ids) - 1)
@@ -123,6 +124,7 @@ def test_loss_page_colours_the_text_by_the_remotes_echo(client: TestClient, tiny
     page = client.get("/loss", params={"text": text, "model": "remote"})
     assert page.status_code == 200 and f'>{mean:.2f}<' in page.text
     assert '<option value="remote" selected>' in page.text
+    assert "Model on this page: <strong>tiny-remote</strong>, served by 127.0.0.1:" in page.text  # not the loaded one
 
 
 # ---------------------------------------------------------------- the stepper on the remote model

@@ -113,3 +113,22 @@ def test_one_model_servers_show_no_chooser(tiny_checkpoint) -> None:
     with TestClient(create_app(Settings(model=str(tiny_checkpoint), threads=1))) as c:
         for path in ("/inference", "/playground", "/loss"):
             assert 'name="model"' not in c.get(path).text, path
+
+
+def test_internals_looks_inside_the_model_the_link_names(client: TestClient) -> None:
+    """?model=second shows the second model's architecture and forward pass, and the page's own requests name it
+    (htmx inherits hx-vals), so its partials look inside the same model."""
+    tiny = client.app.state.sources.get("second").engine
+    page = client.get("/internals", params={"model": "second", "prompt": PROMPT})
+    assert page.status_code == 200
+    assert "The architecture of tiny-second" in page.text
+    assert "hx-vals='{\"model\": \"second\"}'" in page.text
+    assert f"{tiny.info().parameters['total']:,} numbers" in page.text
+    assert "Model loaded: <strong>tiny-second</strong>" in page.text
+    main = client.get("/internals", params={"prompt": PROMPT})
+    assert "The architecture of deepdive-tiny" in main.text and "hx-vals='{\"model\"" not in main.text
+    # the same prompt's logit lens differs between the two models: each partial ran the model it names
+    lens = [client.post("/partials/forward", data={"prompt": PROMPT, "model": key}).text for key in ("second", "local")]
+    assert lens[0] != lens[1]
+    expected = anyio.run(tiny.activations, s.ActivationsRequest(text=PROMPT, logit_lens=3, neurons=5))
+    assert all(f"“{top[0].text}”" in lens[0] for top in expected.logit_lens[-1].top)

@@ -45,7 +45,8 @@ from app.csv_files import csv_file, num
 from app.deps import EngineDep, Number
 from app.engine import Busy, InputError
 from app.errors import JSON_PATHS, error_response
-from app.stepper import dice_of, parse_steps, state_url
+from app.stepper import dice_of, format_steps, parse_steps, state_url
+from app.stepping import LocalSteps
 from app.streaming import sse
 from app.templating import partial, render, sentence
 
@@ -203,9 +204,10 @@ async def start(request: Request, engine: EngineDep, prompt: Field = "", steps: 
                            f"{settings.max_text_chars:,}: shorten it")
     store = store_of(request)
     dice = dice_of(temperature, top_k, top_p, seed, n)
-    taken = parse_steps(steps, engine.info().vocab_size, engine.eos_id) or []
-    url = state_url(prompt, taken, dice)
-    steps_text = ".".join(f"{t.how}{t.id}" for t in taken)
+    model = LocalSteps(engine)
+    taken = parse_steps(steps, model) or []
+    url = state_url(prompt, format_steps(taken, model), dice)
+    steps_text = ".".join(f"{t.how}{t.token}" for t in taken)
     old = await teacher_session(request)
     if old is not None:
         await end_session(request, old)

@@ -23,8 +23,9 @@ from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
 from app.csv_files import csv_file, num
 from app.errors import sentence
-from app.loss import loss_context
-from app.stepper import BARS, DEFAULTS, Dice, parse_steps, step_context
+from app.loss import score_prefix
+from app.stepper import BARS, DEFAULTS, parse_steps, step_context
+from app.stepping import Dice, LocalSteps
 from model import encodings
 from model.training_log import evaluations, other_sources, read_training_log
 
@@ -140,7 +141,8 @@ async def next_token_table(engine: Engine, prompt: str, steps: str, temperature:
                 top_k=whole(top_k, "top_k", d["top_k"], 0, 50), top_p=decimal(top_p, "top_p", d["top_p"], 0.05, 1),
                 seed=whole(seed, "seed", d["seed"], 0, 999_999),
                 n=whole(n, "n (the bars shown)", d["n"], 1, max(BARS)))
-    taken = parse_steps(steps, info.vocab_size, engine.eos_id)
+    model = LocalSteps(engine)
+    taken = parse_steps(steps, model)
     if taken is None:
         raise InputError("The steps must be the steps taken, such as g318.s464.h1110 (g, s or h and a token id, "
                          "joined by dots)")
@@ -149,7 +151,7 @@ async def next_token_table(engine: Engine, prompt: str, steps: str, temperature:
     if len(ids) + len(taken) > info.n_ctx:
         raise InputError(f"The prompt ({len(ids):,} tokens) and its {len(taken):,} steps do not fit this model's "
                          f"context of {info.n_ctx:,} tokens: undo steps or shorten the prompt")
-    bars = (await step_context(engine, prompt, taken, dice))["bars"]
+    bars = (await step_context(model, prompt, taken, dice))["bars"]
     rows = ([r["rank"], r["id"], r["text"], num(r["model"]), num(r["now"])] for r in bars["rows"])
     return ["rank", "id", "token", "model_probability", "chance_now"], rows
 
@@ -164,7 +166,7 @@ async def next_token_csv(engine: EngineDep, prompt: str = DEFAULT_INFERENCE_PROM
 # ---------------------------------------------------------------- training: the loss of each token
 
 async def loss_table(engine: Engine, text: str) -> Table:
-    r = (await loss_context(engine, some_text(text, "text", blank_is_empty=True)))["score"]
+    r, _, _ = await score_prefix(engine, some_text(text, "text", blank_is_empty=True))
     rows = ([p.position - 1, p.id, p.text, num(p.prob), num(p.loss), p.rank, p.top_text] for p in r.predictions)
     return ["position", "id", "token", "probability", "loss_nats", "rank", "top_guess"], rows
 

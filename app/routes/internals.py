@@ -19,11 +19,10 @@ from app import schemas as s
 from app.ablation import ablate_view
 from app.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
-from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
 from app.patching import defaults as patch_defaults
 from app.patching import patch_view
-from app.sources import SourcesDep
+from app.sources import InsideDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
 from model.model_card import percent
 
@@ -100,33 +99,33 @@ async def try_forward(engine: Engine, prompt: str, pos: int) -> dict:
 
 
 @router.get("/internals", response_class=HTMLResponse)
-async def internals(request: Request, engine: EngineDep, sources: SourcesDep, prompt: str = DEFAULT_INTERNALS_PROMPT,
-                    model: str = "", off: str = "", ablate_mode: str = "zero", clean: str = "", corrupted: str = "",
+async def internals(request: Request, inside: InsideDep, prompt: str = DEFAULT_INTERNALS_PROMPT,
+                    off: str = "", ablate_mode: str = "zero", clean: str = "", corrupted: str = "",
                     right: str = "", wrong: str = ""):
+    engine = inside.engine
     info = engine.info()
     pos = int(query_number(request, "pos", -1, -1, info.n_ctx - 1))
-    source = sources.get(model)
-    forward = await try_forward(engine, prompt, pos) if not source.remote else {
-        "error": f"Looking inside {source.name} needs its weights, which stay on the model server ({source.size}): "
-                 f"this page shows a model loaded here, {info.name}.", "kind": "info"}
-    return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
-                  default_prompt=DEFAULT_INTERNALS_PROMPT,
+    looked = inside.refusal is None
+    forward = await try_forward(engine, prompt, pos) if looked else {"error": inside.refusal, "kind": "info"}
+    return render(request, "internals.html", "internals", source=inside.source if looked else None,
+                  info=info, arch=architecture(info), prompt=prompt,
+                  default_prompt=DEFAULT_INTERNALS_PROMPT, model_key=inside.source.key if looked else "",
                   head_hint=head_hint(await copying.facts(engine)), head_kinds=HEAD_KINDS,
                   layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
                   head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
                   pos=pos, forward=None if "error" in forward else forward,
                   error=forward.get("error"), kind=forward.get("kind"),
-                  ablate=await ablate_view(engine, prompt, off, mode=ablate_mode) if not source.remote else None,
-                  patch=None if source.remote else await patch_view(
+                  ablate=await ablate_view(engine, prompt, off, mode=ablate_mode) if looked else None,
+                  patch=None if not looked else await patch_view(
                       engine, *(given or default for given, default in zip((clean, corrupted, right, wrong),
                                                                             patch_defaults().values())), run=False),
                   patch_defaults=patch_defaults())
 
 
 @router.post("/partials/forward", response_class=HTMLResponse)
-async def forward_partial(request: Request, engine: EngineDep, prompt: Text = "", pos: Text = "-1"):
+async def forward_partial(request: Request, inside: InsideDep, prompt: Text = "", pos: Text = "-1"):
     # the form sends its other fields too (layer, head, sort): the browser draws what depends on them
-    forward = await try_forward(engine, prompt, position(pos))
+    forward = await try_forward(inside.engine, prompt, position(pos))
     if "error" in forward:
         return message(request, forward["error"], forward["kind"])
     return partial(request, "partials/_forward.html", f=forward)
@@ -154,7 +153,9 @@ def head_hint(facts: CopyingFacts) -> str:
 
 
 @router.post("/partials/heads", response_class=HTMLResponse)
-async def heads_partial(request: Request, engine: EngineDep, prompt: Text = "", on: Text = "prompt", sort: Text = "induction"):
+async def heads_partial(request: Request, inside: InsideDep, prompt: Text = "", on: Text = "prompt",
+                        sort: Text = "induction"):
+    engine = inside.engine
     sort = sort if sort in dict(HEAD_KINDS) else "induction"
     on_probe = on == "probe"
     probe = await engine.finder_probe()
