@@ -20,8 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from app import demo
 from app.deps import get_engine
-from app.engine import Busy, InputError
-from app.errors import sentence
+from app.problems import Problem, sentence
 from model.model_card import percent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,10 +195,8 @@ async def or_message(work: Awaitable[dict]) -> dict:
     {"error": a sentence, "kind": "error"} (partials answer 200, so htmx swaps it in)."""
     try:
         return await work
-    except InputError as e:
-        return {"error": sentence(str(e)), "kind": "error"}
-    except Busy as e:
-        return {"error": f"The model is busy ({e}). Try again in a moment.", "kind": "error"}
+    except Problem as e:
+        return {"error": e.sentence, "kind": "error"}
 
 
 def flag(value: str | None, default: bool) -> bool:

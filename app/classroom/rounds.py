@@ -32,8 +32,7 @@ DISTRACTOR_RANKS = (30, 300)
 class RoundError(InputError):
     """A round action that cannot happen now; the message says why and what to do (409)."""
 
-    def __init__(self, message: str):
-        super().__init__(message, 409)
+    status = 409
 
 
 def dice_of(session: Session) -> Dice:

@@ -16,8 +16,9 @@ from fastapi.responses import HTMLResponse
 from app.ablation import ablate_view
 from app.sources import InsideDep
 from app.templating import partial
+from app.security import ModelTurn
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 
 @router.post("/partials/ablate", response_class=HTMLResponse)

@@ -19,8 +19,9 @@ from app.sources import SourcesDep
 from app.stepper import BARS, DEFAULTS, among, dice_of, steps_of
 from app.stepping import Changes
 from app.templating import partial, render
+from app.security import ModelTurn
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 
 

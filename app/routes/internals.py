@@ -19,15 +19,16 @@ from app import schemas as s
 from app.ablation import ablate_view
 from app.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
-from app.engine import Busy, Engine, InputError
+from app.engine import Engine
 from app.patching import defaults as patch_defaults
 from app.patching import patch_view
 from app.sources import InsideDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
+from app.security import ModelTurn
 from model.model_card import percent
 
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 LENS_TOP = 3   # candidates per cell of the logit lens (its tooltip lists them)
 NEURONS = 5    # most active MLP neurons per block
@@ -162,13 +163,10 @@ async def heads_partial(request: Request, inside: InsideDep, prompt: Text = "", 
     text = probe if on_probe else prompt
     if not text.strip():
         return message(request, "Type a prompt above, or measure the heads on the built-in probe.", "info")
-    try:
-        rows = await engine.heads(text)
-    except InputError as e:
-        return message(request, str(e))
-    except Busy as e:
-        return message(request, f"The model is busy ({e}). Try again in a moment.")
-    rows = sorted(rows, key=lambda r: r[sort], reverse=True)
+    found = await or_message(engine.heads(text))  # rows, or what to show in their place
+    if isinstance(found, dict):
+        return message(request, found["error"])
+    rows = sorted(found, key=lambda r: r[sort], reverse=True)
     return partial(request, "partials/_heads.html", rows=rows[:HEAD_ROWS], hidden=max(0, len(rows) - HEAD_ROWS),
                    kinds=HEAD_KINDS, sort=sort, on_probe=on_probe, probe_text=probe,
                    n_tokens=len(await engine.encode(text)))

@@ -39,6 +39,7 @@ from app.errors import require_json
 from app.loss import try_loss
 from app.sources import GenerateRequest, Source, Sources, SourcesDep, as_sse
 from app.streaming import EventStream
+from app.security import ModelTurn
 from app.templating import (
     LOSS_LEGEND,
     ROOT,
@@ -303,7 +304,7 @@ def models_of(sources: Sources, source: Source) -> dict:
     return {"model_choices": sources.choices(), "model_key": source.key, "compare_key": ""} if len(sources) > 1 else {}
 
 
-@router.get("/loss", response_class=HTMLResponse)
+@router.get("/loss", dependencies=[ModelTurn], response_class=HTMLResponse)
 async def loss(request: Request, engine: EngineDep, sources: SourcesDep, text: str = DEFAULT_LOSS_TEXT,
                model: str = ""):
     source = sources.get(model)
@@ -313,7 +314,7 @@ async def loss(request: Request, engine: EngineDep, sources: SourcesDep, text: s
                   **result)
 
 
-@router.post("/partials/loss", response_class=HTMLResponse)
+@router.post("/partials/loss", dependencies=[ModelTurn], response_class=HTMLResponse)
 async def loss_partial(request: Request, sources: SourcesDep, text: Text = "", model: Text = ""):
     result = await try_loss(sources.get(model), text)
     if "error" in result:
@@ -330,7 +331,7 @@ PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_t
 COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
 
 
-@router.post("/playground/generate", dependencies=[Depends(require_json)])
+@router.post("/playground/generate", dependencies=[Depends(require_json), ModelTurn])
 async def playground_generate(req: GenerateRequest, sources: SourcesDep) -> Response:
     """The Playground's stream from the model it chose: /api/generate's events, from any source."""
     stream = await sources.get(req.model).generate(req)

@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse
 from app.sources import InsideDep
 from app.patching import defaults, patch_view
 from app.templating import partial
+from app.security import ModelTurn
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 
 @router.post("/partials/patch", response_class=HTMLResponse)
