@@ -33,15 +33,17 @@ def expect_error(ref: Path | str, pattern: str) -> str:
 def expect_http_error(r: httpx.Response, status: int, pattern: str) -> str:
     """The answer is `status` with one sentence that matches `pattern`; returns the sentence.
 
-    The sentence is the JSON body's "message" for a JSON answer, the body for a plain-text one.
+    The sentence is the JSON body's "message" for a JSON answer (its "error"'s, in the OpenAI
+    API's shape), the body for a plain-text one. A sentence starts with a capital letter or a figure.
     """
     assert r.status_code == status, (r.status_code, r.text[:500])
     if r.headers.get("content-type", "").startswith("application/json"):
-        message = r.json()["message"]
+        body = r.json()
+        message = body["message"] if "message" in body else body["error"]["message"]
     else:
         assert r.headers.get("content-type", "").startswith("text/plain"), r.headers.get("content-type")
         message = r.text
     one_sentence(message)
-    assert message[0].isupper(), message
+    assert message[0].isupper() or message[0].isdigit(), message
     assert re.search(pattern, message), message
     return message
