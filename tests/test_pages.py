@@ -303,6 +303,7 @@ def test_comparison_shows_three_vocabularies_and_the_models_own(arch: Served) ->
         assert re.search(rf'data-count="{name}">\d+ tokens<', body)
     assert "<b>" not in body and "&lt;" in body
     sections = re.findall(r"<section (.*?)</section>", body, re.S)
+    assert (engine.own_tokenizer is None) == (arch.name == "gpt2")
     if engine.own_tokenizer is None:  # GPT-2's vocabulary is already the first of the three
         assert len(sections) == 3 and "data-own" not in body
         return
