@@ -74,8 +74,8 @@ class ClientShare:
             self.in_flight[client] += 1
             return
         if self.n_waiting >= self.max_waiting:
-            raise ShareFull(f"The server is full: {self.n_waiting} requests are already waiting for the model. "
-                            "Try again in a moment.")
+            waiting = f"{self.n_waiting:,} " + ("request is" if self.n_waiting == 1 else "requests are")
+            raise ShareFull(f"The server is full: {waiting} already waiting for the model. Try again in a moment.")
         turn = asyncio.get_running_loop().create_future()
         queue = self.waiting.setdefault(client, deque())
         queue.append(turn)

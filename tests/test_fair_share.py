@@ -73,7 +73,7 @@ def test_waiting_is_bounded_in_number_and_time() -> None:
         second = asyncio.create_task(inner.call("a2", "10.0.0.1"))
         await settle()
         assert await inner.call("a3", "10.0.0.1") == 503
-        assert inner.refused.startswith("The server is full: 1 requests are already waiting")
+        assert inner.refused.startswith("The server is full: 1 request is already waiting")
         assert await second == 503  # waited its longest without a turn
         assert inner.refused.startswith("Your requests waited 0.2 s for a turn") and inner.refused.endswith("at once.")
         inner.gates["a1"].set()

@@ -17,6 +17,7 @@ from app import schemas as s
 from app.config import Settings
 from app.main import create_app
 from app.templating import pct
+from helpers import expect_http_error
 from model.generate import generate
 from model.gpt2 import GPT
 from model.sampling import SamplingParams
@@ -98,7 +99,7 @@ def test_the_playground_writes_with_both_models(client: TestClient, tiny_model: 
     expected = [st.id for st in generate(tiny_model, gpt2_tokenizer().encode(PROMPT), SamplingParams(temperature=0), 6)]
     assert [e["id"] for e in events] == expected
     r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "model": "nobody", "x": 1})
-    assert r.status_code == 422 and "not a field" in r.json()["message"]
+    expect_http_error(r, 422, "not a field")
 
 
 def test_the_training_page_scores_with_the_chosen_model(client: TestClient) -> None:
