@@ -1,7 +1,7 @@
 """What the pages may say about copying from the prompt: one source of figures for the Overview, the Internals
 hint beside the head finder, the Training page's note on a repeated stretch, and the Playground.
 
-Two kinds of figure, each sentence naming the one it quotes: the model card's losses (model/incontext.py's
+Two kinds of figure, each sentence naming the one it quotes: the model card's losses (model/probes/incontext.py's
 probes of repeated words and invented names, measured when the card was written), and every head's scores on
 the head finder's own probe (random words said twice), measured live on the loaded weights.
 """

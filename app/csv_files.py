@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from fastapi.responses import Response
 
-from model.training_log import finite
+from model.training.training_log import finite
 
 FORMULA_START = ("=", "+", "-", "@")
 

@@ -5,7 +5,7 @@ One place for everything a teacher sees before typing: change an example here.
 
 from __future__ import annotations
 
-from model import incontext
+from model.probes import incontext
 from model.model_card import Copying
 
 LARGE = 100_000_000  # parameters: GPT-2 124M and up learned from web text, and copy from their prompt
@@ -87,7 +87,7 @@ PLAYGROUND_PRESETS = (
      "note": "A model trained on web text has read dialogues and plays the Assistant's part (“The sky is blue.”). "
              "One that has read only stories barely knows the pattern of a chat transcript."},
 )
-# Under the chat preset where an instruct model is loaded: what post-training did to it (model/chat.py).
+# Under the chat preset where an instruct model is loaded: what post-training did to it (model/tokenizers/chat.py).
 INSTRUCT_NOTE = ("{name} is an instruct model: after learning from text, it was fine-tuned on conversations "
                  "written in its chat template, so it answers as the Assistant, where a base model only continues the "
                  "transcript. It reads the transcript written out in that template, whose special tokens show as "

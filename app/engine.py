@@ -23,13 +23,13 @@ from app.config import Settings
 from app.model_thread import ModelThread
 from app.problems import Busy, InputError
 from app.streaming import Generation
-from model import analysis, incontext, interventions
-from model.chat import chat_parts, transcript_messages
-from model.hf_tokenizer import HFTokenizer
+from model.probes import analysis, incontext, interventions
+from model.tokenizers.chat import chat_parts, transcript_messages
+from model.tokenizers.hf_tokenizer import HFTokenizer
 from model.loading import LoadedModel, load_model
 from model.model_card import ModelCard
-from model.sampling import SamplingParams, Step
-from model.tokenizer import MAX_HISTORY_BYTES, Tokenizer
+from model.decode.sampling import SamplingParams, Step
+from model.tokenizers.tokenizer import MAX_HISTORY_BYTES, Tokenizer
 
 __all__ = ["Busy", "Engine", "Generation", "InputError"]
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from app import schemas as s
 from app.copying import READS_LINES
 from app.engine import Engine, InputError
 from app.templating import or_message
-from model import incontext
+from model.probes import incontext
 
 if TYPE_CHECKING:
     from app.sources import Source

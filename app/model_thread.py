@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.config import Settings
 from app.problems import Busy
-from model.batching import BatchDecoder
+from model.decode.batching import BatchDecoder
 from model.loading import LoadedModel
 
 if TYPE_CHECKING:

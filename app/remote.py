@@ -236,7 +236,7 @@ class RemoteModel:
         OpenAI refuses what it does not know, so only the known servers get their extras."""
         body: dict[str, Any] = {"temperature": temperature, "top_p": top_p, **({"seed": seed} if seed is not None else {})}
         if kind == LLAMA_CPP:
-            # only the samplers named run, in Deep Dive's order (model/sampling.py); the probabilities it lists
+            # only the samplers named run, in Deep Dive's order (model/decode/sampling.py); the probabilities it lists
             # are the model's own, before any of them (post_sampling_probs false)
             body |= {"top_k": top_k, "samplers": ["temperature", "top_k", "top_p"], "min_p": 0.0, "typical_p": 1.0,
                      "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "dry_multiplier": 0.0,

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from model.interventions import MAX_INTERVENTIONS
+from model.probes.interventions import MAX_INTERVENTIONS
 
 # above every loaded model's vocabulary (GPT-2's 50,257, Llama 3's 128,256, Qwen2's 151,936): the engine
 # checks ids against the loaded model's own and says its range

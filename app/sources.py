@@ -29,7 +29,7 @@ from app.remote import Finished, RemoteError, RemoteModel
 from app.stepping import NONE, Changes, LocalSteps, RemoteSteps, Steps
 from app.streaming import Generation, sse
 from app.templating import si
-from model.sampling import SamplingParams
+from model.decode.sampling import SamplingParams
 
 MAIN, SECOND, REMOTE = "local", "second", "remote"  # the values of `model=` in a page's URL
 

@@ -18,8 +18,8 @@ from typing import Protocol
 from app import ablation
 from app import schemas as s
 from app.engine import Engine, InputError
-from model.interventions import Patch
-from model.sampling import SamplingParams, draw_one, warp_probs
+from model.probes.interventions import Patch
+from model.decode.sampling import SamplingParams, draw_one, warp_probs
 
 HOW = {"s": "sampled", "g": "the most likely", "h": "chosen by hand"}
 ACTIONS = {"greedy": "g", "sample": "s", "pick": "h"}

@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app import schemas as s
-from model.sampling import SamplingParams, Step, Utf8Stream
+from model.decode.sampling import SamplingParams, Step, Utf8Stream
 
 
 class TextStream:

@@ -1,7 +1,7 @@
 """The cost of looking inside: recording activations, and the /api/activations endpoint.
 
 1. In process, per model and prompt length: a plain forward (logits) against the same forward
-   recording every activation model/record.py names (attention patterns included, so
+   recording every activation model/nets/record.py names (attention patterns included, so
    attention runs as an explicit softmax instead of the fused kernel). The reference's
    ratio is transformers with output_hidden_states + output_attentions (eager attention)
    against its plain forward. Goal: ours recorded ≤ 1.5x ours plain.
@@ -22,8 +22,8 @@ import torch
 
 from bench import common as c
 from bench.server import Server
-from model import analysis
-from model.record import Recorder, all_names
+from model.probes import analysis
+from model.nets.record import Recorder, all_names
 
 LENGTHS = (64, 256, 1024)
 ENDPOINT_LENGTHS = (64, 256)

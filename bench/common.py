@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from model.gpt2 import GPT, GPTConfig
-from model.gpt2_checkpoint import save_checkpoint
+from model.nets.gpt2 import GPT, GPTConfig
+from model.formats.gpt2_checkpoint import save_checkpoint
 from model.loading import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +233,7 @@ def machine_facts() -> dict:
 def others_busy() -> str | None:
     """A line saying what else is using the CPUs, if anything known is (figures are then distorted)."""
     try:
-        out = subprocess.run(["pgrep", "-af", "model.train run"], capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(["pgrep", "-af", "model.training.train run"], capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         out = ""
     if out.strip():

@@ -20,9 +20,9 @@ import time
 import torch
 
 from bench import common as c
-from model.generate import generate
+from model.decode.generate import generate
 from model.loading import load_model
-from model.sampling import SamplingParams
+from model.decode.sampling import SamplingParams
 
 PROMPT_TOKENS = 32
 MODES = {  # name: (our params, the reference's generate kwargs)

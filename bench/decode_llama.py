@@ -32,7 +32,7 @@ import torch
 from bench import common as c
 from bench.decode import measure, parse_args
 from model.loading import load_model
-from model.sampling import SamplingParams
+from model.decode.sampling import SamplingParams
 from tests.llama_server import binary, llama_server
 
 SHAPES = {  # label: LlamaConfig options

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from bench import common as c
-from model import analysis
-from model.interventions import Intervention, patch_grid
-from model.sampling import SamplingParams
+from model.probes import analysis
+from model.probes.interventions import Intervention, patch_grid
+from model.decode.sampling import SamplingParams
 
 PATCH_TOKENS = 24
 

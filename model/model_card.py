@@ -1,6 +1,6 @@
 """A model card (model_card.json beside a checkpoint), read once at load into a typed object.
 
-model/card.py writes cards; any other checkpoint may carry one written by hand, so
+model/training/card.py writes cards; any other checkpoint may carry one written by hand, so
 reading is forgiving: a field that is missing or of the wrong type stays empty, and
 the pages show what there is.
 """
@@ -32,7 +32,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Copying:
-    """In-context copying as model/incontext.py measures it (nats per token; head scores 0 to 1)."""
+    """In-context copying as model/probes/incontext.py measures it (nats per token; head scores 0 to 1)."""
     first_copy: float
     second_copy: float
     name_first_use: float

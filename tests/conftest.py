@@ -19,8 +19,8 @@ from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
 
-from model.gpt2 import GPT, GPTConfig
-from model.gpt2_checkpoint import save_checkpoint
+from model.nets.gpt2 import GPT, GPTConfig
+from model.formats.gpt2_checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="session")

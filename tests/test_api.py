@@ -22,12 +22,12 @@ from app.streaming import TextStream
 from app.main import create_app
 from helpers import expect_http_error
 from live_server import serve
-from model.batching import BatchDecoder
-from model.generate import generate
-from model.gpt2 import GPT
+from model.decode.batching import BatchDecoder
+from model.decode.generate import generate
+from model.nets.gpt2 import GPT
 from model.loading import LoadedModel
-from model.sampling import SamplingParams
-from model.tokenizer import EOT_ID, gpt2_tokenizer
+from model.decode.sampling import SamplingParams
+from model.tokenizers.tokenizer import EOT_ID, gpt2_tokenizer
 
 TEXT = "Hello wörld! A parrot:🦜 and <|endoftext|> typed as text."
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from model.batching import BatchDecoder
-from model.generate import generate
-from model.gpt2 import GPT, GPTConfig
-from model.sampling import SamplingParams
+from model.decode.batching import BatchDecoder
+from model.decode.generate import generate
+from model.nets.gpt2 import GPT, GPTConfig
+from model.decode.sampling import SamplingParams
 
 N_CTX = 64
 

@@ -11,14 +11,14 @@ from app.config import DEFAULT_MODEL, Settings
 from app.copying import CopyingFacts
 from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
 from app.routes.internals import head_hint
-from model import incontext
-from model.card import HELD_OUT_SAMPLE, sample_tokens
-from model.generate import generate
+from model.probes import incontext
+from model.training.card import HELD_OUT_SAMPLE, sample_tokens
+from model.decode.generate import generate
 from model.loading import load_model, read_card
 from model.model_card import percent
-from model.sampling import SamplingParams
-from model.tokenizer import EOT_ID, gpt2_encoding
-from model.train import token_loss
+from model.decode.sampling import SamplingParams
+from model.tokenizers.tokenizer import EOT_ID, gpt2_encoding
+from model.training.train import token_loss
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_held_out_loss_matches_the_card(loaded, card):
 def test_card_states_what_it_is(card):
     assert "not OpenAI's GPT-2" in card["description"]
     assert card["parameters"]["total"] == sum(v for k, v in card["parameters"].items() if k != "total")
-    assert card["training"]["command"].startswith("python -m model.train")
+    assert card["training"]["command"].startswith("python -m model.training.train")
     # the stages add up to the run the log records, and the mixture shares to one
     assert sum(st["steps"] for st in card["training"]["stages"]) == card["training"]["steps"]
     assert sum(c["weight"] for c in card["corpus"].values()) == pytest.approx(1, abs=0.002)

@@ -21,8 +21,8 @@ from httpx import Response
 
 from app.config import Settings
 from app.main import create_app
-from model.encodings import NAMES, tokenizer
-from model.tokenizer import gpt2_tokenizer
+from model.tokenizers.encodings import NAMES, tokenizer
+from model.tokenizers.tokenizer import gpt2_tokenizer
 
 MAX_CHARS = 2000
 TRICKY = 'He said, "yes, no"\nand left, again, "now"'  # commas, quotes and a newline in token texts

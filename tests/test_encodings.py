@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiktoken_ext import openai_public
 
-from model.encodings import build_encoding, compare, tokenizer
-from model.tokenizer import ASSETS
+from model.tokenizers.encodings import build_encoding, compare, tokenizer
+from model.tokenizers.tokenizer import ASSETS
 
 # texts that split differently across the three vocabularies
 PIECES = ["😀", "👩‍👩‍👧", "日本語", "𠮷", "e\u0301", "שלום", "مرحبا", "Привет", "’"]

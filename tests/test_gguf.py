@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import html
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +29,10 @@ from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
 from app.engine import Engine
 from app.main import create_app
 from test_api import sse_events
-from model.chat import render_chat, transcript_messages
-from model.generate import generate
+from model.tokenizers.chat import render_chat, transcript_messages
+from model.decode.generate import generate
 from model.loading import SMOLLM2_FILE, CheckpointError, load_model
-from model.sampling import SamplingParams
+from model.decode.sampling import SamplingParams
 
 Q = GGMLQuantizationType
 # Random blocks with sane headers, so that random files hold weights of mean 0 and std about 0.1 (as

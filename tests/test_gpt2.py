@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.gpt2 import GPT, GPTConfig
-from model.speed import FastLinear, speed_up
+from model.nets.gpt2 import GPT, GPTConfig
+from model.nets.speed import FastLinear, speed_up
 from model.loading import load_model
-from model.record import Recorder, all_names
+from model.nets.record import Recorder, all_names
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 SHAPES = {  # name: (n_layer, n_head, n_embd, n_ctx)

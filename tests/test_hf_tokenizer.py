@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from llama_fixtures import CHAT_TOKENS, TOKENIZERS
-from model.hf_tokenizer import HFTokenizer
-from model.tokenizer import MAX_HISTORY_BYTES
+from model.tokenizers.hf_tokenizer import HFTokenizer
+from model.tokenizers.tokenizer import MAX_HISTORY_BYTES
 
 TEXTS = [
     "",

@@ -28,8 +28,8 @@ from app.engine import Engine
 from app.main import create_app
 from helpers import expect_http_error
 from live_server import serve
-from model.batching import BatchDecoder
-from model.tokenizer import EOT_ID
+from model.decode.batching import BatchDecoder
+from model.tokenizers.tokenizer import EOT_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = {"content-type": "application/json"}

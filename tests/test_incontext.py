@@ -1,19 +1,21 @@
-"""In-context copying: the data that teaches it (model/augment.py) and the probes that measure it
-(model/incontext.py)."""
+"""In-context copying: the data that teaches it (model/training/augment.py) and the probes that measure it
+(model/probes/incontext.py)."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from model import augment, incontext
-from model.gpt2 import GPT
-from model.record import Recorder
-from model.tokenizer import EOT_ID, gpt2_encoding
-from model.data import Batches, SourceSpec, prepare
+from model.probes import incontext
+from model.training import augment
+from model.nets.gpt2 import GPT
+from model.nets.record import Recorder
+from model.tokenizers.tokenizer import EOT_ID, gpt2_encoding
+from model.training.data import Batches, SourceSpec, prepare
 
 STORY = ("Once upon a time, there was a girl named Lily. Lily had a dog named Max. "
          "Lily and Max played in the spot by the tree. Max was happy.")
@@ -91,7 +93,7 @@ def test_a_name_is_never_reused_across_stories():
 
 
 def test_batches_with_repeats_are_deterministic(tmp_path):
-    samples = incontext.__file__.rsplit("/", 1)[0] + "/samples/tinystories_train.txt"
+    samples = str(Path(incontext.__file__).parent.parent / "samples" / "tinystories_train.txt")
     prepare([SourceSpec("stories", 1.0, [samples])], held_out={}, out=tmp_path, val_fraction=0.2)
     a = Batches(tmp_path, "train", 32, seed=3)
     b = Batches(tmp_path, "train", 32, seed=3)

@@ -13,7 +13,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.stepper import format_steps, parse_steps
 from app.stepping import LocalSteps, RemoteSteps, Taken, Under
-from model.tokenizer import EOT_ID
+from model.tokenizers.tokenizer import EOT_ID
 
 PROMPT = "Once upon a time"
 

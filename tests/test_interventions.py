@@ -13,12 +13,12 @@ import copy
 import pytest
 import torch
 
-from model import analysis
-from model.gpt2 import GPT
-from model.interventions import Intervention, hooks, patch_grid, patched_logits, problem, sizes, stream_patch
-from model.llama import Llama, LlamaConfig
-from model.record import Recorder, all_names
-from model.sampling import SamplingParams
+from model.probes import analysis
+from model.nets.gpt2 import GPT
+from model.probes.interventions import Intervention, hooks, patch_grid, patched_logits, problem, sizes, stream_patch
+from model.nets.llama import Llama, LlamaConfig
+from model.nets.record import Recorder, all_names
+from model.decode.sampling import SamplingParams
 
 SURGERY = dict(atol=1e-5, rtol=1e-5)
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from helpers import expect_http_error
-from model.tokenizer import gpt2_tokenizer
+from model.tokenizers.tokenizer import gpt2_tokenizer
 
 PROMPT = "The cat sat on the mat and the cat"
 
@@ -226,7 +226,7 @@ def test_a_grid_cell_links_to_the_stepper_with_its_patch(client: TestClient) -> 
 
 
 def test_the_stepper_runs_the_corrupted_prompt_with_the_patch(client: TestClient, engine) -> None:
-    from model.interventions import patched_logits
+    from model.probes.interventions import patched_logits
     body = {"prompt": CORRUPTED, "steps": "", "seed": "7", "temperature": "1", "top_k": "0", "top_p": "1", "n": "10"}
     plain = client.post("/partials/inference", data=body)
     last = len(gpt2_tokenizer().encode(CLEAN)) - 1  # " cat" written over the last " dog", at block 0

@@ -24,14 +24,14 @@ from safetensors.torch import load_file, save_file
 
 from helpers import expect_error
 from llama_fixtures import VARIANTS, save_reference
-from model.batching import BatchDecoder
-from model.generate import generate
-from model.hf_tokenizer import HFTokenizer
-from model.llama import Llama, Llama3Rope, LlamaConfig
+from model.decode.batching import BatchDecoder
+from model.decode.generate import generate
+from model.tokenizers.hf_tokenizer import HFTokenizer
+from model.nets.llama import Llama, Llama3Rope, LlamaConfig
 from model.loading import load_model
-from model.record import Recorder, all_names
-from model.sampling import SamplingParams
-from model.speed import FastLinear, speed_up
+from model.nets.record import Recorder, all_names
+from model.decode.sampling import SamplingParams
+from model.nets.speed import FastLinear, speed_up
 from test_loading import edit_config
 
 TOL = dict(atol=1e-4, rtol=1e-4)

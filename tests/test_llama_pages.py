@@ -24,7 +24,7 @@ from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
 from helpers import expect_http_error
-from model import analysis
+from model.probes import analysis
 
 PROMPT = "Once upon a time"
 

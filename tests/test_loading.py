@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel
 
 import model.loading as loading
-from model.gpt2 import GPT
-from model.gpt2_checkpoint import is_transposed, save_checkpoint
+from model.nets.gpt2 import GPT
+from model.formats.gpt2_checkpoint import is_transposed, save_checkpoint
 from model.model_card import ModelCard, Source
 from model.loading import CheckpointError, load_model
 

@@ -12,10 +12,10 @@ from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
 from live_server import serve
-from model.generate import generate
-from model.gpt2 import GPT
-from model.sampling import SamplingParams
-from model.tokenizer import gpt2_tokenizer
+from model.decode.generate import generate
+from model.nets.gpt2 import GPT
+from model.decode.sampling import SamplingParams
+from model.tokenizers.tokenizer import gpt2_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ from app.engine import Engine
 from app.main import create_app
 from app import templating, demo
 from app.routes import internals, pages
-from model import incontext
-from model.tokenizer import gpt2_tokenizer
+from model.probes import incontext
+from model.tokenizers.tokenizer import gpt2_tokenizer
 
 MAX_CHARS = 5000
 TEXT = "Once upon a time, the cat sat on the mat.\n\tHéllo wörld ☃ 12345 🙂 <b>done</b>"
@@ -400,7 +400,7 @@ def test_data_page_stream_curve_and_samples(client: TestClient):
 
 def test_data_page_counts_the_committed_samples(client: TestClient, engine: Engine):
     body = client.get("/data").text
-    from model.corpus import documents
+    from model.training.corpus import documents
     docs = documents(pages.SAMPLES / "wizard_of_oz_excerpt.txt")
     tokens = sum(len(engine.tokenizer.encode(d)) + 1 for d in docs)
     assert f"<td class=\"r\">{tokens:,}</td>" in body

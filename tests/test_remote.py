@@ -25,8 +25,8 @@ from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
 from app.remote import RemoteError, RemoteModel
-from model.gpt2 import GPT
-from model.tokenizer import gpt2_tokenizer
+from model.nets.gpt2 import GPT
+from model.tokenizers.tokenizer import gpt2_tokenizer
 
 PROMPT = "Once upon a time"
 

@@ -13,11 +13,11 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from model.generate import generate
-from model.gpt2 import GPT, GPTConfig
-from model.sampling import (SamplingParams, Utf8Stream, apply_temperature, apply_top_k, apply_top_p, draw,
+from model.decode.generate import generate
+from model.nets.gpt2 import GPT, GPTConfig
+from model.decode.sampling import (SamplingParams, Utf8Stream, apply_temperature, apply_top_k, apply_top_p, draw,
                             largest, sample_step, warp)
-from model.tokenizer import gpt2_encoding
+from model.tokenizers.tokenizer import gpt2_encoding
 
 
 def make_tiny_gpt(seed: int = 0) -> GPT:

@@ -18,10 +18,10 @@ from app.config import Settings
 from app.main import create_app
 from app.templating import pct
 from helpers import expect_http_error
-from model.generate import generate
-from model.gpt2 import GPT
-from model.sampling import SamplingParams
-from model.tokenizer import gpt2_tokenizer
+from model.decode.generate import generate
+from model.nets.gpt2 import GPT
+from model.decode.sampling import SamplingParams
+from model.tokenizers.tokenizer import gpt2_tokenizer
 
 PROMPT = "Once upon a time"
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.tokenizer import EOT, EOT_ID, MAX_HISTORY_BYTES, Tokenizer, gpt2_tokenizer
+from model.tokenizers.tokenizer import EOT, EOT_ID, MAX_HISTORY_BYTES, Tokenizer, gpt2_tokenizer
 
 # Pieces GPT-2 handles awkwardly: multi-byte characters it splits, joiners, marks, scripts, spacing.
 PIECES = [

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from model.loading import load_model
-from model.tokenizer import EOT, EOT_ID, gpt2_encoding
-from model.train import main as train_main
-from model.corpus import documents
-from model.data import SourceSpec, prepare
+from model.tokenizers.tokenizer import EOT, EOT_ID, gpt2_encoding
+from model.training.train import main as train_main
+from model.training.corpus import documents
+from model.training.data import SourceSpec, prepare
 
 SAMPLES = Path(__file__).resolve().parent.parent / "model" / "samples"
 

@@ -20,8 +20,8 @@ from app.classroom.state import Bar, MODES, Mode, Option, Played, Round, Session
 from app.engine import Engine, InputError
 from app.stepper import format_steps, parse_steps, state_url
 from app.stepping import Dice, LocalSteps, Taken, Under, take
-from model import analysis
-from model.sampling import SamplingParams
+from model.probes import analysis
+from model.decode.sampling import SamplingParams
 
 TOP = 10  # the model's candidates kept for a round: the bars beside the class's histogram
 CHOICES = 4  # the model's most likely tokens among a multiple-choice round's options

@@ -14,7 +14,7 @@ from app.deps import EngineDep
 from app.streaming import EventStream, generation_events
 from app.errors import require_json
 from app.security import ModelTurn
-from model.sampling import SamplingParams
+from model.decode.sampling import SamplingParams
 
 router = APIRouter()
 

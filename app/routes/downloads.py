@@ -28,8 +28,8 @@ from app.loss import score_prefix
 from app.stepper import BARS, DEFAULTS, parse_steps, step_context
 from app.stepping import Dice, LocalSteps
 from app.security import ModelTurn
-from model import encodings
-from model.training_log import evaluations, other_sources, read_training_log
+from model.tokenizers import encodings
+from model.training.training_log import evaluations, other_sources, read_training_log
 
 router = APIRouter(include_in_schema=False)
 

@@ -24,7 +24,7 @@ from app.errors import require_json
 from app.routes import openai_schemas as o
 from app.streaming import EventStream, sse
 from app.security import ModelTurn
-from model.sampling import SamplingParams
+from model.decode.sampling import SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 TINY = 1e-45  # float32's smallest probability: a token with probability 0 in float32 gets ln of this

@@ -51,11 +51,11 @@ from app.templating import (
     query_number,
     render,
 )
-from model import encodings
-from model.corpus import documents
-from model.hf_tokenizer import HFTokenizer
-from model.tokenizer import Tokenizer
-from model.training_log import evaluations, finite, other_sources, read_training_log
+from model.tokenizers import encodings
+from model.training.corpus import documents
+from model.tokenizers.hf_tokenizer import HFTokenizer
+from model.tokenizers.tokenizer import Tokenizer
+from model.training.training_log import evaluations, finite, other_sources, read_training_log
 
 SAMPLES = ROOT / "model" / "samples"
 

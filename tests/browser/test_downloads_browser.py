@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from model.tokenizer import gpt2_tokenizer
+from model.tokenizers.tokenizer import gpt2_tokenizer
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)

@@ -2,7 +2,7 @@
 sentence about copying comes from app/copying.py's one source, a share is rounded alike on the Data page and in
 the card's README, and a Playground preset's note quotes what the default model writes.
 
-The first server's card has a corpus whose shares sum to a hair under 1 (as model/card.py writes them) and
+The first server's card has a corpus whose shares sum to a hair under 1 (as model/training/card.py writes them) and
 copying figures; the tiny random model's heads are measured live. The second serves the default model.
 """
 
@@ -27,7 +27,7 @@ from app.engine import Engine
 from app.main import create_app
 from app import loss
 from live_server import serve
-from model.card import card_markdown
+from model.training.card import card_markdown
 from model.model_card import Copying
 
 pytestmark = pytest.mark.browser

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from model.gpt2 import GPT
+from model.nets.gpt2 import GPT
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)  # a busy laptop is slow; a hang still fails

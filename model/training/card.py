@@ -1,14 +1,14 @@
 """Write the model card of a trained checkpoint: its figures measured, not remembered.
 
-    python -m model.card --checkpoint model/checkpoints/deepdive-tiny --hardware "2-core CPU" \
-        --stage data/default 1700 "python -m model.train prepare ... && python -m model.train run ..." \
+    python -m model.training.card --checkpoint model/checkpoints/deepdive-tiny --hardware "2-core CPU" \
+        --stage data/default 1700 "python -m model.training.train prepare ... && python -m model.training.train run ..." \
         [--stage data/anneal 1200 "... run --init-from ..."]
 
 One --stage per training stage, in order: its prepared data, its steps, its commands.
 
 Measures the validation loss on the whole held-out split and on the committed
 sample (model/samples/tinystories_valid.txt, which a test recomputes), the
-unigram and uniform baselines, in-context copying (model/incontext.py), and
+unigram and uniform baselines, in-context copying (model/probes/incontext.py), and
 samples from story openings; lists every change made to the training text; writes
 model_card.json (read by the app) and README.md (read by people).
 """
@@ -24,19 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.incontext import measure
+from model.probes.incontext import measure
 from model.loading import load_model, read_config
 from model.model_card import percent
-from model.sampling import SamplingParams
-from model.generate import generate
-from model.tokenizer import EOT_ID, gpt2_encoding
-from model.corpus import documents
-from model.data import load_tokens
-from model.gpt2 import GPT
-from model.train import samples, token_loss
-from model.training_log import evaluations, read_training_log
+from model.decode.sampling import SamplingParams
+from model.decode.generate import generate
+from model.tokenizers.tokenizer import EOT_ID, gpt2_encoding
+from model.training.corpus import documents
+from model.training.data import load_tokens
+from model.nets.gpt2 import GPT
+from model.training.train import samples, token_loss
+from model.training.training_log import evaluations, read_training_log
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parent.parent / "samples"
 HELD_OUT_SAMPLE = SAMPLES / "tinystories_valid.txt"
 CARD_PROMPTS = ("Once upon a time", "Tom and his dog", "Lily wanted to")
 TARGET_VALID_LOSS = 2.716  # the model before in-context training: copying must not cost story quality
@@ -86,7 +86,7 @@ def transformations(metas: list[dict], stages: list[tuple[Path, int, str]]) -> l
             said.setdefault(
                 f"in source {', '.join(renamed)} (a second copy of the TinyStories stories, held-out ones included), "
                 "each character name that the stories introduce with \"named X\" is replaced by an invented name "
-                "made of random syllables, the same name throughout a story (model/augment.py). The names the "
+                "made of random syllables, the same name throughout a story (model/training/augment.py). The names the "
                 "in-context probe uses are never generated.", []).append(i)
         share = re.search(r"--repeat-share ([0-9.]+)", command)
         if share and float(share.group(1)) > 0:
@@ -141,7 +141,7 @@ def build_card(checkpoint: Path, stages: list[tuple[Path, int, str]], hardware: 
     return {
         "name": checkpoint.name,
         "description": "A small GPT-2-architecture model pre-trained by Deep Dive's own training code "
-                       "(python -m model.train). It is not OpenAI's GPT-2: it is far smaller and has read "
+                       "(python -m model.training.train). It is not OpenAI's GPT-2: it is far smaller and has read "
                        "only children's stories.",
         "architecture": {"n_layer": loaded.config.n_layer, "n_head": loaded.config.n_head,
                          "n_embd": loaded.config.n_embd, "n_ctx": loaded.config.n_ctx,
@@ -229,7 +229,7 @@ def card_markdown(card: dict) -> str:
         f"| baseline: unigram (token frequencies of the training text) | {ev['baselines']['unigram']:.3f} |",
         f"| baseline: uniform over the vocabulary (ln 50257) | {ev['baselines']['uniform']:.3f} |",
         f"| target set for this model | ≤ {ev['target']} |",
-        "", "## In-context copying (`python -m model.incontext`, nats per token)", "",
+        "", "## In-context copying (`python -m model.probes.incontext`, nats per token)", "",
         "| measure | figure | target |", "|---|---|---|",
         *incontext_rows(card),
         "", "## Training data", "",
@@ -259,7 +259,7 @@ def card_markdown(card: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m model.card")
+    p = argparse.ArgumentParser(prog="python -m model.training.card")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--stage", nargs=3, action="append", required=True, metavar=("DATA", "STEPS", "COMMAND"),
                    help="one training stage, in order: its prepared data folder, its steps, the commands that ran it")

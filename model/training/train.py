@@ -2,10 +2,10 @@
 
 Two commands (README has the exact ones that made the default model):
 
-    python -m model.train prepare --source NAME:WEIGHT:PATH[,PATH...] [--val NAME:PATH[,PATH...]] --out DATA
-    python -m model.train run --data DATA --out RUN [--n-layer ... --max-steps ...]
+    python -m model.training.train prepare --source NAME:WEIGHT:PATH[,PATH...] [--val NAME:PATH[,PATH...]] --out DATA
+    python -m model.training.train run --data DATA --out RUN [--n-layer ... --max-steps ...]
 
-`prepare` writes the token files (model/data.py). `run` trains with AdamW, warm-up then cosine decay, gradient clipping and
+`prepare` writes the token files (model/training/data.py). `run` trains with AdamW, warm-up then cosine decay, gradient clipping and
 accumulation, bf16 autocast or fp32, evaluates and samples at intervals,
 checkpoints so an interrupted run resumes at the same step with the same data,
 and exports the best (or last) weights in the Hugging Face layout. `run --init-from
@@ -31,15 +31,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import augment
-from model.data import Batches, parse_source, prepare
-from model.generate import generate
-from model.gpt2 import GPT, GPTConfig
-from model.gpt2_checkpoint import save_checkpoint
-from model.incontext import head_probe, head_scores, measure
+from model.training import augment
+from model.training.data import Batches, parse_source, prepare
+from model.decode.generate import generate
+from model.nets.gpt2 import GPT, GPTConfig
+from model.formats.gpt2_checkpoint import save_checkpoint
+from model.probes.incontext import head_probe, head_scores, measure
 from model.loading import load_model
-from model.sampling import SamplingParams
-from model.tokenizer import EOT_ID, gpt2_encoding
+from model.decode.sampling import SamplingParams
+from model.tokenizers.tokenizer import EOT_ID, gpt2_encoding
 
 SAMPLE_PROMPTS = ("Once upon a time", "Tom and his dog", "The little girl")
 
@@ -68,7 +68,7 @@ def repeat_share_at(step: int, args: argparse.Namespace, phase: str = "A") -> fl
 
 
 def copying_passes(ic: dict, args: argparse.Namespace) -> bool:
-    """Phase A's goal: an induction head and a cheap second copy (the probes of model/incontext.py)."""
+    """Phase A's goal: an induction head and a cheap second copy (the probes of model/probes/incontext.py)."""
     return ic["induction_head"]["score"] >= args.switch_induction and ic["second_copy"] <= args.switch_copy
 
 
@@ -314,7 +314,7 @@ def train(args: argparse.Namespace) -> Path:
 # ---------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model.training.train", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     pp = sub.add_parser("prepare", help="tokenize text files into train/val token files")
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--export-weights", choices=["best", "last"], default="best",
                     help="the weights with the lowest --main-val loss, or the last step's")
     rp.add_argument("--repeat-share", type=float, default=0.0,
-                    help="share of training rows that are a span repeated to fill the row (model/augment.py)")
+                    help="share of training rows that are a span repeated to fill the row (model/training/augment.py)")
     rp.add_argument("--repeat-share-end", type=float,
                     help="the share at the last step, reached linearly (default: --repeat-share throughout)")
     rp.add_argument("--repeat-random", type=float, default=0.5,
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--keep-evaluations", action="store_true",
                     help="save the weights at every evaluation (RUN/evaluations/step-N.pt), to pick one by its probes")
     rp.add_argument("--incontext", action="store_true",
-                    help="measure in-context copying (model/incontext.py) at every evaluation")
+                    help="measure in-context copying (model/probes/incontext.py) at every evaluation")
     rp.add_argument("--n-layer", type=int, default=6)
     rp.add_argument("--n-head", type=int, default=8)
     rp.add_argument("--n-embd", type=int, default=256)

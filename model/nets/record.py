@@ -21,7 +21,7 @@ Every name is a hook point, as in TransformerLens: the nets write
 ``x = rec("blocks.3.attn.z", x)``, and what the recorder returns flows on. A Recorder
 is given the names (or shell-style patterns such as ``blocks.*.attn.pattern``) to
 keep, and optionally hooks: {name: function of the activation returning its
-replacement}, which is how an intervention (model/interventions.py) switches a head
+replacement}, which is how an intervention (model/probes/interventions.py) switches a head
 off or patches in another run's residual stream. What is kept is the value after
 its hook. NOTHING is the recorder of a forward that records nothing: it hands every
 activation back untouched, so a plain forward pays one call per name and nothing more.

@@ -2,10 +2,10 @@
 
 The classes follow nanoGPT's model.py and keep GPT-2's parameter names
 (wte, wpe, h.N.ln_1, attn.c_attn, ...), so a Hugging Face checkpoint loads by a
-name map plus four transposes (see model/gpt2_checkpoint.py). What every net shares (the
+name map plus four transposes (see model/formats/gpt2_checkpoint.py). What every net shares (the
 loop over the blocks, attention's arithmetic, the residual stream's hook points)
-is in model/net.py; the KV cache in model/kv_cache.py; a CPU speed layer for
-inference, applied at load time, in model/speed.py.
+is in model/nets/net.py; the KV cache in model/nets/kv_cache.py; a CPU speed layer for
+inference, applied at load time, in model/nets/speed.py.
 
 Shapes in comments: B batch, T new tokens, S cached + new tokens (keys),
 C n_embd, H n_head, D head size (C // H), V vocabulary.
@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.kv_cache import CacheStep
-from model.net import CausalLM, attend, residual
-from model.record import NOTHING, Recorder
+from model.nets.kv_cache import CacheStep
+from model.nets.net import CausalLM, attend, residual
+from model.nets.record import NOTHING, Recorder
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class GPT(CausalLM):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        # the lm head's product (x, wte.weight) -> logits; model/speed.py may swap in a faster one
+        # the lm head's product (x, wte.weight) -> logits; model/nets/speed.py may swap in a faster one
         self.head_product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.linear
         if not init:
             return

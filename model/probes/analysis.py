@@ -3,7 +3,7 @@
 Pure functions of (model, ids): each runs the model under inference_mode and
 returns plain lists and dicts of rounded floats, so no caller holds a tensor
 and every payload is JSON as it stands. Token ids only; the caller adds text.
-Any model serves: GPT-2 (model/gpt2.py) or the Llama family (model/llama.py),
+Any model serves: GPT-2 (model/nets/gpt2.py) or the Llama family (model/nets/llama.py),
 which share the activation names and the final norm's name (ln_f).
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import torch
 
-from model.interventions import Intervention, Patch, hooks, recorder
-from model.net import CausalLM
-from model.record import NOTHING, Recorder
-from model.sampling import SamplingParams, entropy, largest, sample_step, warp
+from model.probes.interventions import Intervention, Patch, hooks, recorder
+from model.nets.net import CausalLM
+from model.nets.record import NOTHING, Recorder
+from model.decode.sampling import SamplingParams, entropy, largest, sample_step, warp
 
 SIG = 6  # significant digits kept in payloads: enough for any plot, a third of float's text
 CHUNK = 256  # positions unembedded at once: a (CHUNK, V) block of logits, not (T, V)
@@ -54,7 +54,7 @@ def _candidates(logits: torch.Tensor, probs: torch.Tensor, n: int) -> list[dict]
 @torch.inference_mode()
 def next_logits(model: CausalLM, ids: Sequence[int], interventions: Sequence[Intervention | Patch] = ()) -> torch.Tensor:
     """The model's logits (V,) for the token after `ids`, with the interventions applied
-    (model/interventions.py)."""
+    (model/probes/interventions.py)."""
     return model(_ids(model, ids), rec=recorder(interventions), last_only=True)[0, -1].float()
 
 

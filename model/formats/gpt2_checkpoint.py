@@ -1,4 +1,4 @@
-"""GPT-2's checkpoints in the Hugging Face layout <-> model/gpt2.py.
+"""GPT-2's checkpoints in the Hugging Face layout <-> model/nets/gpt2.py.
 
 A GPT-2 checkpoint directory holds config.json and model.safetensors (or the older
 pytorch_model.bin). GPT-2 stores its projections as Conv1D, whose weight is (in, out):
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from model.gpt2 import GPT, GPTConfig
-from model.weights import CheckpointError, check_tensors, read_tensors
+from model.nets.gpt2 import GPT, GPTConfig
+from model.formats.weights import CheckpointError, check_tensors, read_tensors
 
 # Conv1D weights in GPT-2 checkpoints, stored transposed relative to nn.Linear
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -71,7 +71,7 @@ def save_checkpoint(model: GPT, directory: str | Path, dtype: torch.dtype = torc
 
 
 def read_config(path: Path, cfg: dict) -> GPTConfig:
-    """A GPT-2 config.json's contents -> GPTConfig, refusing the variants model/gpt2.py does not compute."""
+    """A GPT-2 config.json's contents -> GPTConfig, refusing the variants model/nets/gpt2.py does not compute."""
     act = cfg.get("activation_function", "gelu_new")
     if act not in ACTIVATIONS:
         raise CheckpointError(f"{path}: activation_function {act!r} is not supported (expected 'gelu_new')")
@@ -118,6 +118,6 @@ def gpt2_state(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str,
 
 def gguf_state(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], dtype: torch.dtype,
                stored: dict[str, str]) -> dict[str, torch.Tensor]:
-    """A GGUF file's tensors, already under Hugging Face names (model/gguf_checkpoint.py) -> our GPT's state
+    """A GGUF file's tensors, already under Hugging Face names (model/formats/gguf_checkpoint.py) -> our GPT's state
     dict; `stored` gives each name as the file spells it, for messages."""
     return gpt2_state(path, tensors, expected, dtype, stored=lambda n: stored.get(n, n))

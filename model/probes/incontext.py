@@ -1,6 +1,6 @@
 """Does a model learn from its prompt? Three measurements of in-context copying.
 
-    python -m model.incontext CHECKPOINT      (any GPT-2 checkpoint, e.g. real GPT-2 to compare)
+    python -m model.probes.incontext CHECKPOINT      (any GPT-2 checkpoint, e.g. real GPT-2 to compare)
 
 - repeated words: 20 random common words, then the same 20 again. A model that reads its
   context predicts the second copy; one that does not pays as much as for the first.
@@ -30,10 +30,10 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from model.augment import RESERVED_NAMES
-from model.net import CausalLM
-from model.record import Recorder
-from model.tokenizer import EOT_ID, gpt2_encoding
+from model.training.augment import RESERVED_NAMES
+from model.nets.net import CausalLM
+from model.nets.record import Recorder
+from model.tokenizers.tokenizer import EOT_ID, gpt2_encoding
 
 COMMON_WORDS = (
     "the a and to was he she they it in on with for his her big little happy sad day dog cat bird tree "
@@ -57,7 +57,7 @@ PROBE_NAMES = sorted(RESERVED_NAMES)[:6]
 
 class Encoder(Protocol):
     """Anything that turns text into ids without special tokens: a tiktoken.Encoding, or the tokenizers of
-    model/tokenizer.py and model/hf_tokenizer.py."""
+    model/tokenizers/tokenizer.py and model/tokenizers/hf_tokenizer.py."""
 
     encode: Callable[..., list[int]]
 
@@ -234,7 +234,7 @@ def measure(model: CausalLM, enc: Encoder | None = None, start: int = EOT_ID) ->
 def main(argv: list[str] | None = None) -> None:
     from model.loading import load_model
 
-    p = argparse.ArgumentParser(prog="python -m model.incontext", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model.probes.incontext", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a checkpoint directory, a .gguf file, smollm2 or a Hugging Face hub name")
     args = p.parse_args(argv)
     loaded = load_model(args.checkpoint)

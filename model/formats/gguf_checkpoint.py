@@ -19,7 +19,7 @@ import re
 
 import torch
 
-from model.gguf_file import STORAGE, GGUFError, GGUFFile
+from model.formats.gguf_file import STORAGE, GGUFError, GGUFFile
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
 LLAMA_LAYER = {  # GGUF's name inside blk.N -> the Hugging Face name inside model.layers.N

@@ -1,6 +1,6 @@
 """Interventions: switch parts of the model off, or patch one run's activations into another.
 
-Both are hooks on the recorder's hook points (model/record.py), so the nets stay as
+Both are hooks on the recorder's hook points (model/nets/record.py), so the nets stay as
 they read:
 
 - a head (kind "head", index = the query head) at ``blocks.{b}.attn.z``, each head's output
@@ -28,8 +28,8 @@ from typing import Literal
 
 import torch
 
-from model.net import CausalLM
-from model.record import Hook, Recorder
+from model.nets.net import CausalLM
+from model.nets.record import Hook, Recorder
 
 Kind = Literal["head", "neuron", "attn", "mlp"]
 Mode = Literal["zero", "mean"]

@@ -4,7 +4,7 @@
 <|endoftext|> lines), holds out whole documents for validation, and writes each
 split once as a flat uint16 token file with <|endoftext|> after every document.
 `Batches` draws random windows from a weighted mixture of the token files, plus
-repeated-span rows (model/augment.py) when asked.
+repeated-span rows (model/training/augment.py) when asked.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import augment
-from model.corpus import documents, text_files
-from model.tokenizer import EOT_ID, gpt2_encoding
+from model.training import augment
+from model.training.corpus import documents, text_files
+from model.tokenizers.tokenizer import EOT_ID, gpt2_encoding
 
 
 # ---------------------------------------------------------------- data preparation
@@ -54,7 +54,7 @@ def prepare(sources: list[SourceSpec], held_out: dict[str, list[str]], out: Path
     """Tokenize each source into NAME.train.bin / NAME.val.bin, split by document.
 
     Sources named in invent_names have their character names replaced by invented ones
-    (model/augment.py), in training and held-out documents alike.
+    (model/training/augment.py), in training and held-out documents alike.
     """
     out.mkdir(parents=True, exist_ok=True)
     meta: dict = {"tokenizer": "gpt2", "sources": {}}
@@ -101,7 +101,7 @@ def load_tokens(path: Path) -> np.ndarray:
 class Batches:
     """Random windows from a weighted mixture of sources.
 
-    A share of rows (get's repeat_share) are repeated spans instead (model/augment.py): random
+    A share of rows (get's repeat_share) are repeated spans instead (model/training/augment.py): random
     spans of random tokens (augment.SpanPools) for repeat_random of them, pieces of the mixture's text
     for the rest.
     The batch for (step, micro) depends only on the seed and those two numbers,

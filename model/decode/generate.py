@@ -6,8 +6,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from model.net import CausalLM
-from model.sampling import SamplingParams, Step, sample_step
+from model.nets.net import CausalLM
+from model.decode.sampling import SamplingParams, Step, sample_step
 
 
 @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""The Llama architecture in PyTorch, written to be read and looked inside, as model/gpt2.py is.
+"""The Llama architecture in PyTorch, written to be read and looked inside, as model/nets/gpt2.py is.
 
 One file serves Llama 3.x, SmolLM2, Qwen2/2.5 and Mistral checkpoints in the Hugging
 Face layout. What differs from GPT-2:
@@ -13,8 +13,8 @@ Face layout. What differs from GPT-2:
 
 Parameter names are the checkpoint's without its "model." prefix (embed_tokens,
 layers.N.self_attn.q_proj, layers.N.mlp.gate_proj, norm, lm_head), so loading is a name
-map (see model/llama_checkpoint.py). Activations are recorded under the same names as GPT-2's
-(model/record.py); the attention pattern is recorded per query head.
+map (see model/formats/llama_checkpoint.py). Activations are recorded under the same names as GPT-2's
+(model/nets/record.py); the attention pattern is recorded per query head.
 
 Shapes in comments: B batch, T new tokens, S cached + new tokens (keys), C n_embd,
 H query heads, K key/value heads, D head size, I the MLP's hidden size, V vocabulary.
@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.kv_cache import CacheStep
-from model.net import CausalLM, attend, residual
-from model.record import NOTHING, Recorder
+from model.nets.kv_cache import CacheStep
+from model.nets.net import CausalLM, attend, residual
+from model.nets.record import NOTHING, Recorder
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")  # config.json model_type values this file computes
 
@@ -195,7 +195,7 @@ class Llama(CausalLM):
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = RMSNorm(config.n_embd, config.rms_norm_eps)
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # the lm head's product (x, weight) -> logits; model/speed.py may swap in a faster one
+        # the lm head's product (x, weight) -> logits; model/nets/speed.py may swap in a faster one
         self.head_product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.linear
         if init:
             self.apply(self._init_weights)

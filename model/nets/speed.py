@@ -1,6 +1,6 @@
 """A CPU speed layer for inference, applied at load time: `speed_up(model)`.
 
-The maths stays in model/gpt2.py and model/llama.py; this module only changes how two
+The maths stays in model/nets/gpt2.py and model/nets/llama.py; this module only changes how two
 products are computed when no gradients are wanted, and changes no output
 (tests/test_gpt2.py, tests/test_llama.py):
 

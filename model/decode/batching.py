@@ -27,9 +27,9 @@ from typing import NamedTuple
 
 import torch
 
-from model.kv_cache import KVCache
-from model.net import CausalLM
-from model.sampling import SamplingParams, Step, sample_step, sample_steps
+from model.nets.kv_cache import KVCache
+from model.nets.net import CausalLM
+from model.decode.sampling import SamplingParams, Step, sample_step, sample_steps
 
 
 SAMPLE_ROWS = 8  # rows sampled together (on a 2-core CPU, 8 rows x 50k logits beat 1, 4 and 40 rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.tokenizer import EOT
+from model.tokenizers.tokenizer import EOT
 
 
 def text_files(paths: list[str]) -> list[Path]:

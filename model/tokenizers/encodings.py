@@ -19,8 +19,8 @@ from pathlib import Path
 import tiktoken
 from tiktoken_ext import openai_public
 
-from model.hf_tokenizer import HFTokenizer
-from model.tokenizer import ASSETS, Token, Tokenizer, gpt2_tokenizer, read_checked
+from model.tokenizers.hf_tokenizer import HFTokenizer
+from model.tokenizers.tokenizer import ASSETS, Token, Tokenizer, gpt2_tokenizer, read_checked
 
 VENDORED = ("cl100k_base", "o200k_base")
 NAMES = ("gpt2", *VENDORED)

@@ -1,6 +1,6 @@
 """The architectures the engine computes, by config.json's model_type, each with what turns its
 checkpoints into one of our nets (as vLLM registers its model classes). Adding an architecture is a
-net (a CausalLM, model/net.py), its checkpoint module, and one entry here.
+net (a CausalLM, model/nets/net.py), its checkpoint module, and one entry here.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from typing import Any
 
 import torch
 
-from model import gpt2_checkpoint, llama_checkpoint
-from model.gguf_file import GGUFFile
-from model.gpt2 import GPT
-from model.hf_tokenizer import HFTokenizer
-from model.llama import MODEL_TYPES as LLAMA_TYPES
-from model.llama import Llama
-from model.net import CausalLM
-from model.tokenizer import Tokenizer, gpt2_tokenizer
-from model.weights import CheckpointError
+from model.formats import gpt2_checkpoint, llama_checkpoint
+from model.formats.gguf_file import GGUFFile
+from model.nets.gpt2 import GPT
+from model.tokenizers.hf_tokenizer import HFTokenizer
+from model.nets.llama import MODEL_TYPES as LLAMA_TYPES
+from model.nets.llama import Llama
+from model.nets.net import CausalLM
+from model.tokenizers.tokenizer import Tokenizer, gpt2_tokenizer
+from model.formats.weights import CheckpointError
 
 State = dict[str, torch.Tensor]
 

@@ -1,5 +1,5 @@
 """A GGUF file's own tokenizer, rebuilt with Hugging Face `tokenizers` from its metadata and shown
-through model/hf_tokenizer.py's HFTokenizer, as a checkpoint's tokenizer.json is.
+through model/tokenizers/hf_tokenizer.py's HFTokenizer, as a checkpoint's tokenizer.json is.
 
 A GGUF file has no tokenizer.json. It keeps the vocabulary (tokenizer.ggml.tokens, spelled as
 byte-level BPE spells them: "Ġ" is a space), the merges, each token's type (normal, control,
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from model.hf_tokenizer import HFTokenizer
+from model.tokenizers.hf_tokenizer import HFTokenizer
 
 # llama.cpp's token types (gguf.constants.TokenType)
 CONTROL, USER_DEFINED = 3, 4

@@ -1,5 +1,5 @@
 """What every net here shares: the decoder loop around the blocks, attention's arithmetic and the
-residual stream's hook points. model/gpt2.py and model/llama.py say only how they differ (how positions
+residual stream's hook points. model/nets/gpt2.py and model/nets/llama.py say only how they differ (how positions
 enter, the norms, the MLP, the parameter names of their checkpoints).
 
 Shapes in comments: B batch, T new tokens, S cached + new tokens (keys), C n_embd, H query heads,
@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.kv_cache import CacheStep, KVCache
-from model.record import NOTHING, Recorder
+from model.nets.kv_cache import CacheStep, KVCache
+from model.nets.record import NOTHING, Recorder
 
 Part = Callable[[torch.Tensor], torch.Tensor]
 
@@ -76,7 +76,7 @@ class CausalLM(nn.Module):
     """
 
     config: Any  # the net's own config; every one has n_layer, n_head, n_kv_head, head_dim, n_embd, n_ctx, vocab_size
-    head_product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # model/speed.py may swap in a faster one
+    head_product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # model/nets/speed.py may swap in a faster one
     blocks: nn.ModuleList  # each called as block(x, where, kv, rec)
     wte: nn.Embedding      # the token embedding
     ln_f: nn.Module        # the final norm, which the logit lens applies too
@@ -136,7 +136,7 @@ class CausalLM(nn.Module):
         """Token ids (B, T) -> logits (B, T, V), or (B, 1, V) with last_only.
 
         Pass a Recorder to capture activations by name, or to replace them with its hooks
-        (see model/record.py); without one the forward records nothing and pays nothing.
+        (see model/nets/record.py); without one the forward records nothing and pays nothing.
         """
         rec = rec or NOTHING
         x = self.hidden(idx, cache, rec)
