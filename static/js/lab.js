@@ -10,6 +10,7 @@
  *   Lab.pct(p)                         a probability a student can read ("42.1%")
  *   Lab.shown(text)                    text with · ↵ → for whitespace, for SVG labels
  *   Lab.isTyping(evt)                  true when a key goes to a form field
+ *   Lab.showSettings(form)             writes each sampling setting's value into its <output data-show>
  */
 (function () {
   "use strict";
@@ -86,5 +87,14 @@
     return !!(t && t.closest && t.closest("input, textarea, select, [contenteditable]"));
   }
 
-  window.Lab = { post, stream, debounce, pct, shown, isTyping };
+  // the readouts beside the sampling sliders (Inference and Playground): top-k 0 and top-p 1 read "off"
+  function showSettings(form) {
+    form.querySelectorAll("[data-show]").forEach(function (o) {
+      const v = Number(form.elements[o.dataset.show].value);
+      o.textContent = o.dataset.show === "temperature" ? v.toFixed(2)
+        : o.dataset.show === "top_k" ? (v === 0 ? "off" : String(v)) : (v >= 1 ? "off" : v.toFixed(2));
+    });
+  }
+
+  window.Lab = { post, stream, debounce, pct, shown, isTyping, showSettings };
 })();
