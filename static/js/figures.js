@@ -5,11 +5,14 @@
  * Markup (loaded on every page by base.html):
  *   <div class="figure-tools">              a figure's toolbar; hidden while its figure shows nothing (not
  *                                           drawn yet, or a message in its place)
- *   <button data-figure-png="#sel"          saves the element #sel as deepdive-<title>.png; the title is
+ *   <button data-figure-png="#sel"          saves the first element #sel that shows as deepdive-<title>.png; the title is
  *     [data-figure-title="..."]>            data-figure-title, else #sel's aria-label
  *   <a href="/download/x.csv?..."           the CSV link; with data-csv-form, its query is rebuilt from the
  *     [data-csv-form="#form"                named fields of that form whenever they change, so the link
  *      data-csv-fields="text ...">]         follows the figure that an htmx partial redraws
+ *   <svg data-readout="#out">               a server-drawn figure (templates/partials/_figures.html): the cell
+ *                                           ([data-r][data-c]) hovered or reached with the arrow keys is marked
+ *                                           "at" and its data-say sentence written into #out
  *
  * How a PNG is made:
  *   - an <svg> figure is cloned with each element's computed fill, stroke and font written onto it as
@@ -217,8 +220,14 @@
     status.textContent = text;
   }
 
+  // the figure a button names: the first match that shows (of a heatmap's heads, all drawn, one shows)
+  function figure(selector) {
+    const all = Array.from(document.querySelectorAll(selector));
+    return all.find(function (el) { return el.getClientRects().length; }) || all[0] || null;
+  }
+
   async function download(button) {
-    const el = document.querySelector(button.dataset.figurePng);
+    const el = figure(button.dataset.figurePng);
     if (!el) return;
     const title = button.dataset.figureTitle || el.getAttribute("aria-label") || document.title;
     button.disabled = true;
@@ -231,6 +240,34 @@
       button.disabled = false;
     }
   }
+
+  /* ---------------------------------------------------------- readouts */
+  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell hovered, or reached with
+  // the arrow keys once the figure has focus (the first key marks the bottom-left cell), is marked "at" and its
+  // data-say sentence written into the readout
+  function pick(svg, cell) {
+    if (!cell) return;
+    const old = svg.querySelector(".at");
+    if (old) old.classList.remove("at");
+    cell.classList.add("at");
+    const out = document.querySelector(svg.dataset.readout);
+    if (out) out.textContent = cell.dataset.say;
+  }
+  document.addEventListener("pointerover", function (evt) {
+    const cell = evt.target.closest && evt.target.closest("svg[data-readout] [data-say]");
+    if (cell) pick(cell.closest("svg"), cell);
+  });
+  document.addEventListener("keydown", function (evt) {
+    const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
+    const d = svg && { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[evt.key];
+    const cells = d && svg.querySelectorAll("[data-say]");
+    if (!cells || !cells.length) return;
+    evt.preventDefault();
+    const at = svg.querySelector(".at");
+    const r = at ? Number(at.dataset.r) + d[0] : Number(cells[cells.length - 1].dataset.r);
+    const c = at ? Number(at.dataset.c) + d[1] : 0;
+    pick(svg, svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"]'));
+  });
 
   /* ---------------------------------------------------------- CSV links that follow a form */
   function syncLinks() {
@@ -251,7 +288,7 @@
     document.querySelectorAll(".figure-tools").forEach(function (tools) {
       const button = tools.querySelector("[data-figure-png]");
       if (!button) return;
-      const el = document.querySelector(button.dataset.figurePng);
+      const el = figure(button.dataset.figurePng);
       const empty = !el || !el.firstElementChild || !!el.querySelector(".message");
       if (tools.hidden !== empty) tools.hidden = empty;
     });

@@ -224,7 +224,7 @@ def test_loss_figure(page: Page, requests: list[str], server_url: str, tmp_path:
 
 def test_training_curve_figure(page: Page, requests: list[str], server_url: str, tmp_path: Path) -> None:
     page.goto("/data")
-    page.locator("#curve-chart path.series").first.wait_for()
+    page.locator("#curve-chart polyline.series").first.wait_for()
     data, name = save_png(page, "#curve-chart", tmp_path)
     assert name == "deepdive-training-curve.png"
     check_png(page, "#curve-chart", data, ["#2c52c9", "#d1495b"])  # the series' strokes, set only by CSS classes
