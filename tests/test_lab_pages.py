@@ -3,7 +3,6 @@ restores its settings from the URL, escapes what it echoes, and carries no inlin
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from html import unescape
@@ -180,9 +179,25 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     assert neurons.count("<tr>") == info["n_layer"] and neurons.count('class="neuron-id"') == 5 * info["n_layer"]
     assert re.search(r'class="neuron-bar bar-10"', neurons)  # the strongest: a full bar
     assert element(body, "select", "int-pos").count("<option") == n + 1
-    data = json.loads(re.search(r'<script type="application/json" id="int-data">(.*?)</script>', body, re.S).group(1))
-    assert data["tokens"] == want["tokens"]
-    assert data["residual_norms"] == want["residual_norms"]
+    # the norms heatmap: a cell per state and token, each reading out its own number
+    norms = element(body, "div", "int-norms")
+    says = re.findall(r'<rect [^>]*data-r="(\d+)" data-c="(\d+)" data-say="([^"]*)"', norms)
+    assert len(says) == len(want["residual_norms"]["labels"]) * n
+    r, c, say = says[-1]
+    assert (int(r), int(c)) == (info["n_layer"], n - 1)
+    assert say == f"“ mat” (position 5), after block 1: length {want['residual_norms']['norms'][-1][-1]:.2f}."
+    # every head of the last block drawn, a lower triangle of cells each, the checked head's shown by heads.css
+    attn = element(body, "div", "int-attn")
+    maps = re.findall(r'<svg class="lab-map attn-map"[^>]*data-head="(\d+)">(.*?)</svg>', attn, re.S)
+    assert [int(h) for h, _ in maps] == list(range(info["n_head"]))
+    assert all(m.count("<rect ") == n * (n + 1) // 2 for _, m in maps)
+    assert 'aria-label="Attention pattern of block 1, head 0"' in attn
+    assert len(re.findall(r'<svg class="lab-thumb" data-head', body)) == info["n_head"]
+    assert re.search(r'<input type="radio" name="head" value="0" data-default="0" checked>', body)
+    css = client.get("/internals/heads.css")
+    assert css.headers["content-type"].startswith("text/css")
+    assert css.text.count(":checked") == info["n_head"]
+    assert '[value="3"]:checked) .attn-map[data-head="3"]' in css.text
 
 
 def test_forward_partial_follows_the_position(client: TestClient) -> None:
@@ -225,8 +240,12 @@ def test_forward_partial_escapes_the_prompt(client: TestClient) -> None:
     body = forward(client, '<b>bold</b><script>alert("x")</script>')
     assert "<b>" not in body and "<script>alert" not in body
     assert "&lt;" in body  # the chips show it as text
-    data = re.search(r'<script type="application/json" id="int-data">(.*?)</script>', body, re.S).group(1)
-    assert "<" not in data and json.loads(data)["tokens"][0]["text"] == "<"
+    # and the heatmaps' labels and readouts as escaped text
+    attn = element(body, "div", "int-attn")
+    assert "<b>" not in attn and "<script" not in attn
+    assert '<text class="row-label"' in attn and ">&lt;</text>" in attn
+    assert re.search(r'data-say="Block 1, head 0: “&lt;” \(position 0\) gives [\d.]+% of its attention to '
+                     r'“&lt;” \(position 0\)\."', attn)
 
 
 def test_forward_partial_problems_are_messages(client: TestClient) -> None:

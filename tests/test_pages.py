@@ -428,7 +428,9 @@ def test_the_curve_marks_phases_and_says_why_a_new_mix_jumps():
     evals = [{"step": s, "tokens": s * 10, "train_loss": 3.0, "val_loss": 3.0} for s in (100, 200, 300)]
     assert phase_starts(evals) == []  # today's log: no phases, no mark
     phased = [{**r, "phase": p} for r, p in zip(evals, "AAB")]
-    assert [(m["label"], m["x"]) for m in curve_spec(phased, [])["marks"]] == [("phase B", 3000)]
+    # at the last x, the right edge: its label reads leftwards from its line
+    marks = curve_spec(phased, [])["chart"]["marks"]
+    assert [(m["label"], m["x"], m["anchor"]) for m in marks] == [("phase B", 782.0, "end")]
     stages = (Stage(100, {"a": 1.0}), Stage(100, {"a": 0.5, "b": 0.5}), Stage(100, {"a": 0.5, "b": 0.5}))
     # without a natural-text loss to plot, the label says why the training loss jumps where the mix changed
     assert [m["label"] for m in stage_starts(evals, stages)] == ["stage 2: new mix, loss jumps", "stage 3"]

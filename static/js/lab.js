@@ -1,14 +1,10 @@
-/* Shared by the internals, inference and playground pages: talking to the JSON API,
- * reading its Server-Sent Events, and small formatting helpers.
+/* Shared by the inference and playground pages: reading the JSON API's Server-Sent
+ * Events, and small helpers.
  *
- *   Lab.post(url, body, signal)        JSON in, JSON out; a non-2xx answer throws an
- *                                      Error carrying the server's own message
  *   Lab.stream(url, body, onEvent, signal)
  *                                      POSTs and calls onEvent(name, data) for each SSE
  *                                      event (EventSource cannot POST, so fetch reads it)
- *   Lab.debounce(fn, ms)
  *   Lab.pct(p)                         a probability a student can read ("42.1%")
- *   Lab.shown(text)                    text with · ↵ → for whitespace, for SVG labels
  *   Lab.isTyping(evt)                  true when a key goes to a form field
  *   Lab.showSettings(form)             writes each sampling setting's value into its <output data-show>
  */
@@ -24,14 +20,6 @@
     const err = new Error(message);
     err.status = res.status;
     return err;
-  }
-
-  async function post(url, body, signal) {
-    const res = await fetch(url, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal: signal,
-    });
-    if (!res.ok) throw await failure(res);
-    return res.json();
   }
 
   async function stream(url, body, onEvent, signal) {
@@ -61,25 +49,12 @@
     }
   }
 
-  function debounce(fn, ms) {
-    let timer = null;
-    return function () {
-      const args = arguments;
-      clearTimeout(timer);
-      timer = setTimeout(function () { fn.apply(null, args); }, ms);
-    };
-  }
-
   // the server's rule (app/templating.py pct), from the table it hands every page
   function pct(p) {
     for (const [atLeast, decimals] of DeepDive.constants.pct_steps) {
       if (p >= atLeast) return (p * 100).toFixed(decimals) + "%";
     }
     return p > 0 ? (p * 100).toPrecision(2) + "% (1 in " + Math.round(1 / p).toLocaleString("en") + ")" : "0%";
-  }
-
-  function shown(text) {
-    return text.replace(/[ \n\t\r]/g, function (c) { return DeepDive.constants.ws[c][1]; });
   }
 
   function isTyping(evt) {
@@ -96,5 +71,5 @@
     });
   }
 
-  window.Lab = { post, stream, debounce, pct, shown, isTyping, showSettings };
+  window.Lab = { stream, pct, isTyping, showSettings };
 })();
