@@ -2,8 +2,8 @@
 units, from numbers the engine already computed. No model maths here, and no markup: the templates
 (templates/partials/_figures.html) turn these plain dicts into SVG, escaping every text.
 
-A figure's readout (static/js/figures.js) writes a hovered or arrow-key-picked cell's `say` sentence under it;
-the cells are numbered by `r` (row) and `c` (column).
+A figure's readout (static/js/figures.js) writes a sentence about the cell hovered or picked with the arrow keys
+under it; the cells are numbered by `r` (row) and `c` (column).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def colour(t: float) -> str:
     x = max(0.0, min(1.0, t)) * (len(RAMP) - 1)
     i = min(len(RAMP) - 2, math.floor(x))
     f = x - i
-    return "rgb({},{},{})".format(*(round(a + (b - a) * f) for a, b in zip(RAMP[i], RAMP[i + 1])))
+    return "#{:02x}{:02x}{:02x}".format(*(round(a + (b - a) * f) for a, b in zip(RAMP[i], RAMP[i + 1])))
 
 
 def shown(text: str, most: int) -> str:
@@ -103,10 +103,12 @@ def shown(text: str, most: int) -> str:
 
 
 def heatmap(rows: Sequence[str], cols: Sequence[str], value: Callable[[int, int], float | None],
-            shade: Callable[[float], float], say: Callable[[int, int], str],
+            shade: Callable[[float], float], text: Callable[[float], str], say: str, names: dict,
             number: Callable[[float], str] | None = None) -> dict:
     """A grid of cells, a row per `rows` label and a column per `cols` label; value(r, c) is None where there is no
-    cell. A long side labels every few cells (at most LABELS), in a font as large as the room between labels."""
+    cell. A long side labels every few cells (at most LABELS), in a font as large as the room between labels.
+    The readout fills `say`'s {r}, {c} and {v} with names["r"][row], names["c"][column] and text(value), so a cell
+    carries only its value's text: a long prompt's map of every head stays a few megabytes."""
     dense = len(cols) > 24
     cell = 22 if dense else 34
 
@@ -115,30 +117,26 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], value: Callable[[int, int]
         return {"step": step, "font": round(0.6 * step * cell, 1) if step > 1 else None}
 
     across, down = side(len(cols)), side(len(rows))
-    row_w = 10 + (down["font"] or 13) * 0.62 * max([4] + [len(r) for r in rows])
-    col_h = 10 + (across["font"] or 13) * 0.55 * max([4] + [len(c) for c in cols])
-    w, h = row_w + len(cols) * cell + 4, col_h + len(rows) * cell + 4
-    cells = []
+    row_w = round(10 + (down["font"] or 13) * 0.62 * max([4] + [len(r) for r in rows]), 1)
+    col_h = round(10 + (across["font"] or 13) * 0.55 * max([4] + [len(c) for c in cols]), 1)
+    grid = []
     for r in range(len(rows)):
+        cells = []
         for c in range(len(cols)):
             v = value(r, c)
-            if v is None:
-                continue
-            t = shade(v)
-            cells.append({"r": r, "c": c, "x": round(row_w + c * cell, 1), "y": round(col_h + r * cell, 1),
-                          "fill": colour(t), "ink": "#ffffff" if t > 0.55 else "#14171c", "say": say(r, c),
-                          "number": number(v) if number and cell >= 30 else ""})
+            if v is not None:
+                t = shade(v)
+                cells.append({"c": c, "x": round(row_w + c * cell, 1), "fill": colour(t), "v": text(v),
+                              "ink": "#ffffff" if t > 0.55 else "#14171c",
+                              "number": number(v) if number and cell >= 30 else ""})
+        grid.append({"r": r, "y": round(col_h + r * cell, 1), "cells": cells})
+    w, h = row_w + len(cols) * cell + 4, col_h + len(rows) * cell + 4
     return {
         "w": round(w, 1), "h": round(h, 1), "rem": round(w / 16, 2), "cell": cell, "half": cell / 2,
-        "cols": [{"x": round(row_w + c * cell + cell / 2, 1), "y": round(col_h - 6, 1), "text": text,
-                  "font": across["font"]} for c, text in enumerate(cols) if c % across["step"] == 0],
+        "x0": row_w, "y0": col_h, "span": len(cols) * cell, "say": say, "names": names,
+        "cols": [{"x": round(row_w + c * cell + cell / 2, 1), "y": round(col_h - 6, 1), "text": label,
+                  "font": across["font"]} for c, label in enumerate(cols) if c % across["step"] == 0],
         "rows": [{"x": round(row_w - 6, 1), "y": round(col_h + r * cell + cell / 2 + (down["font"] or 13) * 0.35, 1),
-                  "text": text, "font": down["font"]} for r, text in enumerate(rows) if r % down["step"] == 0],
-        "cells": cells,
+                  "text": label, "font": down["font"]} for r, label in enumerate(rows) if r % down["step"] == 0],
+        "grid": grid,
     }
-
-
-def thumbnail(pattern: list[list[float]]) -> dict:
-    """A head's attention pattern at a glance: a unit square per weight, shaded by its square root."""
-    return {"n": len(pattern), "cells": [{"x": k, "y": q, "fill": colour(math.sqrt(w))}
-                                         for q, row in enumerate(pattern) for k, w in enumerate(row[:q + 1])]}

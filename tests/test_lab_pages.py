@@ -3,6 +3,7 @@ restores its settings from the URL, escapes what it echoes, and carries no inlin
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from html import unescape
@@ -181,16 +182,21 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     assert element(body, "select", "int-pos").count("<option") == n + 1
     # the norms heatmap: a cell per state and token, each reading out its own number
     norms = element(body, "div", "int-norms")
-    says = re.findall(r'<rect [^>]*data-r="(\d+)" data-c="(\d+)" data-say="([^"]*)"', norms)
-    assert len(says) == len(want["residual_norms"]["labels"]) * n
-    r, c, say = says[-1]
-    assert (int(r), int(c)) == (info["n_layer"], n - 1)
-    assert say == f"“ mat” (position 5), after block 1: length {want['residual_norms']['norms'][-1][-1]:.2f}."
+    assert re.findall(r'<g data-r="(\d+)"', norms) == [str(i) for i in range(info["n_layer"] + 1)]
+    values = re.findall(r'<rect [^>]*data-c="(\d+)" data-v="([^"]*)"', norms)
+    assert len(values) == len(want["residual_norms"]["labels"]) * n
+    assert values[-1] == (str(n - 1), f"{want['residual_norms']['norms'][-1][-1]:.2f}")
+    assert 'data-say="{c}, {r}: length {v}."' in norms  # the readout names the cell's token and state
+    names = json.loads(unescape(re.search(r"data-names='([^']*)'", norms).group(1)))
+    assert names == {"r": want["residual_norms"]["labels"], "c": [f"“{t['text']}” (position {i})"
+                                                                   for i, t in enumerate(want["tokens"])]}
     # every head of the last block drawn, a lower triangle of cells each, the checked head's shown by heads.css
     attn = element(body, "div", "int-attn")
     maps = re.findall(r'<svg class="lab-map attn-map"[^>]*data-head="(\d+)">(.*?)</svg>', attn, re.S)
     assert [int(h) for h, _ in maps] == list(range(info["n_head"]))
     assert all(m.count("<rect ") == n * (n + 1) // 2 for _, m in maps)
+    assert all(f'<g class="cells" id="int-attn-cells-{h}">' in m for h, m in maps)  # the thumbnails show these
+    assert len(re.findall(r'<use href="#int-attn-cells-\d+"/>', body)) == info["n_head"]
     assert 'aria-label="Attention pattern of block 1, head 0"' in attn
     assert len(re.findall(r'<svg class="lab-thumb" data-head', body)) == info["n_head"]
     assert re.search(r'<input type="radio" name="head" value="0" data-default="0" checked>', body)
@@ -244,8 +250,9 @@ def test_forward_partial_escapes_the_prompt(client: TestClient) -> None:
     attn = element(body, "div", "int-attn")
     assert "<b>" not in attn and "<script" not in attn
     assert '<text class="row-label"' in attn and ">&lt;</text>" in attn
-    assert re.search(r'data-say="Block 1, head 0: “&lt;” \(position 0\) gives [\d.]+% of its attention to '
-                     r'“&lt;” \(position 0\)\."', attn)
+    assert 'data-say="Block 1, head 0: {r} gives {v} of its attention to {c}."' in attn
+    names = json.loads(unescape(re.search(r"data-names='([^']*)'", attn).group(1)))
+    assert names["r"][0] == "“<” (position 0)" and "\\u003c" in attn  # JSON in an attribute: no raw "<"
 
 
 def test_forward_partial_problems_are_messages(client: TestClient) -> None:

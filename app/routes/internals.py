@@ -23,7 +23,7 @@ from app.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
-from app.figures import heatmap, shown, thumbnail
+from app.figures import heatmap, shown
 from app.patching import defaults as patch_defaults
 from app.patching import patch_view
 from app.sources import SourcesDep
@@ -84,29 +84,30 @@ def norms_map(tokens: list[s.Piece], r: s.ResidualNorms) -> dict:
     values = [v for row in r.norms for v in row]
     lo, hi = min(values), max(values)
     return {"map": heatmap(r.labels, [shown(t.text, 10) for t in tokens], lambda i, p: r.norms[i][p],
-                           lambda v: (v - lo) / (hi - lo) if hi > lo else 0.5,
-                           lambda i, p: f"{token_name(tokens, p)}, {r.labels[i]}: length {r.norms[i][p]:.2f}.",
+                           lambda v: (v - lo) / (hi - lo) if hi > lo else 0.5, lambda v: f"{v:.2f}",
+                           "{c}, {r}: length {v}.", {"r": r.labels, "c": token_names(tokens)},
                            (lambda v: f"{v:.0f}" if v >= 100 else f"{v:.1f}") if len(tokens) <= 10 else None),
             "idle": f"Lightest {lo:.1f}, darkest {hi:.1f}. Hover over a cell, or focus the chart and use the arrow keys."}
 
 
 def attention_maps(tokens: list[s.Piece], patterns: list[s.AttentionPattern]) -> list[dict]:
-    """Each head's attention pattern of one block as a heatmap (a row per query, a cell per earlier key, shaded by
-    the square root so that small weights stay visible) and a thumbnail."""
-    names = [shown(t.text, 12) for t in tokens]
+    """Each head's attention pattern of one block as a heatmap: a row per query, a cell per earlier key, shaded by
+    the square root so that small weights stay visible (the head's thumbnail shows the same cells)."""
+    labels = [shown(t.text, 12) for t in tokens]
+    names = token_names(tokens)
+    number = (lambda v: f"{v:.2f}".lstrip("0") if v >= 0.005 else "") if len(tokens) <= 12 else None
 
     def one(a: s.AttentionPattern) -> dict:
         w = a.pattern
-        return {"head": a.head, "thumb": thumbnail(w), "map": heatmap(
-            names, names, lambda q, k: w[q][k] if k <= q else None, math.sqrt,
-            lambda q, k: f"Block {a.layer}, head {a.head}: {token_name(tokens, q)} gives {pct(w[q][k])} of its "
-                         f"attention to {token_name(tokens, k)}.",
-            (lambda v: f"{v:.2f}".lstrip("0") if v >= 0.005 else "") if len(tokens) <= 12 else None)}
+        return {"head": a.head, "map": heatmap(
+            labels, labels, lambda q, k: w[q][k] if k <= q else None, math.sqrt, pct,
+            f"Block {a.layer}, head {a.head}: {{r}} gives {{v}} of its attention to {{c}}.", {"r": names, "c": names},
+            number)}
     return [one(a) for a in sorted(patterns, key=lambda a: a.head)]
 
 
-def token_name(tokens: list[s.Piece], i: int) -> str:
-    return f"“{tokens[i].text}” (position {i})"
+def token_names(tokens: list[s.Piece]) -> list[str]:
+    return [f"“{t.text}” (position {i})" for i, t in enumerate(tokens)]
 
 
 async def forward_context(engine: Engine, prompt: str, pos: int, layer: int) -> dict:

@@ -11,8 +11,8 @@
  *     [data-csv-form="#form"                named fields of that form whenever they change, so the link
  *      data-csv-fields="text ...">]         follows the figure that an htmx partial redraws
  *   <svg data-readout="#out">               a server-drawn figure (templates/partials/_figures.html): the cell
- *                                           ([data-r][data-c]) hovered or reached with the arrow keys is marked
- *                                           "at" and its data-say sentence written into #out
+ *                                           ([data-c] in a [data-r]) hovered or reached with the arrow keys is
+ *                                           marked "at" and described in #out
  *
  * How a PNG is made:
  *   - an <svg> figure is cloned with each element's computed fill, stroke and font written onto it as
@@ -242,31 +242,37 @@
   }
 
   /* ---------------------------------------------------------- readouts */
-  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell hovered, or reached with
-  // the arrow keys once the figure has focus (the first key marks the bottom-left cell), is marked "at" and its
-  // data-say sentence written into the readout
+  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell ([data-c] in a [data-r])
+  // hovered, or reached with the arrow keys once the figure has focus (the first key marks the bottom-left cell),
+  // is marked "at" and described in the readout: its own data-say, or the figure's with {r}, {c} and {v} filled
   function pick(svg, cell) {
     if (!cell) return;
     const old = svg.querySelector(".at");
     if (old) old.classList.remove("at");
     cell.classList.add("at");
+    const at = { r: cell.closest("[data-r]").dataset.r, c: cell.dataset.c };
+    const names = svg.dataset.names ? JSON.parse(svg.dataset.names) : {};
     const out = document.querySelector(svg.dataset.readout);
-    if (out) out.textContent = cell.dataset.say;
+    if (out) {
+      out.textContent = cell.dataset.say || svg.dataset.say.replace(/\{([rcv])\}/g, function (m, k) {
+        return k === "v" ? cell.dataset.v : names[k][at[k]];
+      });
+    }
   }
   document.addEventListener("pointerover", function (evt) {
-    const cell = evt.target.closest && evt.target.closest("svg[data-readout] [data-say]");
+    const cell = evt.target.closest && evt.target.closest("svg[data-readout] [data-c]");
     if (cell) pick(cell.closest("svg"), cell);
   });
   document.addEventListener("keydown", function (evt) {
     const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
     const d = svg && { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[evt.key];
-    const cells = d && svg.querySelectorAll("[data-say]");
-    if (!cells || !cells.length) return;
+    const rows = d && svg.querySelectorAll("[data-r]");
+    if (!rows || !rows.length) return;
     evt.preventDefault();
     const at = svg.querySelector(".at");
-    const r = at ? Number(at.dataset.r) + d[0] : Number(cells[cells.length - 1].dataset.r);
+    const r = at ? Number(at.closest("[data-r]").dataset.r) + d[0] : Number(rows[rows.length - 1].dataset.r);
     const c = at ? Number(at.dataset.c) + d[1] : 0;
-    pick(svg, svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"]'));
+    pick(svg, svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"], [data-r="' + r + '"] [data-c="' + c + '"]'));
   });
 
   /* ---------------------------------------------------------- CSV links that follow a form */
