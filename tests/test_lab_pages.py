@@ -258,6 +258,10 @@ def test_forward_partial_escapes_the_prompt(client: TestClient) -> None:
 def test_forward_partial_problems_are_messages(client: TestClient) -> None:
     body = forward(client, "")
     assert '<p class="message">' in body and "Type a prompt" in body and "int-lens" not in body
+    # no figure of an earlier prompt stays beside the message: the heatmaps and thumbnails come back empty
+    assert re.search(r'<div id="int-attn" class="lab-heatmap" hx-swap-oob="true">\s*</div>', body)
+    assert '<div id="int-norms" class="lab-norms" hx-swap-oob="true"></div>' in body
+    assert "<rect" not in body and body.count('<input type="radio" name="head"') == 4
     body = forward(client, "cat " * 300)  # past the tiny model's context of 64
     assert 'class="message error"' in body and "reads at most 64" in body
     # the page shows the same messages in place of the strip, and keeps empty tables for the partial to fill

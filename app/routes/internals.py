@@ -23,6 +23,7 @@ from app.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.deps import EngineDep
 from app.engine import Busy, Engine, InputError
+from app.errors import sentence
 from app.figures import heatmap, shown
 from app.patching import defaults as patch_defaults
 from app.patching import patch_view
@@ -163,9 +164,12 @@ async def internals(request: Request, engine: EngineDep, sources: SourcesDep, pr
 async def forward_partial(request: Request, engine: EngineDep, prompt: Text = "", pos: Text = "-1",
                           layer: Text = "", head: Text = "0"):
     # the form sends its other fields too (sort): only these change what is drawn
-    forward = await try_forward(engine, prompt, position(pos), position(layer) if layer else engine.info().n_layer - 1)
-    if "error" in forward:
-        return message(request, forward["error"], forward["kind"])
+    info = engine.info()
+    block = max(0, min(info.n_layer - 1, position(layer) if layer else info.n_layer - 1))
+    forward = await try_forward(engine, prompt, position(pos), block)
+    if "error" in forward:  # the message, and no figures of an earlier prompt beside it
+        return partial(request, "partials/_forward.html", f=None, text=sentence(forward["error"]),
+                       kind=forward["kind"], n_head=info.n_head, layer=block, head=position(head))
     return partial(request, "partials/_forward.html", f=forward, head=position(head))
 
 

@@ -147,6 +147,12 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     expect(attn.locator("rect[data-c]")).to_have_count(6 * 7 // 2)  # the heatmaps stay drawn
     shot(page, "internals")
 
+    page.locator("#int-prompt").fill("")  # no prompt: a message, and no heatmaps of the old one beside it
+    expect(page.locator("#int-forward .message")).to_contain_text("Type a prompt")
+    expect(page.locator("#int-attn .attn-map")).to_have_count(0)
+    expect(page.locator("#int-norms rect")).to_have_count(0)
+    expect(page.locator('[data-figure-png="#int-attn .attn-map"]')).to_be_hidden()
+
 
 def test_internals_head_finder_opens_a_heads_heatmap(page: Page) -> None:
     page.goto("/internals?prompt=The+cat+sat")
