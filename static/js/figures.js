@@ -290,6 +290,7 @@
   }
 
   /* ---------------------------------------------------------- toolbars show while their figure does */
+  // every figure comes from the server, in the page or an htmx swap (each of which calls onLoad)
   function showTools() {
     document.querySelectorAll(".figure-tools").forEach(function (tools) {
       const button = tools.querySelector("[data-figure-png]");
@@ -298,12 +299,6 @@
       const empty = !el || !el.firstElementChild || !!el.querySelector(".message");
       if (tools.hidden !== empty) tools.hidden = empty;
     });
-  }
-  let pending = false;
-  function later() {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(function () { pending = false; showTools(); });
   }
 
   document.addEventListener("click", function (evt) {
@@ -318,6 +313,4 @@
     syncLinks();
     showTools();
   });
-  // the heatmaps and charts are drawn by page scripts after a load: watch for what appears and goes
-  new MutationObserver(later).observe(document.body, { childList: true, subtree: true });
 })();
