@@ -150,6 +150,7 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     page.locator("#int-prompt").fill("")  # no prompt: a message, and no heatmaps of the old one beside it
     expect(page.locator("#int-forward .message")).to_contain_text("Type a prompt")
     expect(page.locator("#int-attn .attn-map")).to_have_count(0)
+    expect(page.locator("#int-attn-readout")).to_have_text(re.compile(r"^Hover over a cell"))  # no stale sentence
     expect(page.locator("#int-norms rect")).to_have_count(0)
     expect(page.locator('[data-figure-png="#int-attn .attn-map"]')).to_be_hidden()
 
