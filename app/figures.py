@@ -119,21 +119,24 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], value: Callable[[int, int]
     across, down = side(len(cols)), side(len(rows))
     row_w = round(10 + (down["font"] or 13) * 0.62 * max([4] + [len(r) for r in rows]), 1)
     col_h = round(10 + (across["font"] or 13) * 0.55 * max([4] + [len(c) for c in cols]), 1)
-    grid = []
+    # a cell is a tuple (column, x, fill, value's text): a long prompt's maps have a few hundred thousand
+    grid, numbers = [], []
     for r in range(len(rows)):
         cells = []
         for c in range(len(cols)):
             v = value(r, c)
             if v is not None:
                 t = shade(v)
-                cells.append({"c": c, "x": round(row_w + c * cell, 1), "fill": colour(t), "v": text(v),
-                              "ink": "#ffffff" if t > 0.55 else "#14171c",
-                              "number": number(v) if number and cell >= 30 else ""})
+                x = round(row_w + c * cell, 1)
+                cells.append((c, x, colour(t), text(v)))
+                if number and cell >= 30 and number(v):
+                    numbers.append({"x": x + cell / 2, "y": round(col_h + r * cell + cell / 2 + 4, 1), "text": number(v),
+                                    "ink": "#ffffff" if t > 0.55 else "#14171c"})
         grid.append({"r": r, "y": round(col_h + r * cell, 1), "cells": cells})
     w, h = row_w + len(cols) * cell + 4, col_h + len(rows) * cell + 4
     return {
         "w": round(w, 1), "h": round(h, 1), "rem": round(w / 16, 2), "cell": cell, "half": cell / 2,
-        "x0": row_w, "y0": col_h, "span": len(cols) * cell, "say": say, "names": names,
+        "x0": row_w, "y0": col_h, "span": len(cols) * cell, "say": say, "names": names, "numbers": numbers,
         "cols": [{"x": round(row_w + c * cell + cell / 2, 1), "y": round(col_h - 6, 1), "text": label,
                   "font": across["font"]} for c, label in enumerate(cols) if c % across["step"] == 0],
         "rows": [{"x": round(row_w - 6, 1), "y": round(col_h + r * cell + cell / 2 + (down["font"] or 13) * 0.35, 1),

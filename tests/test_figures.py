@@ -32,7 +32,9 @@ def test_a_long_sides_labels_thin_out_and_grow():
     long = figures.heatmap(names, names, lambda r, c: r / 60, lambda v: v, lambda v: f"{v:.2f}", "", {})
     assert len(long["rows"]) <= figures.LABELS and long["rows"][0]["font"] > 13  # every fourth, in a larger font
     assert sum(len(row["cells"]) for row in long["grid"]) == 61 * 61
-    assert long["grid"][-1]["cells"][0] == {"c": 0, "x": long["x0"], "fill": "#16296b", "v": "1.00",
-                                            "ink": "#ffffff", "number": ""}  # the darkest, no number: cells too small
+    assert long["grid"][-1]["cells"][0] == (0, long["x0"], "#16296b", "1.00")  # the darkest
+    assert long["numbers"] == []  # cells too small to print their numbers in
+    numbered = figures.heatmap(names[:2], names[:2], lambda r, c: 0.9, lambda v: v, str, "", {}, lambda v: "9")
+    assert [(k["text"], k["ink"]) for k in numbered["numbers"]] == [("9", "#ffffff")] * 4  # white on the dark
     assert figures.colour(0) == "#ffffff" and figures.colour(1) == "#16296b"
     assert figures.shown(" a\nb", 10) == "·a↵b" and figures.shown("abcdefgh", 4) == "abc…"
