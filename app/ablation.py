@@ -15,7 +15,7 @@ import re
 
 from app import schemas as s
 from app.engine import Engine, InputError
-from app.errors import sentence
+from app.problems import sentence
 from app.templating import or_message
 
 ITEM = re.compile(r"([hnam])(\d{1,4})(?:\.(\d{1,7}))?(:mean)?")

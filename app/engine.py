@@ -20,7 +20,8 @@ import torch
 
 from app import schemas as s
 from app.config import Settings
-from app.model_thread import Busy, ModelThread
+from app.model_thread import ModelThread
+from app.problems import Busy, InputError
 from app.streaming import Generation
 from model import analysis, incontext, interventions
 from model.chat import chat_parts, transcript_messages
@@ -32,14 +33,6 @@ from model.tokenizer import MAX_HISTORY_BYTES, Tokenizer
 
 __all__ = ["Busy", "Engine", "Generation", "InputError"]
 T = TypeVar("T")
-
-
-class InputError(Exception):
-    """A request the engine refuses; the message says what was wrong and what is allowed."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
 
 
 class Engine:

@@ -17,10 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.engine import Busy, InputError
+from app.problems import InputError, Problem, sentence
 from app.security import HEADERS
 
 log = logging.getLogger("deepdive.errors")
@@ -54,12 +54,6 @@ def _body_fields(request: Request) -> list[str]:
     field = getattr(request.scope.get("route"), "body_field", None)
     model = getattr(getattr(field, "field_info", None), "annotation", None)
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def sentence(text: str) -> str:
-    """A message as a person reads it: a capital first letter and a full stop."""
-    text = text.strip()
-    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")) if text else text
 
 
 def _lower_first(text: str) -> str:
@@ -105,13 +99,13 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
         errors = list(exc.errors())
         return error_response(request.url.path, 422, describe(errors, _body_fields(request)), _detail(errors))
 
-    @app.exception_handler(InputError)
-    async def refused(request: Request, exc: InputError) -> Response:
-        return error_response(request.url.path, exc.status, str(exc))
-
-    @app.exception_handler(Busy)
-    async def busy(request: Request, exc: Busy) -> Response:
-        return error_response(request.url.path, 503, str(exc), headers={"Retry-After": "1"})
+    @app.exception_handler(Problem)
+    async def refused(request: Request, exc: Problem) -> Response:
+        headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+        sent_json = request.headers.get("content-type", "").startswith("application/json")
+        if not (request.url.path.startswith(JSON_PATHS) or sent_json):  # a page's form: htmx shows the sentence
+            return PlainTextResponse(exc.sentence, exc.status, headers=headers)
+        return error_response(request.url.path, exc.status, str(exc), headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.config import Settings
+from app.problems import Busy
 from model.batching import BatchDecoder
 from model.loading import LoadedModel
 
@@ -25,10 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("deepdive.model_thread")
 T = TypeVar("T")
-
-
-class Busy(Exception):
-    """Too much work already queued; the caller should retry shortly (503)."""
 
 
 class ModelThread:

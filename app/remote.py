@@ -15,7 +15,7 @@ every one of them is sent, so that no server default changes the distribution a 
 
 Whatever goes wrong (a refused connection, a timeout, an HTTP error, an answer that is not the
 protocol) becomes a RemoteError: a sentence saying what happened and what to do, with 502 (or 504
-for a timeout) for the API. It travels as an InputError does, so pages show it as a message.
+for a timeout) for the API. It is a Problem (app/problems.py), so pages show it as a message.
 """
 
 from __future__ import annotations
@@ -31,16 +31,15 @@ import anyio
 import httpx
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
-from app.engine import InputError
+from app.problems import Problem
 
 MESSAGE_CHARS = 200  # of the remote server's own error message, quoted in ours
 
 
-class RemoteError(InputError):
+class RemoteError(Problem):
     """The remote server gave no usable answer; the message says what happened and what to do."""
 
-    def __init__(self, message: str, status: int = 502):
-        super().__init__(message, status)
+    status = 502
 
 
 def finite_logprob(x: float) -> float:

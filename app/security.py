@@ -1,19 +1,23 @@
 """Security headers on every response, CORS only when configured, and fair turns on the model per client.
 
-Pure ASGI middleware (not BaseHTTPMiddleware): it wraps `send` and never buffers
-a body, so streams flow and a client disconnect still reaches the route.
+The headers are pure ASGI middleware (not BaseHTTPMiddleware): it wraps `send` and never buffers a body, so
+streams flow and a client disconnect still reaches the route. A turn on the model is a route dependency
+(ModelTurn), declared by every route that runs the model, pages and CSVs included; it is held until the
+response has been sent, a stream's last event included (FastAPI runs a yield dependency's exit then).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter, deque
+from collections.abc import AsyncIterator
 
+from fastapi import Depends, Request
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
+from app.problems import Problem
 
 # Pages use only their own scripts and styles (no inline <script>, no style attributes),
 # so nothing inline and nothing from another origin needs allowing.
@@ -25,12 +29,6 @@ HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
-# routes whose work runs on the model thread; each request holds a share until its response ends
-MODEL_PATHS = ("/api/next-token", "/api/score", "/api/activations", "/api/generate", "/api/patch",
-               "/v1/completions", "/partials/loss", "/partials/heads", "/partials/forward", "/partials/ablate", "/partials/patch",
-               "/partials/inference", "/playground/generate")
-
-
 class SecurityHeaders:
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -48,8 +46,10 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class ShareFull(Exception):
+class ShareFull(Problem):
     """No room to wait: the sentence says why and what to do."""
+
+    status, retry_after = 503, "2"
 
 
 class ClientShare:
@@ -61,8 +61,7 @@ class ClientShare:
     Waiting is bounded: `max_waiting` requests in all (more get 503), none for longer than `wait_s`.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, max_waiting: int, wait_s: float):
-        self.app = app
+    def __init__(self, limit: int, max_waiting: int, wait_s: float):
         self.limit = limit
         self.max_waiting = max_waiting
         self.wait_s = wait_s
@@ -70,26 +69,13 @@ class ClientShare:
         self.waiting: dict[str, deque[asyncio.Future]] = {}
         self.n_waiting = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in MODEL_PATHS:
-            return await self.app(scope, receive, send)
-        client = (scope.get("client") or ("unknown", 0))[0]
-        try:
-            await self._acquire(client)
-        except ShareFull as e:
-            return await self._refuse(scope, send, str(e))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._release(client)
-
-    async def _acquire(self, client: str) -> None:
+    async def acquire(self, client: str) -> None:
         if self.in_flight[client] < self.limit:
             self.in_flight[client] += 1
             return
         if self.n_waiting >= self.max_waiting:
-            raise ShareFull(f"The server is full: {self.n_waiting} requests are already waiting for the model. "
-                            "Try again in a moment.")
+            waiting = f"{self.n_waiting:,} " + ("request is" if self.n_waiting == 1 else "requests are")
+            raise ShareFull(f"The server is full: {waiting} already waiting for the model. Try again in a moment.")
         turn = asyncio.get_running_loop().create_future()
         queue = self.waiting.setdefault(client, deque())
         queue.append(turn)
@@ -98,7 +84,7 @@ class ClientShare:
             await asyncio.wait_for(asyncio.shield(turn), self.wait_s)
         except (TimeoutError, asyncio.CancelledError) as e:
             if turn.done():  # the turn came as the wait ended: pass it on
-                self._release(client)
+                self.release(client)
             else:
                 turn.cancel()
                 queue.remove(turn)
@@ -111,7 +97,7 @@ class ClientShare:
         finally:
             self.n_waiting -= 1
 
-    def _release(self, client: str) -> None:
+    def release(self, client: str) -> None:
         """A request of this address ended: its place goes to the address's next waiting request, if any."""
         queue = self.waiting.get(client)
         while queue:
@@ -126,26 +112,28 @@ class ClientShare:
         if not self.in_flight[client]:
             del self.in_flight[client]
 
-    async def _refuse(self, scope: Scope, send: Send, message: str) -> None:
-        kind = b"application/json"
-        if scope["path"].startswith("/v1/"):
-            data = json.dumps({"error": {"message": message, "type": "server_busy", "param": None,
-                                         "code": None}}).encode()
-        elif scope["path"].startswith("/api/"):
-            data = json.dumps({"message": message, "detail": None}).encode()
-        else:  # a page's partial: the page shows the sentence in place of the result
-            kind, data = b"text/plain; charset=utf-8", message.encode()
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", kind), (b"content-length", str(len(data)).encode()),
-                                (b"retry-after", b"2")]})
-        await send({"type": "http.response.body", "body": data})
+async def model_turn(request: Request) -> AsyncIterator[None]:
+    """A turn on the model for this client address (app.state.share; none when the settings turn sharing off)."""
+    share: ClientShare | None = request.app.state.share
+    if share is None:
+        yield
+        return
+    client = request.client.host if request.client else "unknown"
+    await share.acquire(client)
+    try:
+        yield
+    finally:
+        share.release(client)
+
+
+ModelTurn = Depends(model_turn)
 
 
 def install(app, settings: Settings) -> None:
-    """Add the middleware; the last added runs first, so the headers land on every answer, 429s included."""
-    if settings.per_client_requests > 0:
-        app.add_middleware(ClientShare, limit=settings.per_client_requests,
-                           max_waiting=settings.max_waiting_requests, wait_s=settings.request_timeout_s)
+    """Add the middleware (the last added runs first, so the headers land on every answer, 429s included) and the
+    model's turns."""
+    app.state.share = (ClientShare(settings.per_client_requests, settings.max_waiting_requests,
+                                   settings.request_timeout_s) if settings.per_client_requests > 0 else None)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["content-type"])

@@ -1,32 +1,33 @@
 """The models a page can use: the loaded model, a second local model (DEEPDIVE_SECOND_MODEL) and a model on
 a serving engine (DEEPDIVE_REMOTE_URL, app/remote.py).
 
-Each is a source that pages ask the same three things, with text rather than token ids, because each
-model has its own tokenizer: the next token's most likely candidates, a generation streamed as the
-Playground reads it (`event: token` / `event: done`, as /api/generate sends), and each token's
-probability in a text. The lifespan (app/main.py) puts a Sources in app.state; routes get it through
+Each is a Source (the protocol below) that pages ask the same things, with text rather than token ids, because
+each model has its own tokenizer: the next token's most likely candidates, a generation as a stream of typed
+events, each token's probability in a text, and the stepper's view of it (app/stepping.py). What a source can
+do beyond that is in its Abilities, never in a test of its kind: only a model whose weights are here can be
+looked inside. The lifespan (app/main.py) puts a Sources in app.state; routes get it through
 app/deps.py and pick the one the URL names (`model=`), the loaded model when it names none.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
-from pydantic import Field
-from starlette.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from app import schemas as s
 from app.config import Settings
 from app.engine import Engine
+from app.loss import score_prefix
 from app.remote import Finished, RemoteError, RemoteModel
-from app.streaming import EventStream, generation_events, sse
+from app.stepping import NONE, Changes, LocalSteps, RemoteSteps, Steps
+from app.streaming import Generation, sse
 from app.templating import si
 from model.sampling import SamplingParams
 
@@ -50,6 +51,76 @@ class Scored:
     rank: int | None      # 1 = the model's most likely token; None where the source does not say
     top_text: str         # the model's own most likely token there
     top_prob: float
+    id: int | None = None  # where the source knows tokens by id
+
+
+@dataclass(frozen=True)
+class Abilities:
+    weights: bool  # the network is here: Internals, switching parts off and patching work on it
+    ranks: bool    # a scored token's rank and the model's own top token are known everywhere
+
+
+class Alternative(BaseModel):
+    text: str
+    prob: float
+
+
+class SourceToken(BaseModel):
+    """One generated token from a model server: what it does not say (the id, the chance after the settings, the
+    entropy) is null; a model loaded here yields schemas.TokenEvent, which says all of it."""
+
+    step: int
+    id: int | None
+    text: str
+    piece: str
+    prob: float | None
+    raw_prob: float | None
+    entropy: float | None
+    before: list[Alternative]
+    after: list[Alternative]
+
+
+class PromptParts(BaseModel):
+    """A templated chat prompt's parts, sent before its tokens, so the page shows the template's special tokens as
+    the model read them."""
+
+    parts: list[dict]
+
+
+class SourceDone(s.DoneEvent):
+    prompt_tokens: int | None  # a model server may not say
+
+
+Event = PromptParts | s.TokenEvent | SourceToken | s.DoneEvent
+
+
+class Stream(Protocol):
+    """A generation: its events, then one DoneEvent; cancel() (idempotent) stops the work when the reader goes."""
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+    def cancel(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    tokens: list[Scored]
+    note: str | None = None         # how the source scored them, where it says
+    vocab_size: int | None = None  # where known: a uniform guess costs ln of it
+
+
+class Source(Protocol):
+    key: str
+    abilities: Abilities
+    engine: Engine | None  # the engine of a model loaded here
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> str: ...
+    async def next_token(self, text: str, n: int) -> list[Candidate]: ...
+    async def generate(self, req: GenerateRequest) -> Stream: ...
+    async def score(self, text: str) -> ScoredText: ...
+    def steps(self, changes: Changes = NONE) -> Steps: ...
 
 
 class GenerateRequest(s.GenerateRequest):
@@ -64,7 +135,7 @@ class GenerateRequest(s.GenerateRequest):
 class LocalSource:
     """A model loaded here: every page works on it, Internals included."""
 
-    remote = False
+    abilities = Abilities(weights=True, ranks=True)
 
     def __init__(self, key: str, engine: Engine):
         self.key = key
@@ -82,32 +153,47 @@ class LocalSource:
         r = await self.engine.next_token(s.NextTokenRequest(text=text, n=n))
         return [Candidate(c.text, c.prob) for c in r.before]
 
-    async def generate(self, req: GenerateRequest) -> StreamingResponse:
-        """/api/generate's events; a templated chat prompt first sends `event: prompt` with its parts, so the page
-        shows the template's special tokens as the model read them."""
+    async def generate(self, req: GenerateRequest) -> Stream:
+        """The engine's generation; a templated chat prompt (req.chat on an instruct model) first says its parts."""
         params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
         chat = await self.engine.chat_prompt(req.prompt) if req.chat else None
         gen = await self.engine.generate(req.prompt if chat is None else chat[0], req.max_new_tokens, params,
                                          seed=req.seed, stop=req.stop, n_top=req.n_top)
-        events = generation_events(gen)
-        return EventStream(gen, events if chat is None else prompt_first(chat[1], events))
+        return LocalStream(gen, None if chat is None else chat[1])
 
-    async def score(self, text: str) -> list[Scored]:
-        r = await self.engine.score(s.ScoreRequest(text=text, prepend_eos=True))
-        return [Scored(p.text, p.prob, p.loss, p.rank, p.top_text, p.top_prob) for p in r.predictions]
+    async def score(self, text: str) -> ScoredText:
+        """Each token from <|endoftext|> on (so the first counts), as much of the text as the context holds."""
+        r, n_tokens, room = await score_prefix(self.engine, text)
+        note = (f"The model reads at most {room + 1:,} tokens at once, so only the first {room:,} of your "
+                f"{n_tokens:,} tokens were scored." if n_tokens > room else None)
+        return ScoredText([Scored(p.text, p.prob, p.loss, p.rank, p.top_text, p.top_prob, p.id)
+                           for p in r.predictions], note, self.engine.info().vocab_size)
+
+    def steps(self, changes: Changes = NONE) -> Steps:
+        return LocalSteps(self.engine, changes)
 
 
-async def prompt_first(parts: list[dict], events: AsyncIterator[str]) -> AsyncIterator[str]:
-    yield sse(json.dumps({"parts": parts}), "prompt")
-    async for event in events:
-        yield event
+class LocalStream:
+    def __init__(self, gen: Generation, parts: list[dict] | None):
+        self.gen = gen
+        self.parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        if self.parts is not None:
+            yield PromptParts(parts=self.parts)
+        async for ev in self.gen:
+            yield ev
+
+    def cancel(self) -> None:
+        self.gen.cancel()
 
 
 class RemoteSource:
     """A model on a serving engine: distributions and text, but no weights to look inside."""
 
     key = REMOTE
-    remote = True
+    abilities = Abilities(weights=False, ranks=False)
+    engine = None
 
     def __init__(self, model: RemoteModel, max_new_tokens: int):
         self.model = model
@@ -121,50 +207,28 @@ class RemoteSource:
     def size(self) -> str:
         return f"served by {self.model.host}"
 
+    @property
+    def host(self) -> str:
+        return self.model.host
+
+    @property
+    def logprobs(self) -> int:
+        return self.model.logprobs
+
     async def next_token(self, text: str, n: int) -> list[Candidate]:
         if not text:
             raise RemoteError("Type a prompt: the model server continues a text, and this one is empty", 422)
         return [Candidate(a.text, math.exp(a.logprob), a.whole) for a in await self.model.next_token(text, n)]
 
-    async def generate(self, req: GenerateRequest) -> StreamingResponse:
+    async def generate(self, req: GenerateRequest) -> Stream:
         if req.max_new_tokens > self.max_new_tokens:
             raise RemoteError(f"The field max_new_tokens is {req.max_new_tokens:,}; this server generates at most "
                               f"{self.max_new_tokens:,} tokens per request: ask for fewer", 422)
         pieces = await self.model.stream(req.prompt, req.max_new_tokens, req.temperature, req.top_k, req.top_p,
                                          req.seed, req.stop, req.n_top)
-        return StreamingResponse(self.events(pieces, bool(req.stop)), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return RemoteStream(pieces, bool(req.stop))
 
-    async def events(self, pieces: AsyncIterator, stops: bool) -> AsyncIterator[str]:
-        """The server's pieces as /api/generate's events. What the server does not say (the chance after the
-        settings, the entropy, token ids) is null."""
-        started, first, count = time.perf_counter(), None, 0
-        reason, prompt_tokens, message = "error", None, None
-        try:
-            async for p in pieces:
-                if isinstance(p, Finished):
-                    # OpenAI's "stop" is both a stop text and the end of text; without stop texts it is the latter
-                    reason = {"length": "length", "stop": "stop" if stops else "eos"}.get(p.reason, "eos")
-                    prompt_tokens = p.prompt_tokens
-                    continue
-                first = first or time.perf_counter()
-                event = {"step": count, "id": None, "text": p.text, "piece": p.text, "prob": None,
-                         "raw_prob": None if p.logprob is None else math.exp(p.logprob), "entropy": None,
-                         "before": [{"text": a.text, "prob": math.exp(a.logprob)} for a in p.alternatives],
-                         "after": []}
-                count += 1
-                yield sse(json.dumps(event), "token")
-        except RemoteError as e:
-            message = str(e)
-        total = time.perf_counter() - started
-        done = {"finish_reason": reason, "prompt_tokens": prompt_tokens, "completion_tokens": count, "text": "",
-                "message": message,
-                "timings": {"first_token_ms": None if first is None else round((first - started) * 1000, 1),
-                            "total_ms": round(total * 1000, 1),
-                            "tokens_per_second": round(count / total, 2) if total > 0 else 0.0}}
-        yield sse(json.dumps(done), "done")
-
-    async def score(self, text: str) -> tuple[list[Scored], str]:
+    async def score(self, text: str) -> ScoredText:
         """Each token that something predicts, the rank only where it is the top one, and the server's sentence
         on how it scored them."""
         out = []
@@ -177,10 +241,46 @@ class RemoteSource:
             top = t.top.text == t.text or prob >= top_prob
             out.append(Scored(t.text, prob, -t.logprob, 1 if top else None, t.text if top else t.top.text,
                               max(prob, top_prob)))
-        return out, note
+        return ScoredText(out, f"Scored by {self.name} ({self.size}), with its own tokenizer. {note}")
+
+    def steps(self, changes: Changes = NONE) -> Steps:
+        return RemoteSteps(self)  # nothing in a model server can be changed from a link
 
 
-Source = LocalSource | RemoteSource
+class RemoteStream:
+    """The server's pieces as a source's events."""
+
+    def __init__(self, pieces: AsyncIterator, stops: bool):
+        self.pieces = pieces
+        self.stops = stops
+
+    def cancel(self) -> None:
+        """Nothing runs here between reads: the server's stream closes with its reader."""
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        started, first, count = time.perf_counter(), None, 0
+        reason, prompt_tokens, message = "error", None, None
+        try:
+            async for p in self.pieces:
+                if isinstance(p, Finished):
+                    # OpenAI's "stop" is both a stop text and the end of text; without stop texts it is the latter
+                    reason = {"length": "length", "stop": "stop" if self.stops else "eos"}.get(p.reason, "eos")
+                    prompt_tokens = p.prompt_tokens
+                    continue
+                first = first or time.perf_counter()
+                yield SourceToken(step=count, id=None, text=p.text, piece=p.text, prob=None,
+                                  raw_prob=None if p.logprob is None else math.exp(p.logprob), entropy=None,
+                                  before=[Alternative(text=a.text, prob=math.exp(a.logprob)) for a in p.alternatives],
+                                  after=[])
+                count += 1
+        except RemoteError as e:
+            message = str(e)
+        total = time.perf_counter() - started
+        yield SourceDone(finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=count, text="",
+                          message=message,
+                          timings=s.Timings(first_token_ms=None if first is None else round((first - started) * 1000, 1),
+                                            total_ms=round(total * 1000, 1),
+                                            tokens_per_second=round(count / total, 2) if total > 0 else 0.0))
 
 
 class Sources:
@@ -239,3 +339,35 @@ def get_sources(request: Request) -> Sources:
 
 
 SourcesDep = Annotated[Sources, Depends(get_sources)]
+
+
+async def as_sse(stream: Stream) -> AsyncIterator[str]:
+    """A stream as /api/generate sends it: `event: prompt` (a chat prompt's parts), `event: token`s, `event: done`."""
+    async for ev in stream:
+        yield sse(ev.model_dump_json(), "prompt" if isinstance(ev, PromptParts)
+                  else "done" if isinstance(ev, s.DoneEvent) else "token")
+
+
+@dataclass(frozen=True)
+class Inside:
+    """The model the Internals page and its partials look inside: the one the URL or the form names (`model=`)."""
+
+    source: Source
+    engine: Engine       # the chosen model's; the loaded one's where the chosen one's weights are not here
+    refusal: str | None  # why the chosen model cannot be looked inside
+
+
+async def inside(request: Request) -> Inside:
+    sources = get_sources(request)
+    key = request.query_params.get("model")
+    if key is None and request.method == "POST":
+        key = (await request.form()).get("model")  # the page's htmx requests carry it (hx-vals)
+    source = sources.get(str(key or ""))
+    if source.engine is not None:
+        return Inside(source, source.engine, None)
+    main = sources.main
+    return Inside(source, main.engine, f"Looking inside {source.name} needs its weights, which stay on the model "
+                                       f"server ({source.size}): this page shows a model loaded here, {main.name}.")
+
+
+InsideDep = Annotated[Inside, Depends(inside)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -126,12 +127,16 @@ class Generation:
                               tokens_per_second=round(count / total, 2) if total > 0 else 0.0))
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
 class EventStream(StreamingResponse):
     """An SSE response that cancels its generation however the response ends (done, error, disconnect)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, gen: Generation, events: AsyncIterator[str]):
+    def __init__(self, gen: Cancellable, events: AsyncIterator[str]):
         super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.gen = gen
 

@@ -20,8 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from app import demo
 from app.deps import get_engine
-from app.engine import Busy, InputError
-from app.errors import sentence
+from app.problems import Problem, sentence
 from model.model_card import percent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,17 +149,22 @@ templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, page_constants=PA
                              preset_note=demo.preset_note)
 
 
-def render(request: Request, template: str, stage_key: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom."""
+def render(request: Request, template: str, stage_key: str, status: int = 200, source: Any = None,
+           **context: Any) -> HTMLResponse:
+    """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom. `source` (an
+    app.sources.Source) is the model the page shows, where it chose one: the header and footer name it."""
     keys = [st.key for st in STAGES]
     i = keys.index(stage_key)
     engine = get_engine(request)
     # the loaded model's end-of-text token, as pages name it ("<|endoftext|>" for GPT-2)
     eos = engine.texts[engine.eos_id] if engine.eos_id is not None else "end-of-text"
+    served = source is not None and not source.abilities.weights
     return templates.TemplateResponse(request, template, {
         "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
         "page_constants": PAGE_CONSTANTS | {"eot_id": engine.eos_id, "eot_text": eos}, "eos_text": eos,
-        "model_name": engine.info().name, "present": request.query_params.get("present") == "1", **context},
+        "model_name": source.name if source is not None else engine.info().name,
+        "served_by": source.size if served else None,
+        "present": request.query_params.get("present") == "1", **context},
         status_code=status)
 
 
@@ -191,10 +195,8 @@ async def or_message(work: Awaitable[dict]) -> dict:
     {"error": a sentence, "kind": "error"} (partials answer 200, so htmx swaps it in)."""
     try:
         return await work
-    except InputError as e:
-        return {"error": sentence(str(e)), "kind": "error"}
-    except Busy as e:
-        return {"error": f"The model is busy ({e}). Try again in a moment.", "kind": "error"}
+    except Problem as e:
+        return {"error": e.sentence, "kind": "error"}
 
 
 def flag(value: str | None, default: bool) -> bool:

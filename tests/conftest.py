@@ -62,3 +62,37 @@ def engine(settings: Settings) -> Engine:
 def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
     with TestClient(create_app(settings, engine)) as c:
         yield c
+
+
+# ---- Llama-family models (tests/llama_fixtures.py), for the page walks over both architectures ----
+
+LLAMA_VARIANTS = ("llama", "llama-untied", "mistral")
+
+
+@pytest.fixture(scope="session")
+def llama_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """variant -> (checkpoint directory, transformers' model read from it), for the variants above:
+    grouped-query attention with a tied head and Llama 3's tokenizer; an untied head and SmolLM2's
+    tokenizer; Mistral's SentencePiece-style tokenizer."""
+    from llama_fixtures import save_reference
+
+    root = tmp_path_factory.mktemp("llama-pages")
+    out = {}
+    for variant in LLAMA_VARIANTS:
+        directory = root / f"tiny-{variant}"
+        out[variant] = (directory, save_reference(variant, directory))
+    return out
+
+
+@pytest.fixture(scope="session")
+def llama_served(llama_checkpoints: dict) -> Iterator[dict]:
+    """variant -> (engine, client), every app started once."""
+    out = {}
+    for variant, (directory, _) in llama_checkpoints.items():
+        engine = Engine.load(Settings(model=str(directory), max_new_tokens=40))
+        out[variant] = (engine, TestClient(create_app(engine.settings, engine)))
+    for _, client in out.values():
+        client.__enter__()
+    yield out
+    for _, client in out.values():
+        client.__exit__(None, None, None)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from helpers import expect_error, one_sentence
 from llama_fixtures import SENTENCES, byte_level_tokenizer
 from tokenizers import Regex, Tokenizer, pre_tokenizers
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config,
@@ -46,10 +47,6 @@ K_SCALES = slice(4, 16)
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"]
 WIDTH, HEADS, KV_HEADS, INNER, LAYERS = 256, 4, 2, 512, 2  # rows of 256: whole blocks for the K types
 TEXT = SENTENCES[0] + " " + SENTENCES[2]
-
-
-def one_sentence(message: str) -> None:
-    assert "\n" not in message and "Traceback" not in message, message
 
 
 # ---- writing files as llama.cpp's converter does ---------------------------------------------
@@ -294,14 +291,6 @@ def test_tokenizer_from_metadata(tmp_path: Path, pre: str) -> None:
 
 
 # ---- broken files: one sentence each -----------------------------------------------------------
-
-def expect_error(path: Path, pattern: str) -> None:
-    with pytest.raises(CheckpointError) as err:
-        load_model(path)
-    message = str(err.value)
-    one_sentence(message)
-    assert str(path) in message and re.search(pattern, message), message
-
 
 def test_truncated_file(tmp_path: Path) -> None:
     path, _, _ = write_llama(tmp_path / "cut.gguf", "Q4_1")

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from app import schemas as s
 from app.config import Settings
 from app.engine import Engine
-from app.stepper import format_steps, parse_steps, Taken, Under
+from app.stepper import format_steps, parse_steps
+from app.stepping import LocalSteps, RemoteSteps, Taken, Under
 from model.tokenizer import EOT_ID
 
 PROMPT = "Once upon a time"
@@ -44,20 +45,33 @@ async def top_id(engine: Engine, ids: list[int]) -> int:
     return (await engine.next_token(s.NextTokenRequest(ids=ids, n=1))).before[0].id
 
 
-def test_steps_round_trip():
+def test_steps_round_trip(engine: Engine):
+    model = LocalSteps(engine)  # GPT-2's vocabulary of 50,257 tokens
     steps = [Taken("g", 318), Taken("s", 464), Taken("h", 1110)]
-    assert format_steps(steps) == "g318.s464.h1110"
-    assert parse_steps("g318.s464.h1110", 50257, EOT_ID) == steps
-    assert parse_steps("", 50257, EOT_ID) == []
+    assert format_steps(steps, model) == "g318.s464.h1110"
+    assert parse_steps("g318.s464.h1110", model) == steps
+    assert parse_steps("", model) == []
     for bad in ("x12", "g", "g12.", "g99999999", "g50257", f"s{EOT_ID}", "g1;s2", "g1." * 2000, "g1t300", "g1k20",
                 "g1t100k99", "g1t100p2", "g1t100p101", "g1t100r"):
-        assert parse_steps(bad, 50257, EOT_ID) is None, bad
+        assert parse_steps(bad, model) is None, bad
 
 
-def test_each_step_keeps_its_settings_in_the_link():
+def test_each_step_keeps_its_settings_in_the_link(engine: Engine):
+    model = LocalSteps(engine)
     steps = [Taken("g", 318, Under(1.0, 0, 1.0)), Taken("s", 464, Under(0.7, 20, 0.9, 43)), Taken("h", 1110)]
-    assert format_steps(steps) == "g318t100.s464t70k20p90r43.h1110"
-    assert parse_steps("g318t100.s464t70k20p90r43.h1110", 50257, EOT_ID) == steps
+    assert format_steps(steps, model) == "g318t100.s464t70k20p90r43.h1110"
+    assert parse_steps("g318t100.s464t70k20p90r43.h1110", model) == steps
+
+
+def test_a_model_server_s_steps_are_its_token_texts():
+    """A model server knows tokens only by their text: a step keeps it (base64url), whatever it holds."""
+    model = RemoteSteps(server=None)
+    steps = [Taken("g", " the"), Taken("s", "é\n<b>", Under(0.7, 20, 0.9, 43))]
+    written = format_steps(steps, model)
+    assert written == "gIHRoZQ.sw6kKPGI-~t70k20p90r43"
+    assert parse_steps(written, model) == steps
+    for bad in ("g!!", "g_w", "g" + "A" * 801):  # not base64url, not UTF-8, too long
+        assert parse_steps(bad, model) is None, bad
 
 
 def test_a_step_keeps_the_chance_it_was_taken_with(client: TestClient):

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from helpers import expect_http_error
 from model.tokenizer import gpt2_tokenizer
 
 PROMPT = "The cat sat on the mat and the cat"
@@ -67,10 +68,8 @@ BAD = [
 @pytest.mark.parametrize("path", ["/api/next-token", "/api/score", "/api/activations"])
 @pytest.mark.parametrize(("ivs", "message"), BAD, ids=[m[:30] for _, m in BAD])
 def test_bad_interventions_are_refused_with_a_sentence(client: TestClient, path: str, ivs, message: str) -> None:
-    r = client.post(path, json={"text": PROMPT, "interventions": ivs})
-    assert r.status_code == 422, r.text
-    said = r.json()["message"]
-    assert message in said and said[0].isupper() and said.endswith("."), said
+    said = expect_http_error(client.post(path, json={"text": PROMPT, "interventions": ivs}), 422, re.escape(message))
+    assert said[0].isupper() and said.endswith("."), said
 
 
 def test_patch_grid(client: TestClient) -> None:
@@ -102,10 +101,8 @@ PATCH_BAD = [
 
 @pytest.mark.parametrize(("body", "message"), PATCH_BAD, ids=[m[:30] for _, m in PATCH_BAD])
 def test_bad_patch_requests_are_refused_with_a_sentence(client: TestClient, body: dict, message: str) -> None:
-    r = client.post("/api/patch", json=body)
-    assert r.status_code == 422, r.text
-    said = r.json()["message"]
-    assert message.lower() in said.lower() and said.endswith("."), said
+    said = expect_http_error(client.post("/api/patch", json=body), 422, "(?i)" + re.escape(message))
+    assert said.endswith("."), said
 
 
 def test_documented_with_examples(client: TestClient) -> None:

@@ -200,7 +200,8 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     assert 'aria-label="Attention pattern of block 1, head 0"' in attn
     assert len(re.findall(r'<svg class="lab-thumb" data-head', body)) == info["n_head"]
     assert re.search(r'<input type="radio" name="head" value="0" data-default="0" checked>', body)
-    css = client.get("/internals/heads.css")
+    assert f'<link rel="stylesheet" href="/internals/heads.css?n={info["n_head"]}">' in client.get("/internals").text
+    css = client.get("/internals/heads.css", params={"n": info["n_head"]})
     assert css.headers["content-type"].startswith("text/css")
     assert css.text.count(":checked") == info["n_head"]
     assert '[value="3"]:checked) .attn-map[data-head="3"]' in css.text

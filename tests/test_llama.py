@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from helpers import expect_error
 from llama_fixtures import VARIANTS, save_reference
 from model.batching import BatchDecoder
 from model.generate import generate
 from model.hf_tokenizer import HFTokenizer
 from model.llama import Llama, Llama3Rope, LlamaConfig
-from model.loading import CheckpointError, load_model
+from model.loading import load_model
 from model.record import Recorder, all_names
 from model.sampling import SamplingParams
 from model.speed import FastLinear, speed_up
@@ -332,15 +333,6 @@ def edit_tensors(directory: Path, **changes: torch.Tensor | None) -> None:
         if t is not None:
             tensors[name] = t
     save_file(tensors, path)
-
-
-def expect_error(ref: Path | str, pattern: str) -> str:
-    with pytest.raises(CheckpointError) as info:
-        load_model(ref)
-    message = str(info.value)
-    assert re.search(pattern, message), message
-    assert "\n" not in message and "Traceback" not in message
-    return message
 
 
 def test_missing_tensor(model_dir: Path) -> None:

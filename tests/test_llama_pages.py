@@ -1,5 +1,7 @@
-"""Every page and endpoint on a Llama-family model: tiny random checkpoints saved by transformers
-(tests/llama_fixtures.py), each with its own tokenizer.json, loaded into an Engine as the server loads any model.
+"""What only a Llama-family model shows on the pages and endpoints: tiny random checkpoints saved by
+transformers (tests/llama_fixtures.py, started once in conftest.py), each with its own tokenizer.json,
+loaded into an Engine as the server loads any model. The page walks every model passes run in
+test_pages.py, over GPT-2 and these models.
 
 The figures are checked against the reference libraries: token ids against Hugging Face `tokenizers`, the
 logit lens, the scores and greedy generation against transformers' own model read from the same files.
@@ -10,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -22,23 +23,10 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.engine import Engine
 from app.main import create_app
-from llama_fixtures import save_reference
+from helpers import expect_http_error
 from model import analysis
 
-TEXT = "Once upon a time, the cat sat on the mat.\n\tHéllo wörld ☃ 12345 🙂 <b>done</b>"
 PROMPT = "Once upon a time"
-PAGES = ("/", "/data", "/tokenizer", "/loss", "/internals", "/inference", "/playground")
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """variant -> (checkpoint directory, transformers' model read from it)."""
-    root = tmp_path_factory.mktemp("llama-pages")
-    out = {}
-    for variant in ("llama", "llama-untied", "mistral"):
-        directory = root / f"tiny-{variant}"
-        out[variant] = (directory, save_reference(variant, directory))
-    return out
 
 
 def serve(directory: Path) -> tuple[Engine, TestClient]:
@@ -47,14 +35,15 @@ def serve(directory: Path) -> tuple[Engine, TestClient]:
 
 
 @pytest.fixture(scope="module")
-def served(checkpoints: dict) -> Iterator[dict]:
-    """variant -> (engine, client), every app started once."""
-    out = {variant: serve(directory) for variant, (directory, _) in checkpoints.items()}
-    for _, client in out.values():
-        client.__enter__()
-    yield out
-    for _, client in out.values():
-        client.__exit__(None, None, None)
+def checkpoints(llama_checkpoints: dict) -> dict:
+    """variant -> (checkpoint directory, transformers' model read from it): conftest.LLAMA_VARIANTS."""
+    return llama_checkpoints
+
+
+@pytest.fixture(scope="module")
+def served(llama_served: dict) -> dict:
+    """variant -> (engine, client), every app started once (conftest)."""
+    return llama_served
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +65,6 @@ def hf_tokenizer(checkpoints: dict, variant: str = "llama") -> tokenizers.Tokeni
     return tokenizers.Tokenizer.from_file(str(checkpoints[variant][0] / "tokenizer.json"))
 
 
-def chip_ids(body: str) -> list[int]:
-    return [int(i) for i in re.findall(r'<span class="tid">(\d+)</span>', body)]
-
-
 def sse_events(body: str) -> list[tuple[str, dict]]:
     return [(kind, json.loads(data)) for kind, data in re.findall(r"event: (\w+)\ndata: (.*)\n\n", body)]
 
@@ -95,38 +80,10 @@ def greedy(model: torch.nn.Module, ids: list[int], n: int, eos: int) -> list[int
     return out
 
 
-# ---- every page ----
-
-@pytest.mark.parametrize("variant", ["llama", "llama-untied", "mistral"])
-def test_every_page_renders(served: dict, variant: str) -> None:
-    engine, client = served[variant]
-    for path in PAGES:
-        r = client.get(path)
-        assert r.status_code == 200, (path, r.text[-500:])
-        assert engine.info().name in r.text
-    internals = client.get("/internals").text
-    lens = re.search(r'<table id="int-lens".*?</table>', internals, re.S).group(0)
-    # the forward pass rendered, not a message in its place: the embeddings, then each block
-    assert lens.count('<tr><th scope="row">') == engine.config.n_layer + 1
-
+# The walks every model passes (each page renders, the chips, the comparison, the BPE replay, the
+# vocabulary browser) are written once in test_pages.py, over GPT-2 and these models.
 
 # ---- tokenizer page ----
-
-@pytest.mark.parametrize("variant", ["llama", "llama-untied", "mistral"])
-def test_chips_are_the_checkpoints_own_tokens(served: dict, checkpoints: dict, variant: str) -> None:
-    _, client = served[variant]
-    want = hf_tokenizer(checkpoints, variant).encode(TEXT, add_special_tokens=False).ids
-    body = client.post("/partials/tokens", data={"text": TEXT}).text
-    assert chip_ids(body) == want
-    assert f'data-count="tokens">{len(want)}<' in body
-    api = client.post("/api/tokenize", json={"text": TEXT}).json()
-    assert [t["id"] for t in api["tokens"]] == want
-    spans = [(t["start"], t["end"]) for t in api["tokens"]]
-    assert spans[0][0] == 0 and spans[-1][1] == len(TEXT)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # the spans tile the text
-    assert b"".join(bytes(t["bytes"]) for t in api["tokens"]).decode("utf-8").strip() == TEXT.strip()
-    assert "&lt;" in body and "<b>" not in body  # token text is escaped
-
 
 def test_byte_fallback_tokens_are_bytes(served: dict, checkpoints: dict) -> None:
     """SentencePiece-style: a character the vocabulary lacks becomes its UTF-8 bytes, one <0x..> token each."""
@@ -161,58 +118,6 @@ def test_special_tokens_shown_as_what_they_are(client: TestClient, engine: Engin
                      body)
     entry = client.get("/api/vocab", params={"q": "<|im_start|>"}).json()["items"][0]
     assert entry["text"] == "<|im_start|>" and entry["id"] in engine.special_ids
-
-
-def test_comparison_has_the_models_own_column(client: TestClient, checkpoints: dict, engine: Engine) -> None:
-    want = hf_tokenizer(checkpoints).encode(TEXT, add_special_tokens=False).ids
-    body = client.post("/partials/compare", data={"text": TEXT}).text
-    sections = re.findall(r"<section (.*?)</section>", body, re.S)
-    assert len(sections) == 4 and "data-own" in sections[0] and "this model&#39;s own" in sections[0]
-    assert chip_ids(sections[0]) == want
-    assert f'data-count="model">{len(want)} tokens<' in body
-    assert f"vocabulary of {engine.tokenizer.vocab_size}" in sections[0]
-    for name in ("gpt2", "cl100k_base", "o200k_base"):
-        assert re.search(rf'data-count="{name}">\d+ tokens<', body)
-    csv = client.get("/download/compare.csv", params={"text": TEXT}).text.splitlines()
-    mine = [int(line.split(",")[2]) for line in csv[1:] if line.startswith(engine.info().name + ",")]
-    assert mine == want
-
-
-def test_comparison_keeps_three_columns_for_gpt2(tiny_checkpoint: Path) -> None:
-    engine, client = serve(tiny_checkpoint)
-    with client:
-        body = client.post("/partials/compare", data={"text": TEXT}).text
-    assert body.count("<section ") == 3 and "data-own" not in body and engine.own_tokenizer is None
-
-
-def test_bpe_replay_ends_at_the_tokenizers_own_ids(client: TestClient, checkpoints: dict) -> None:
-    text = "the cat sat on the mat, naïve apples 2024"
-    want = hf_tokenizer(checkpoints).encode(text, add_special_tokens=False).ids
-    r = client.post("/api/bpe", json={"text": text}).json()
-    assert r["tokens"] == want and r["steps"]
-    words = [list(w) for w in r["initial"]]
-    text_of = {p["id"]: p["text"] for p in r["pieces"]}
-    for step in r["steps"]:
-        assert text_of[step["token_id"]] == step["merged"]
-        for change in step["changes"]:
-            words[change["pretoken"]] = change["symbols"]
-    assert [i for w in words for i in w] == want
-    body = client.post("/partials/bpe", data={"text": text}).text
-    assert 'data-bpe-unit="bytes"' in body and 'data-bpe-rank="list"' in body
-    data = json.loads(html.unescape(re.search(r'<script type="application/json" id="bpe-data">(.*?)</script>',
-                                              body, re.S).group(1)))
-    assert data["tokens"] == want
-
-
-def test_vocabulary_browser_searches_the_models_vocabulary(client: TestClient, checkpoints: dict) -> None:
-    ref = hf_tokenizer(checkpoints)
-    want = sorted(i for i in range(ref.get_vocab_size()) if "cat" in ref.decode([i]))
-    page = client.get("/api/vocab", params={"q": "cat", "limit": 100}).json()
-    assert [e["id"] for e in page["items"]] == want and page["total"] == len(want)
-    body = client.get("/partials/vocab", params={"q": "cat"}).text
-    assert re.findall(r'<span class="vid">(\d+)</span>', body) == [str(i) for i in want]
-    by_id = client.get("/api/vocab", params={"q": "300"}).json()["items"][0]
-    assert by_id["id"] == 300 and by_id["text"] == ref.decode([300])
 
 
 # ---- internals and the model's facts ----
@@ -348,8 +253,7 @@ def test_api_endpoints_answer_with_the_model(client: TestClient, engine: Engine,
     ids = ref.encode(PROMPT, add_special_tokens=False).ids
     assert client.post("/api/detokenize", json={"ids": ids}).json()["text"] == PROMPT
     bad = client.post("/api/detokenize", json={"ids": [401]})
-    assert bad.status_code == 422 and bad.json()["message"] == \
-        "The id 401 is not a token of this model: use ids from 0 to 400."
+    expect_http_error(bad, 422, "^" + re.escape("The id 401 is not a token of this model: use ids from 0 to 400.") + "$")
     nxt = client.post("/api/next-token", json={"ids": ids, "n": 401}).json()
     assert nxt["support"] == 401 and nxt["mass"] == pytest.approx(1, abs=1e-3)
     assert {c["id"]: c["text"] for c in nxt["before"]} == {c["id"]: engine.texts[c["id"]] for c in nxt["before"]}
@@ -383,7 +287,7 @@ def test_rows_no_token_uses_are_named_and_refused_as_text(tmp_path: Path) -> Non
         texts = {c["id"]: c["text"] for c in nxt["before"]}
         assert len(texts) == size + 7 and texts[size + 3] == f"<unused {size + 3}>"
         bad = client.post("/api/detokenize", json={"ids": [5, size + 3]})
-        assert bad.status_code == 422 and bad.json()["message"].startswith(f"The id {size + 3} is a row of this model")
+        expect_http_error(bad, 422, f"^The id {size + 3} is a row of this model")
         assert engine.decode([5, size + 3]) == engine.tokenizer.decode([5]) and engine.token_bytes(size + 3) == b""
         assert client.get("/inference", params={"prompt": PROMPT, "steps": f"h5.h{size + 3}"}).status_code == 200
         assert f"({size:,} used by its tokenizer)" in client.get("/").text

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import expect_error
 from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel
 
@@ -118,13 +119,6 @@ def test_model_card(model_dir: Path) -> None:
 
 
 # --- broken checkpoints: one clear CheckpointError each ----------------------------------------
-
-def expect_error(ref: Path | str, pattern: str) -> str:
-    with pytest.raises(CheckpointError) as err:
-        load_model(ref)
-    assert re.search(pattern, str(err.value)), str(err.value)
-    return str(err.value)
-
 
 def test_missing_directory(tmp_path: Path) -> None:
     expect_error(tmp_path / "nope", r"nope: not found — a model is a directory with config\.json")

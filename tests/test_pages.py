@@ -2,6 +2,11 @@
 
 The checkpoint gets a training log and a model card, as the shipped model has,
 so the data page shows its curve; one test takes them away again.
+
+The walks every model must pass run on both architectures: this GPT-2 and the small Llama-family
+models of tests/llama_fixtures.py, each checked against its own reference tokenizer (tiktoken's
+BPE for GPT-2, Hugging Face `tokenizers` for the checkpoint's tokenizer.json). What only a Llama
+model has is in test_llama_pages.py.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ import html
 import json
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tokenizers
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -23,8 +30,12 @@ from app.main import create_app
 from app import templating, demo
 from app.routes import internals, pages
 from model import incontext
+from model.tokenizer import gpt2_tokenizer
 
 MAX_CHARS = 5000
+TEXT = "Once upon a time, the cat sat on the mat.\n\tHéllo wörld ☃ 12345 🙂 <b>done</b>"
+ARCHS = ["gpt2", "llama"]  # the architectures every page walk runs on
+VARIANTS = ["gpt2", "llama", "llama-untied", "mistral"]  # and the Llama-family variants, for the widest walks
 
 LOG = [
     {"step": 100, "tokens": 409600, "train_loss": 7.9, "val_loss": 8.0,
@@ -62,6 +73,33 @@ def client(engine: Engine) -> Iterator[TestClient]:
         yield c
 
 
+@dataclass
+class Served:
+    """A model's app, and the reference tokenizer its ids must equal."""
+    name: str
+    engine: Engine
+    client: TestClient
+    encode: Callable[[str], list[int]]
+    decode: Callable[[list[int]], str]
+
+
+@pytest.fixture
+def arch(request: pytest.FixtureRequest) -> Served:
+    """The app on the architecture the test is parametrized with (indirect), each started once."""
+    if request.param == "gpt2":
+        ref = gpt2_tokenizer().encoding  # tiktoken's own BPE
+        return Served("gpt2", request.getfixturevalue("engine"), request.getfixturevalue("client"), ref.encode_ordinary,
+                      ref.decode)
+    directory, _ = request.getfixturevalue("llama_checkpoints")[request.param]
+    engine, client = request.getfixturevalue("llama_served")[request.param]
+    hf = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    return Served(request.param, engine, client, lambda text: hf.encode(text, add_special_tokens=False).ids, hf.decode)
+
+
+def on(archs: list[str]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("arch", archs, indirect=True)
+
+
 def post(client: TestClient, path: str, text: str) -> str:
     r = client.post(path, data={"text": text})
     assert r.status_code == 200, r.text
@@ -82,9 +120,25 @@ PAGES = [
 ]
 
 
+ALL_PAGES = ("/", "/data", "/tokenizer", "/loss", "/internals", "/inference", "/playground")
+
+
+@on(VARIANTS)
+def test_every_page_renders(arch: Served) -> None:
+    for path in ALL_PAGES:
+        r = arch.client.get(path)
+        assert r.status_code == 200, (path, r.text[-500:])
+        assert arch.engine.info().name in r.text
+    internals = arch.client.get("/internals").text
+    lens = re.search(r'<table id="int-lens".*?</table>', internals, re.S).group(0)
+    # the forward pass rendered, not a message in its place: the embeddings, then each block
+    assert lens.count('<tr><th scope="row">') == arch.engine.config.n_layer + 1
+
+
+@on(ARCHS)
 @pytest.mark.parametrize("path,explanation,next_path", PAGES)
-def test_page_explains_and_links_on(client: TestClient, path: str, explanation: str, next_path: str):
-    r = client.get(path)
+def test_page_explains_and_links_on(arch: Served, path: str, explanation: str, next_path: str):
+    r = arch.client.get(path)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
     body = r.text
@@ -96,10 +150,11 @@ def test_page_explains_and_links_on(client: TestClient, path: str, explanation: 
     assert re.search(rf'<a href="{re.escape(path)}" aria-current="page">', body)
 
 
+@on(ARCHS)
 @pytest.mark.parametrize("path", [p for p, _, _ in PAGES])
-def test_page_has_no_inline_script_or_handler(client: TestClient, path: str):
+def test_page_has_no_inline_script_or_handler(arch: Served, path: str):
     """The Content-Security-Policy forbids both: scripts come from /static, data from JSON blocks."""
-    body = client.get(path).text
+    body = arch.client.get(path).text
     for tag in re.findall(r"<script\b[^>]*>", body):
         assert "src=" in tag or 'type="application/json"' in tag, tag
     assert not re.search(r"\son[a-z]+\s*=", body)
@@ -122,6 +177,21 @@ def test_overview_shows_the_model(client: TestClient, engine: Engine):
 
 
 # ---------------------------------------------------------------- tokenizer
+
+@on(VARIANTS)
+def test_chips_are_the_models_own_tokens(arch: Served) -> None:
+    want = arch.encode(TEXT)
+    body = post(arch.client, "/partials/tokens", TEXT)
+    assert chip_ids(body) == want
+    assert f'data-count="tokens">{len(want)}<' in body
+    api = arch.client.post("/api/tokenize", json={"text": TEXT}).json()
+    assert [t["id"] for t in api["tokens"]] == want
+    spans = [(t["start"], t["end"]) for t in api["tokens"]]
+    assert spans[0][0] == 0 and spans[-1][1] == len(TEXT)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # the spans tile the text
+    assert b"".join(bytes(t["bytes"]) for t in api["tokens"]).decode("utf-8").strip() == TEXT.strip()
+    assert "&lt;" in body and "<b>" not in body  # token text is escaped
+
 
 def test_tokens_partial_counts_and_ids(client: TestClient):
     body = post(client, "/partials/tokens", "Hello world")
@@ -179,6 +249,28 @@ def test_bpe_partial_embeds_history_safely(client: TestClient, engine: Engine):
     assert len(history["steps"]) > 0 and 'max="' + str(len(history["steps"])) + '"' in body
 
 
+@on(ARCHS)
+def test_bpe_replay_ends_at_the_tokenizers_own_ids(arch: Served) -> None:
+    text = "the cat sat on the mat, naïve apples 2024"
+    want = arch.encode(text)
+    r = arch.client.post("/api/bpe", json={"text": text}).json()
+    assert r["tokens"] == want and r["steps"]
+    words = [list(w) for w in r["initial"]]
+    text_of = {p["id"]: p["text"] for p in r["pieces"]}
+    for step in r["steps"]:
+        assert text_of[step["token_id"]] == step["merged"]
+        for change in step["changes"]:
+            words[change["pretoken"]] = change["symbols"]
+    assert [i for w in words for i in w] == want
+    body = post(arch.client, "/partials/bpe", text)
+    # a merge's rank: GPT-2's is its token id; a tokenizer.json's, its place in the merges list
+    rank = "id" if arch.name == "gpt2" else "list"
+    assert 'data-bpe-unit="bytes"' in body and f'data-bpe-rank="{rank}"' in body
+    data = json.loads(html.unescape(re.search(r'<script type="application/json" id="bpe-data">(.*?)</script>',
+                                              body, re.S).group(1)))
+    assert data["tokens"] == want
+
+
 def test_bpe_partial_covers_a_prefix_of_long_text(client: TestClient):
     body = post(client, "/partials/bpe", "word " * 100)
     assert f"first {pages.BPE_CHARS} characters" in body
@@ -201,12 +293,40 @@ def test_bpe_partial_empty(client: TestClient):
     assert "watch its bytes merge" in post(client, "/partials/bpe", "")
 
 
-def test_compare_partial_three_vocabularies(client: TestClient):
-    body = post(client, "/partials/compare", "Hello world, <tokenizers>!")
+@on(ARCHS)
+def test_comparison_shows_three_vocabularies_and_the_models_own(arch: Served) -> None:
+    engine = arch.engine
+    body = post(arch.client, "/partials/compare", TEXT)
     for name, size in (("GPT-2", "50,257"), ("cl100k_base", "100,277"), ("o200k_base", "200,019")):
         assert name in body and f"vocabulary of {size}" in body
-    assert re.search(r'data-count="gpt2">\d+ tokens<', body)
-    assert "<tokenizers>" not in body and "&lt;" in body
+    for name in ("gpt2", "cl100k_base", "o200k_base"):
+        assert re.search(rf'data-count="{name}">\d+ tokens<', body)
+    assert "<b>" not in body and "&lt;" in body
+    sections = re.findall(r"<section (.*?)</section>", body, re.S)
+    assert (engine.own_tokenizer is None) == (arch.name == "gpt2")
+    if engine.own_tokenizer is None:  # GPT-2's vocabulary is already the first of the three
+        assert len(sections) == 3 and "data-own" not in body
+        return
+    want = arch.encode(TEXT)
+    assert len(sections) == 4 and "data-own" in sections[0] and "this model&#39;s own" in sections[0]
+    assert chip_ids(sections[0]) == want
+    assert f'data-count="model">{len(want)} tokens<' in body
+    assert f"vocabulary of {engine.tokenizer.vocab_size}" in sections[0]
+    csv = arch.client.get("/download/compare.csv", params={"text": TEXT}).text.splitlines()
+    mine = [int(line.split(",")[2]) for line in csv[1:] if line.startswith(engine.info().name + ",")]
+    assert mine == want
+
+
+@on(ARCHS)
+def test_vocabulary_browser_searches_the_models_vocabulary(arch: Served) -> None:
+    size = arch.engine.tokenizer.vocab_size
+    want = sorted(i for i in range(size) if "cat" in arch.decode([i]))
+    page = arch.client.get("/api/vocab", params={"q": "cat", "limit": 100}).json()
+    assert [e["id"] for e in page["items"]] == want[:100] and page["total"] == len(want)
+    body = arch.client.get("/partials/vocab", params={"q": "cat"}).text
+    assert re.findall(r'<span class="vid">(\d+)</span>', body) == [str(i) for i in want[:pages.VOCAB_PAGE]]
+    by_id = arch.client.get("/api/vocab", params={"q": "300"}).json()["items"][0]
+    assert by_id["id"] == 300 and by_id["text"] == arch.decode([300])
 
 
 def test_vocab_search_finds_the(client: TestClient):

@@ -18,6 +18,7 @@ import anyio
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import expect_http_error
 from live_server import serve
 
 from app.config import Settings
@@ -84,7 +85,7 @@ def test_echo_refuses_what_it_cannot_give(upstream: str) -> None:
     import httpx
     for extra, words in (({"stream": True}, "without stream"), ({"logprobs": 3}, "logprobs can be 0 or 1")):
         r = httpx.post(f"{upstream}/v1/completions", json={"prompt": "x", "echo": True, **extra})
-        assert r.status_code == 422 and words in r.json()["error"]["message"]
+        expect_http_error(r, 422, re.escape(words))
 
 
 def test_next_token_candidates_are_the_models_top_logprobs(upstream: str, tiny_model: GPT) -> None:
@@ -114,7 +115,8 @@ def test_streamed_generation_is_the_servers_greedy_text(client: TestClient, upst
 def test_loss_page_colours_the_text_by_the_remotes_echo(client: TestClient, tiny_model: GPT) -> None:
     text = "Once upon a time there was a cat"
     r = client.post("/partials/loss", data={"text": text, "model": "remote"})
-    assert r.status_code == 200 and "Scored by <strong>tiny-remote</strong>" in r.text
+    assert r.status_code == 200 and "Scored by tiny-remote (served by 127.0.0.1:" in r.text
+    assert "Knowing nothing" not in r.text  # the server does not say its vocabulary
     expected = logprobs_after(tiny_model, text)
     ids = gpt2_tokenizer().encode(text)
     mean = -sum(float(expected[i, ids[i + 1]]) for i in range(len(ids) - 1)) / (len(ids) - 1)
@@ -123,6 +125,7 @@ def test_loss_page_colours_the_text_by_the_remotes_echo(client: TestClient, tiny
     page = client.get("/loss", params={"text": text, "model": "remote"})
     assert page.status_code == 200 and f'>{mean:.2f}<' in page.text
     assert '<option value="remote" selected>' in page.text
+    assert "Model on this page: <strong>tiny-remote</strong>, served by 127.0.0.1:" in page.text  # not the loaded one
 
 
 # ---------------------------------------------------------------- the stepper on the remote model
@@ -289,5 +292,5 @@ def test_pages_show_a_downed_remote_as_a_message(broken: TestClient) -> None:
 
 def test_the_stream_api_answers_502_with_a_sentence(broken: TestClient) -> None:
     r = broken.post("/playground/generate", json={"prompt": "Hi", "model": "remote"})
-    assert r.status_code == 502 and r.json()["message"].startswith("The model server at 127.0.0.1:")
-    assert "refused the connection" in r.json()["message"]
+    message = expect_http_error(r, 502, "^The model server at 127\\.0\\.0\\.1:")
+    assert "refused the connection" in message

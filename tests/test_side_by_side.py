@@ -17,6 +17,7 @@ from app import schemas as s
 from app.config import Settings
 from app.main import create_app
 from app.templating import pct
+from helpers import expect_http_error
 from model.generate import generate
 from model.gpt2 import GPT
 from model.sampling import SamplingParams
@@ -98,7 +99,7 @@ def test_the_playground_writes_with_both_models(client: TestClient, tiny_model: 
     expected = [st.id for st in generate(tiny_model, gpt2_tokenizer().encode(PROMPT), SamplingParams(temperature=0), 6)]
     assert [e["id"] for e in events] == expected
     r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "model": "nobody", "x": 1})
-    assert r.status_code == 422 and "not a field" in r.json()["message"]
+    expect_http_error(r, 422, "not a field")
 
 
 def test_the_training_page_scores_with_the_chosen_model(client: TestClient) -> None:
@@ -113,3 +114,22 @@ def test_one_model_servers_show_no_chooser(tiny_checkpoint) -> None:
     with TestClient(create_app(Settings(model=str(tiny_checkpoint), threads=1))) as c:
         for path in ("/inference", "/playground", "/loss"):
             assert 'name="model"' not in c.get(path).text, path
+
+
+def test_internals_looks_inside_the_model_the_link_names(client: TestClient) -> None:
+    """?model=second shows the second model's architecture and forward pass, and the page's own requests name it
+    (htmx inherits hx-vals), so its partials look inside the same model."""
+    tiny = client.app.state.sources.get("second").engine
+    page = client.get("/internals", params={"model": "second", "prompt": PROMPT})
+    assert page.status_code == 200
+    assert "The architecture of tiny-second" in page.text
+    assert "hx-vals='{\"model\": \"second\"}'" in page.text
+    assert f"{tiny.info().parameters['total']:,} numbers" in page.text
+    assert "Model loaded: <strong>tiny-second</strong>" in page.text
+    main = client.get("/internals", params={"prompt": PROMPT})
+    assert "The architecture of deepdive-tiny" in main.text and "hx-vals='{\"model\"" not in main.text
+    # the same prompt's logit lens differs between the two models: each partial ran the model it names
+    lens = [client.post("/partials/forward", data={"prompt": PROMPT, "model": key}).text for key in ("second", "local")]
+    assert lens[0] != lens[1]
+    expected = anyio.run(tiny.activations, s.ActivationsRequest(text=PROMPT, logit_lens=3, neurons=5))
+    assert all(f"“{top[0].text}”" in lens[0] for top in expected.logit_lens[-1].top)

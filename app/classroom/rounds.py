@@ -18,7 +18,8 @@ import torch
 
 from app.classroom.state import Bar, MODES, Mode, Option, Played, Round, Session, class_prob, histogram, points
 from app.engine import Engine, InputError
-from app.stepper import Dice, Taken, Under, format_steps, parse_steps, state_url, take
+from app.stepper import format_steps, parse_steps, state_url
+from app.stepping import Dice, LocalSteps, Taken, Under, take
 from model import analysis
 from model.sampling import SamplingParams
 
@@ -31,8 +32,7 @@ DISTRACTOR_RANKS = (30, 300)
 class RoundError(InputError):
     """A round action that cannot happen now; the message says why and what to do (409)."""
 
-    def __init__(self, message: str):
-        super().__init__(message, 409)
+    status = 409
 
 
 def dice_of(session: Session) -> Dice:
@@ -45,8 +45,8 @@ async def context_ids(engine: Engine, session: Session) -> tuple[list[int], list
     st = session.stepper
     if not st.prompt:
         raise RoundError("The stepper has no prompt yet: type one on the Inference page first.")
-    steps = parse_steps(st.steps, engine.info().vocab_size, engine.eos_id) or []
-    return await engine.encode(st.prompt) + [t.id for t in steps], steps
+    steps = parse_steps(st.steps, LocalSteps(engine)) or []
+    return await engine.encode(st.prompt) + [int(t.token) for t in steps], steps
 
 
 def readable(text: str) -> bool:
@@ -147,8 +147,8 @@ async def reveal(engine: Engine, session: Session, guesses: dict[str, int], logi
         session.scores[student] = session.scores.get(student, 0) + points(guess, chosen, top)
     st = session.stepper
     steps = [*steps, Taken("s", chosen, Under.now(dice, dice.seed + len(steps)))]  # its settings, as a page step
-    st.steps, st.pieces = format_steps(steps), [*st.pieces, token.text]
-    st.url = state_url(st.prompt, steps, dice)
+    st.steps, st.pieces = format_steps(steps, LocalSteps(engine)), [*st.pieces, token.text]
+    st.url = state_url(st.prompt, st.steps, dice)
     session.played.append(played)
     session.round = None
     return played

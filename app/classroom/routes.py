@@ -43,11 +43,13 @@ from app.classroom.teacher import (COOKIE, cookie_parts, cookie_value, gone_sent
 from app.config import Settings
 from app.csv_files import csv_file, num
 from app.deps import EngineDep, Number
-from app.engine import Busy, InputError
+from app.problems import Busy, Problem
 from app.errors import JSON_PATHS, error_response
-from app.stepper import dice_of, parse_steps, state_url
+from app.stepper import dice_of, format_steps, parse_steps, state_url
+from app.stepping import LocalSteps
 from app.streaming import sse
 from app.templating import partial, render, sentence
+from app.security import ModelTurn
 
 router = APIRouter(include_in_schema=False)
 
@@ -203,9 +205,10 @@ async def start(request: Request, engine: EngineDep, prompt: Field = "", steps: 
                            f"{settings.max_text_chars:,}: shorten it")
     store = store_of(request)
     dice = dice_of(temperature, top_k, top_p, seed, n)
-    taken = parse_steps(steps, engine.info().vocab_size, engine.eos_id) or []
-    url = state_url(prompt, taken, dice)
-    steps_text = ".".join(f"{t.how}{t.id}" for t in taken)
+    model = LocalSteps(engine)
+    taken = parse_steps(steps, model) or []
+    url = state_url(prompt, format_steps(taken, model), dice)
+    steps_text = ".".join(f"{t.how}{t.token}" for t in taken)
     old = await teacher_session(request)
     if old is not None:
         await end_session(request, old)
@@ -248,7 +251,7 @@ async def class_panel(request: Request, code: str):
     return response
 
 
-@router.post("/class/{code}/round", response_class=HTMLResponse)
+@router.post("/class/{code}/round", dependencies=[ModelTurn], response_class=HTMLResponse)
 async def open_round(request: Request, engine: EngineDep, code: str, mode: Field = "typed"):
     session = await lead(request, code)
     if session.round is not None:
@@ -261,7 +264,7 @@ async def open_round(request: Request, engine: EngineDep, code: str, mode: Field
     return await panel_response(request, session)
 
 
-@router.post("/class/{code}/reveal", response_class=HTMLResponse)
+@router.post("/class/{code}/reveal", dependencies=[ModelTurn], response_class=HTMLResponse)
 async def reveal(request: Request, engine: EngineDep, code: str):
     session = await lead(request, code)
     if session.round is None:
@@ -278,10 +281,8 @@ async def model_work(work):
     """A round's model work, or its refusal as a sentence (a busy model is 503, as on every page)."""
     try:
         return await work
-    except InputError as e:
-        raise Refusal(e.status, str(e)) from None
-    except Busy as e:
-        raise Refusal(503, f"The model is busy ({e}). Try again in a moment") from None
+    except Problem as e:
+        raise Refusal(e.status, e.sentence) from None
 
 
 @router.post("/class/{code}/leaderboard", response_class=HTMLResponse)
@@ -427,7 +428,7 @@ async def phone_view(request: Request, code: str):
     return partial(request, "partials/_phone.html", phone=await phone_context(request, session, sid))
 
 
-@router.post("/class/{code}/guess", response_class=HTMLResponse)
+@router.post("/class/{code}/guess", dependencies=[ModelTurn], response_class=HTMLResponse)
 async def guess(request: Request, engine: EngineDep, code: str, text: Field = "", option: Field = "",
                 round_no: Annotated[str, Form(alias="round")] = ""):
     session, sid = await member(request, code)

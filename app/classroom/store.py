@@ -47,7 +47,7 @@ from dataclasses import replace
 
 from app.classroom.state import Session, Student
 from app.config import Settings
-from app.model_thread import Busy
+from app.problems import Busy, sentence
 
 QUEUE_EVENTS = 64  # events one subscriber may fall behind by before older ones are dropped
 
@@ -71,6 +71,10 @@ class Gone(StoreError):
 class Unavailable(Busy):
     """The store does not answer (Redis is away). Not a StoreError (a refusal of what was asked): like a busy
     model, it is the server's trouble, answered 503 with a sentence, and the request can be tried again."""
+
+    @property
+    def sentence(self) -> str:
+        return sentence(str(self))
 
 
 class Events(ABC):

@@ -21,7 +21,7 @@ from app.classroom.join_url import join_url, loopback_only, qr_svg, start_comman
 from app.classroom.state import Played, Session, Stepper, leaderboard, losses, snapshot
 from app.classroom.store import Store, Unavailable
 from app.deps import get_engine
-from app.errors import sentence
+from app.problems import sentence
 
 COOKIE = "deepdive_teacher"
 REVEAL_ROWS = 10  # tokens in a reveal's figure: the class's and the model's favourites together

@@ -14,16 +14,17 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
 from app.ablation import ablate_view
-from app.deps import EngineDep
+from app.sources import InsideDep
 from app.templating import partial
+from app.security import ModelTurn
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 
 @router.post("/partials/ablate", response_class=HTMLResponse)
-async def ablate_partial(request: Request, engine: EngineDep, prompt: Annotated[str, Form()] = "",
+async def ablate_partial(request: Request, inside: InsideDep, prompt: Annotated[str, Form()] = "",
                          off: Annotated[str, Form()] = "", toggle: Annotated[str, Form()] = "",
                          ablate_mode: Annotated[str, Form()] = "zero", layer: Annotated[str, Form()] = "",
                          head: Annotated[str, Form()] = ""):
-    view = await ablate_view(engine, prompt, off, toggle, ablate_mode, layer, head)
+    view = await ablate_view(inside.engine, prompt, off, toggle, ablate_mode, layer, head)
     return partial(request, "partials/_ablate.html", a=view)

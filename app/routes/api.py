@@ -13,6 +13,7 @@ from app import schemas as s
 from app.deps import EngineDep
 from app.streaming import EventStream, generation_events
 from app.errors import require_json
+from app.security import ModelTurn
 from model.sampling import SamplingParams
 
 router = APIRouter()
@@ -23,6 +24,7 @@ async def json_response(model: BaseModel) -> Response:
     return Response(await anyio.to_thread.run_sync(model.model_dump_json), media_type="application/json")
 
 JSON_BODY = [Depends(require_json)]
+MODEL_JSON_BODY = [*JSON_BODY, ModelTurn]  # a JSON body, then a turn on the model
 ERRORS = s.error_responses(s.ApiError, 413, 415, 422)
 MODEL_ERRORS = s.error_responses(s.ApiError, 413, 415, 422, 503)
 
@@ -70,7 +72,7 @@ async def vocab(engine: EngineDep,
     return await json_response(await engine.vocab(s.whole_characters(q), offset, limit))
 
 
-@router.post("/api/next-token", tags=["model"], response_model=s.NextTokenResponse, dependencies=JSON_BODY,
+@router.post("/api/next-token", tags=["model"], response_model=s.NextTokenResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="The distribution over the next token")
 async def next_token(req: s.NextTokenRequest, engine: EngineDep) -> Response:
     """The top-n tokens with probability and logit, before and after temperature, top-k and top-p;
@@ -79,7 +81,7 @@ async def next_token(req: s.NextTokenRequest, engine: EngineDep) -> Response:
     return await json_response(await engine.next_token(req))
 
 
-@router.post("/api/score", tags=["model"], response_model=s.ScoreResponse, dependencies=JSON_BODY,
+@router.post("/api/score", tags=["model"], response_model=s.ScoreResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="How well the model predicts each token of a text")
 async def score(req: s.ScoreRequest, engine: EngineDep) -> Response:
     """Training is next-token classification: each actual next token's probability and loss
@@ -87,7 +89,7 @@ async def score(req: s.ScoreRequest, engine: EngineDep) -> Response:
     return await json_response(await engine.score(req))
 
 
-@router.post("/api/activations", tags=["model"], response_model=s.ActivationsResponse, dependencies=JSON_BODY,
+@router.post("/api/activations", tags=["model"], response_model=s.ActivationsResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="Inside one forward pass: what the caller selects")
 async def activations(req: s.ActivationsRequest, engine: EngineDep) -> Response:
     """Residual-stream norms per state and position; attention patterns of chosen layers and heads;
@@ -95,7 +97,7 @@ async def activations(req: s.ActivationsRequest, engine: EngineDep) -> Response:
     return await json_response(await engine.activations(req))
 
 
-@router.post("/api/patch", tags=["model"], response_model=s.PatchResponse, dependencies=JSON_BODY,
+@router.post("/api/patch", tags=["model"], response_model=s.PatchResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="Activation patching: where a prompt keeps what decides the answer")
 async def patch(req: s.PatchRequest, engine: EngineDep) -> Response:
     """Runs the corrupted prompt with the clean prompt's residual stream written in where it enters each
@@ -126,7 +128,7 @@ GENERATE_EVENT = {
 }
 
 
-@router.post("/api/generate", tags=["model"], dependencies=JSON_BODY, response_class=StreamingResponse,
+@router.post("/api/generate", tags=["model"], dependencies=MODEL_JSON_BODY, response_class=StreamingResponse,
              summary="Sample a continuation, streamed as Server-Sent Events",
              responses={200: {"description": "`event: token` per token (data: TokenEvent), then one "
                                              "`event: done` (data: DoneEvent)",

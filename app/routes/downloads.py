@@ -20,11 +20,14 @@ from fastapi.responses import PlainTextResponse, Response
 from app import schemas as s
 from app.demo import DEFAULT_INFERENCE_PROMPT, DEFAULT_INTERNALS_PROMPT, DEFAULT_LOSS_TEXT, DEFAULT_TOKENIZER_TEXT
 from app.deps import EngineDep
-from app.engine import Busy, Engine, InputError
+from app.engine import Engine
+from app.problems import InputError, Problem
 from app.csv_files import csv_file, num
-from app.errors import sentence
-from app.loss import loss_context
-from app.stepper import BARS, DEFAULTS, Dice, parse_steps, step_context
+from app.problems import sentence
+from app.loss import score_prefix
+from app.stepper import BARS, DEFAULTS, parse_steps, step_context
+from app.stepping import Dice, LocalSteps
+from app.security import ModelTurn
 from model import encodings
 from model.training_log import evaluations, other_sources, read_training_log
 
@@ -44,10 +47,8 @@ async def answer(figure: str, table: Awaitable[Table]) -> Response:
     """The table as a CSV file, or the sentence that says why there is none."""
     try:
         header, rows = await table
-    except InputError as e:
-        return refusal(str(e), e.status)
-    except Busy as e:
-        return refusal(f"the model is busy ({e}); try again in a moment", 503)
+    except Problem as e:
+        return refusal(e.sentence, e.status)
     # a long text's comparison is tens of thousands of rows: written off the event loop
     return await anyio.to_thread.run_sync(csv_file, figure, header, rows)
 
@@ -112,7 +113,7 @@ async def attention_table(engine: Engine, prompt: str, layer: str | None, head: 
     return header, rows
 
 
-@router.get("/download/attention.csv")
+@router.get("/download/attention.csv", dependencies=[ModelTurn])
 async def attention_csv(engine: EngineDep, prompt: str = DEFAULT_INTERNALS_PROMPT, layer: str | None = None,
                         head: str | None = None):
     return await answer("attention", attention_table(engine, prompt, layer, head))
@@ -126,7 +127,7 @@ async def lens_table(engine: Engine, prompt: str) -> Table:
     return ["state", "position", "token", "top_guess", "probability"], rows
 
 
-@router.get("/download/lens.csv")
+@router.get("/download/lens.csv", dependencies=[ModelTurn])
 async def lens_csv(engine: EngineDep, prompt: str = DEFAULT_INTERNALS_PROMPT):
     return await answer("lens", lens_table(engine, prompt))
 
@@ -140,7 +141,8 @@ async def next_token_table(engine: Engine, prompt: str, steps: str, temperature:
                 top_k=whole(top_k, "top_k", d["top_k"], 0, 50), top_p=decimal(top_p, "top_p", d["top_p"], 0.05, 1),
                 seed=whole(seed, "seed", d["seed"], 0, 999_999),
                 n=whole(n, "n (the bars shown)", d["n"], 1, max(BARS)))
-    taken = parse_steps(steps, info.vocab_size, engine.eos_id)
+    model = LocalSteps(engine)
+    taken = parse_steps(steps, model)
     if taken is None:
         raise InputError("The steps must be the steps taken, such as g318.s464.h1110 (g, s or h and a token id, "
                          "joined by dots)")
@@ -149,12 +151,12 @@ async def next_token_table(engine: Engine, prompt: str, steps: str, temperature:
     if len(ids) + len(taken) > info.n_ctx:
         raise InputError(f"The prompt ({len(ids):,} tokens) and its {len(taken):,} steps do not fit this model's "
                          f"context of {info.n_ctx:,} tokens: undo steps or shorten the prompt")
-    bars = (await step_context(engine, prompt, taken, dice))["bars"]
+    bars = (await step_context(model, prompt, taken, dice))["bars"]
     rows = ([r["rank"], r["id"], r["text"], num(r["model"]), num(r["now"])] for r in bars["rows"])
     return ["rank", "id", "token", "model_probability", "chance_now"], rows
 
 
-@router.get("/download/next-token.csv")
+@router.get("/download/next-token.csv", dependencies=[ModelTurn])
 async def next_token_csv(engine: EngineDep, prompt: str = DEFAULT_INFERENCE_PROMPT, steps: str = "",
                          temperature: str | None = None, top_k: str | None = None, top_p: str | None = None,
                          seed: str | None = None, n: str | None = None):
@@ -164,12 +166,12 @@ async def next_token_csv(engine: EngineDep, prompt: str = DEFAULT_INFERENCE_PROM
 # ---------------------------------------------------------------- training: the loss of each token
 
 async def loss_table(engine: Engine, text: str) -> Table:
-    r = (await loss_context(engine, some_text(text, "text", blank_is_empty=True)))["score"]
+    r, _, _ = await score_prefix(engine, some_text(text, "text", blank_is_empty=True))
     rows = ([p.position - 1, p.id, p.text, num(p.prob), num(p.loss), p.rank, p.top_text] for p in r.predictions)
     return ["position", "id", "token", "probability", "loss_nats", "rank", "top_guess"], rows
 
 
-@router.get("/download/loss.csv")
+@router.get("/download/loss.csv", dependencies=[ModelTurn])
 async def loss_csv(engine: EngineDep, text: str = DEFAULT_LOSS_TEXT):
     return await answer("loss", loss_table(engine, text))
 

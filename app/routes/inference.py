@@ -15,11 +15,13 @@ from fastapi.responses import HTMLResponse
 from app.classroom import teacher as classroom
 from app.deps import Number
 from app.demo import DEFAULT_INFERENCE_PROMPT
-from app.sources import LocalSource, SourcesDep
-from app.stepper import BARS, DEFAULTS, Changes, among, dice_of, steps_of
+from app.sources import SourcesDep
+from app.stepper import BARS, DEFAULTS, among, dice_of, steps_of
+from app.stepping import Changes
 from app.templating import partial, render
+from app.security import ModelTurn
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 
 
@@ -40,11 +42,11 @@ async def inference(request: Request, sources: SourcesDep, prompt: str = DEFAULT
     context = await steps_of(sources, source, prompt, steps, dice, "", None, compare, changes)
     if context.pop("unread"):
         context["notice"] = "This link's steps could not be read: starting from the prompt."
-    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
+    info = source.engine.info() if source.engine else None  # a model server does not say its vocabulary
     # a class session follows the loaded model's stepper only: its steps are that model's ids
     lead = (await classroom.follow(request, prompt, dice, context) if source is sources.main
             else classroom.start_context(request))
-    return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice,
+    return render(request, "inference.html", "inference", info=info, prompt=prompt, dice=dice, source=source,
                   default_prompt=DEFAULT_INFERENCE_PROMPT, defaults=DEFAULTS, n_choices=BARS, among=among,
                   oob=False, classroom=lead, changes=changes, **context)
 
@@ -65,7 +67,7 @@ async def inference_partial(request: Request, sources: SourcesDep, prompt: Annot
     context.pop("unread")
     if source is sources.main:
         await classroom.follow(request, prompt, dice, context)
-    info = source.engine.info() if isinstance(source, LocalSource) else sources.main.engine.info()
+    info = source.engine.info() if source.engine else None
     response = partial(request, "partials/_inference.html", prompt=prompt, dice=dice, among=among, info=info,
                        oob=True, changes=changes, **context)
     response.headers["HX-Replace-Url"] = context["url"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app import copying
@@ -21,18 +21,18 @@ from app import schemas as s
 from app.ablation import ablate_view
 from app.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
-from app.deps import EngineDep
-from app.engine import Busy, Engine, InputError
-from app.errors import sentence
+from app.engine import Engine
 from app.figures import heatmap, shown
 from app.patching import defaults as patch_defaults
 from app.patching import patch_view
-from app.sources import SourcesDep
+from app.sources import InsideDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
+from app.problems import sentence
+from app.security import ModelTurn
 from model.model_card import percent
 
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 LENS_TOP = 3   # candidates per cell of the logit lens (its tooltip lists them)
 NEURONS = 5    # most active MLP neurons per block
@@ -137,33 +137,34 @@ async def try_forward(engine: Engine, prompt: str, pos: int, layer: int) -> dict
 
 
 @router.get("/internals", response_class=HTMLResponse)
-async def internals(request: Request, engine: EngineDep, sources: SourcesDep, prompt: str = DEFAULT_INTERNALS_PROMPT,
-                    model: str = "", off: str = "", ablate_mode: str = "zero", clean: str = "", corrupted: str = "",
+async def internals(request: Request, inside: InsideDep, prompt: str = DEFAULT_INTERNALS_PROMPT,
+                    off: str = "", ablate_mode: str = "zero", clean: str = "", corrupted: str = "",
                     right: str = "", wrong: str = ""):
+    engine = inside.engine
     info = engine.info()
     pos = int(query_number(request, "pos", -1, -1, info.n_ctx - 1))
     layer = int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1))
-    source = sources.get(model)
-    forward = await try_forward(engine, prompt, pos, layer) if not source.remote else {
-        "error": f"Looking inside {source.name} needs its weights, which stay on the model server ({source.size}): "
-                 f"this page shows a model loaded here, {info.name}.", "kind": "info"}
-    return render(request, "internals.html", "internals", info=info, arch=architecture(info), prompt=prompt,
-                  default_prompt=DEFAULT_INTERNALS_PROMPT,
+    looked = inside.refusal is None
+    forward = await try_forward(engine, prompt, pos, layer) if looked else {"error": inside.refusal, "kind": "info"}
+    return render(request, "internals.html", "internals", source=inside.source if looked else None,
+                  info=info, arch=architecture(info), prompt=prompt,
+                  default_prompt=DEFAULT_INTERNALS_PROMPT, model_key=inside.source.key if looked else "",
                   head_hint=head_hint(await copying.facts(engine)), head_kinds=HEAD_KINDS,
                   layer=layer, head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
                   pos=pos, forward=None if "error" in forward else forward,
                   error=forward.get("error"), kind=forward.get("kind"),
-                  ablate=await ablate_view(engine, prompt, off, mode=ablate_mode) if not source.remote else None,
-                  patch=None if source.remote else await patch_view(
+                  ablate=await ablate_view(engine, prompt, off, mode=ablate_mode) if looked else None,
+                  patch=None if not looked else await patch_view(
                       engine, *(given or default for given, default in zip((clean, corrupted, right, wrong),
                                                                             patch_defaults().values())), run=False),
                   patch_defaults=patch_defaults())
 
 
 @router.post("/partials/forward", response_class=HTMLResponse)
-async def forward_partial(request: Request, engine: EngineDep, prompt: Text = "", pos: Text = "-1",
+async def forward_partial(request: Request, inside: InsideDep, prompt: Text = "", pos: Text = "-1",
                           layer: Text = "", head: Text = "0"):
     # the form sends its other fields too (sort): only these change what is drawn
+    engine = inside.engine
     info = engine.info()
     block = max(0, min(info.n_layer - 1, position(layer) if layer else info.n_layer - 1))
     forward = await try_forward(engine, prompt, position(pos), block)
@@ -173,11 +174,18 @@ async def forward_partial(request: Request, engine: EngineDep, prompt: Text = ""
     return partial(request, "partials/_forward.html", f=forward, head=position(head))
 
 
-@router.get("/internals/heads.css")
-async def heads_css(engine: EngineDep):
-    """Which attention heatmap shows: the one whose head's radio is checked, a selector per head of the model."""
+# ---------------------------------------------------------------- which head shows (runs no model)
+
+styles = APIRouter(include_in_schema=False)
+MOST_HEADS = 256
+
+
+@styles.get("/internals/heads.css")
+async def heads_css(n: int = Query(12, ge=1, le=MOST_HEADS)):
+    """Which attention heatmap shows: the one whose head's radio is checked, a selector for each of n heads (the
+    page asks for its model's count)."""
     shows = ",\n".join(f'.lab-attn:has(input[name=head][value="{h}"]:checked) .attn-map[data-head="{h}"]'
-                        for h in range(engine.info().n_head))
+                        for h in range(n))
     return Response(shows + " { display: block; }\n", media_type="text/css")
 
 
@@ -203,20 +211,19 @@ def head_hint(facts: CopyingFacts) -> str:
 
 
 @router.post("/partials/heads", response_class=HTMLResponse)
-async def heads_partial(request: Request, engine: EngineDep, prompt: Text = "", on: Text = "prompt", sort: Text = "induction"):
+async def heads_partial(request: Request, inside: InsideDep, prompt: Text = "", on: Text = "prompt",
+                        sort: Text = "induction"):
+    engine = inside.engine
     sort = sort if sort in dict(HEAD_KINDS) else "induction"
     on_probe = on == "probe"
     probe = await engine.finder_probe()
     text = probe if on_probe else prompt
     if not text.strip():
         return message(request, "Type a prompt above, or measure the heads on the built-in probe.", "info")
-    try:
-        rows = await engine.heads(text)
-    except InputError as e:
-        return message(request, str(e))
-    except Busy as e:
-        return message(request, f"The model is busy ({e}). Try again in a moment.")
-    rows = sorted(rows, key=lambda r: r[sort], reverse=True)
+    found = await or_message(engine.heads(text))  # rows, or what to show in their place
+    if isinstance(found, dict):
+        return message(request, found["error"])
+    rows = sorted(found, key=lambda r: r[sort], reverse=True)
     return partial(request, "partials/_heads.html", rows=rows[:HEAD_ROWS], hidden=max(0, len(rows) - HEAD_ROWS),
                    kinds=HEAD_KINDS, sort=sort, on_probe=on_probe, probe_text=probe,
                    n_tokens=len(await engine.encode(text)))

@@ -23,6 +23,7 @@ from app.engine import Busy, Engine, Generation
 from app.errors import require_json
 from app.routes import openai_schemas as o
 from app.streaming import EventStream, sse
+from app.security import ModelTurn
 from model.sampling import SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -73,7 +74,7 @@ def models(engine: EngineDep) -> o.ModelList:
     return o.ModelList(data=[o.ModelCard(id=engine.info().name, created=engine.started)])
 
 
-@router.post("/completions", response_model=o.Completion, dependencies=[Depends(require_json)],
+@router.post("/completions", response_model=o.Completion, dependencies=[Depends(require_json), ModelTurn],
              summary="Complete a prompt (OpenAI-compatible)",
              responses={200: {"description": "a completion; with stream=true, Server-Sent Events of "
                                              "completion chunks ending in `data: [DONE]`",

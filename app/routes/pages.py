@@ -37,14 +37,10 @@ from app.deps import EngineDep
 from app.engine import Engine, InputError
 from app.figures import line_chart
 from app.errors import require_json
-from app.loss import try_source_loss
-from app.sources import (
-    GenerateRequest,
-    LocalSource,
-    Source,
-    Sources,
-    SourcesDep,
-)
+from app.loss import try_loss
+from app.sources import GenerateRequest, Source, Sources, SourcesDep, as_sse
+from app.streaming import EventStream
+from app.security import ModelTurn
 from app.templating import (
     LOSS_LEGEND,
     ROOT,
@@ -310,21 +306,22 @@ def models_of(sources: Sources, source: Source) -> dict:
     return {"model_choices": sources.choices(), "model_key": source.key, "compare_key": ""} if len(sources) > 1 else {}
 
 
-@router.get("/loss", response_class=HTMLResponse)
+@router.get("/loss", dependencies=[ModelTurn], response_class=HTMLResponse)
 async def loss(request: Request, engine: EngineDep, sources: SourcesDep, text: str = DEFAULT_LOSS_TEXT,
                model: str = ""):
     source = sources.get(model)
-    result = await try_source_loss(source, text)
+    result = await try_loss(source, text)
     return render(request, "loss.html", "loss", text=text, examples=LOSS_EXAMPLES, legend=LOSS_LEGEND,
-                  default_text=DEFAULT_LOSS_TEXT, info=engine.info(), **models_of(sources, source), **result)
+                  default_text=DEFAULT_LOSS_TEXT, info=engine.info(), source=source, **models_of(sources, source),
+                  **result)
 
 
-@router.post("/partials/loss", response_class=HTMLResponse)
+@router.post("/partials/loss", dependencies=[ModelTurn], response_class=HTMLResponse)
 async def loss_partial(request: Request, sources: SourcesDep, text: Text = "", model: Text = ""):
-    result = await try_source_loss(sources.get(model), text)
+    result = await try_loss(sources.get(model), text)
     if "error" in result:
         return message(request, result["error"], result["kind"])
-    return partial(request, result.pop("view"), legend=LOSS_LEGEND, **result)
+    return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, **result)
 
 
 # ---------------------------------------------------------------- playground
@@ -336,10 +333,11 @@ PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_t
 COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
 
 
-@router.post("/playground/generate", dependencies=[Depends(require_json)])
+@router.post("/playground/generate", dependencies=[Depends(require_json), ModelTurn])
 async def playground_generate(req: GenerateRequest, sources: SourcesDep) -> Response:
     """The Playground's stream from the model it chose: /api/generate's events, from any source."""
-    return await sources.get(req.model).generate(req)
+    stream = await sources.get(req.model).generate(req)
+    return EventStream(stream, as_sse(stream))
 
 
 @router.get("/playground", response_class=HTMLResponse)
@@ -350,10 +348,10 @@ async def playground(request: Request, engine: EngineDep, sources: SourcesDep, p
     cap = request.app.state.settings.max_new_tokens
     # the presets are labelled for the model chosen (a local one; a remote one keeps the main model's labels)
     source = sources.get(model)
-    labelled = source.engine if isinstance(source, LocalSource) else engine
+    labelled = source.engine or engine
     # a model here whose file has a chat template: the chat preset says what post-training did to it
     instruct = next((src.name for src in sources.all.values()
-                     if isinstance(src, LocalSource) and src.engine.tokenizer.chat_template), None)
+                     if src.engine is not None and src.engine.tokenizer.chat_template), None)
     return render(request, "playground.html", "playground", info=engine.info(), prompt=prompt,
                   labelled=labelled.info(), instruct=instruct,
                   labelled_copying=labelled.loaded.card.copying if labelled.loaded.card else None,

@@ -10,16 +10,17 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from app.deps import EngineDep
+from app.sources import InsideDep
 from app.patching import defaults, patch_view
 from app.templating import partial
+from app.security import ModelTurn
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[ModelTurn])  # every route runs the model
 
 
 @router.post("/partials/patch", response_class=HTMLResponse)
-async def patch_partial(request: Request, engine: EngineDep, clean: Annotated[str, Form()] = "",
+async def patch_partial(request: Request, inside: InsideDep, clean: Annotated[str, Form()] = "",
                         corrupted: Annotated[str, Form()] = "", right: Annotated[str, Form()] = "",
                         wrong: Annotated[str, Form()] = "", preset: Annotated[str, Form()] = ""):
-    view = await patch_view(engine, clean, corrupted, right, wrong, preset)
+    view = await patch_view(inside.engine, clean, corrupted, right, wrong, preset)
     return partial(request, "partials/_patch.html", p=view, d=defaults())

@@ -1,10 +1,8 @@
-/* The playground: streamed generation from /api/generate, tokens coloured by
- * the model's own probability, a Stop that aborts the request (the server
- * stops generating when the connection closes), and the same prompt at
- * several temperatures side by side. Where the server has more than one model
- * (app/sources.py), the chosen one writes (through /playground/generate unless it
- * is the loaded model), and a second chosen model writes beside it. Under the chat preset an instruct model's
- * stream starts with the prompt as its chat template wrote it, special tokens marked.
+/* The playground: streamed generation from /playground/generate (/api/generate's events, from whichever model
+ * the page chose: app/sources.py), tokens coloured by the model's own probability, a Stop that aborts the
+ * request (the server stops generating when the connection closes), and the same prompt at several temperatures
+ * side by side. Where the server has more than one model, a second chosen model writes beside it. Under the chat
+ * preset an instruct model's stream starts with the prompt as its chat template wrote it, special tokens marked.
  */
 (function () {
   "use strict";
@@ -20,14 +18,13 @@
   let controller = null; // the running generation(s)
   const IDLE = new Map([$("pg-detail"), $("pg-cmp-detail"), $("pg-models-detail")].filter(Boolean)
     .map(function (box) { return [box, [...box.childNodes]]; }));
-  const MAIN = "local"; // app/sources.py: the loaded model, which /api/generate serves
+  const MAIN = "local"; // app/sources.py: the loaded model
 
-  // which model writes: its stream's URL and the request body. Under a chat preset an instruct model reads the
-  // transcript in its own chat template, which only /playground/generate writes out.
+  // the request body for the model that writes. Under a chat preset an instruct model reads the transcript in its
+  // own chat template.
   function request(model, body) {
     const chat = Boolean(form.querySelector("[data-preset][data-chat][aria-pressed=true]"));
-    return (!model || model === MAIN) && !chat ? ["/api/generate", body]
-      : ["/playground/generate", Object.assign({}, body, { model: model || MAIN, chat: chat })];
+    return Object.assign({}, body, { model: model || MAIN, chat: chat });
   }
 
   // the prompt as the chat template wrote it: its text, and each special token a marked chip
@@ -101,8 +98,7 @@
     let count = 0;
     let done = false;
     try {
-      const [url, sent] = request(model, body);
-      await Lab.stream(url, sent, function (name, data) {
+      await Lab.stream("/playground/generate", request(model, body), function (name, data) {
         if (name === "prompt") {
           out.text.replaceChildren(...templated(data.parts));
         } else if (name === "token") {

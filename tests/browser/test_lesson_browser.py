@@ -162,7 +162,7 @@ NEWLINE = {"id": 198, "text": "", "step": 0, "prob": 0.6, "raw_prob": 0.6, "befo
 def test_the_playground_says_it_waits_and_when_the_line_ended_at_once(sized: Page) -> None:
     page = sized
     held = []
-    page.route("**/api/generate", lambda route: held.append(route))  # a full room: the turn has not come
+    page.route("**/playground/generate", lambda route: held.append(route))  # a full room: the turn has not come
     page.goto("/playground?prompt=Human%3A%20Hello!%0AAssistant%3A")
     page.locator("button[data-run=one]").click()
     finish = page.locator("#pg-one [data-stat=finish]")
