@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, s
     app.include_router(openai.router)
     app.include_router(pages.router)
     app.include_router(internals.router)
+    app.include_router(internals.styles)
     app.include_router(ablate.router)
     app.include_router(patching.router)
     app.include_router(inference.router)

@@ -236,7 +236,7 @@ def test_hostile_text_is_data(client: TestClient) -> None:
 # ---------------------------------------------------------------- the pages link them
 
 @pytest.mark.parametrize(("page", "png", "csv_path"), [
-    ("/internals", "#int-attn", "/download/attention.csv"),
+    ("/internals", "#int-attn .attn-map", "/download/attention.csv"),
     ("/internals", "#int-lens", "/download/lens.csv"),
     ("/inference", "#inf-figure", "/download/next-token.csv"),
     ("/loss", "#loss-figure", "/download/loss.csv"),

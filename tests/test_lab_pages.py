@@ -180,9 +180,31 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     assert neurons.count("<tr>") == info["n_layer"] and neurons.count('class="neuron-id"') == 5 * info["n_layer"]
     assert re.search(r'class="neuron-bar bar-10"', neurons)  # the strongest: a full bar
     assert element(body, "select", "int-pos").count("<option") == n + 1
-    data = json.loads(re.search(r'<script type="application/json" id="int-data">(.*?)</script>', body, re.S).group(1))
-    assert data["tokens"] == want["tokens"]
-    assert data["residual_norms"] == want["residual_norms"]
+    # the norms heatmap: a cell per state and token, each reading out its own number
+    norms = element(body, "div", "int-norms")
+    assert re.findall(r'<g data-r="(\d+)"', norms) == [str(i) for i in range(info["n_layer"] + 1)]
+    values = re.findall(r'<rect [^>]*data-c="(\d+)" data-v="([^"]*)"', norms)
+    assert len(values) == len(want["residual_norms"]["labels"]) * n
+    assert values[-1] == (str(n - 1), f"{want['residual_norms']['norms'][-1][-1]:.2f}")
+    assert 'data-say="{c}, {r}: length {v}."' in norms  # the readout names the cell's token and state
+    names = json.loads(unescape(re.search(r"data-names='([^']*)'", norms).group(1)))
+    assert names == {"r": want["residual_norms"]["labels"], "c": [f"“{t['text']}” (position {i})"
+                                                                   for i, t in enumerate(want["tokens"])]}
+    # every head of the last block drawn, a lower triangle of cells each, the checked head's shown by heads.css
+    attn = element(body, "div", "int-attn")
+    maps = re.findall(r'<svg class="lab-map attn-map"[^>]*data-head="(\d+)">(.*?)</svg>', attn, re.S)
+    assert [int(h) for h, _ in maps] == list(range(info["n_head"]))
+    assert all(m.count("<rect ") == n * (n + 1) // 2 for _, m in maps)
+    assert all(f'<g class="cells" id="int-attn-cells-{h}">' in m for h, m in maps)  # the thumbnails show these
+    assert len(re.findall(r'<use href="#int-attn-cells-\d+"/>', body)) == info["n_head"]
+    assert 'aria-label="Attention pattern of block 1, head 0"' in attn
+    assert len(re.findall(r'<svg class="lab-thumb" data-head', body)) == info["n_head"]
+    assert re.search(r'<input type="radio" name="head" value="0" data-default="0" checked>', body)
+    assert f'<link rel="stylesheet" href="/internals/heads.css?n={info["n_head"]}">' in client.get("/internals").text
+    css = client.get("/internals/heads.css", params={"n": info["n_head"]})
+    assert css.headers["content-type"].startswith("text/css")
+    assert css.text.count(":checked") == info["n_head"]
+    assert '[value="3"]:checked) .attn-map[data-head="3"]' in css.text
 
 
 def test_forward_partial_follows_the_position(client: TestClient) -> None:
@@ -225,13 +247,22 @@ def test_forward_partial_escapes_the_prompt(client: TestClient) -> None:
     body = forward(client, '<b>bold</b><script>alert("x")</script>')
     assert "<b>" not in body and "<script>alert" not in body
     assert "&lt;" in body  # the chips show it as text
-    data = re.search(r'<script type="application/json" id="int-data">(.*?)</script>', body, re.S).group(1)
-    assert "<" not in data and json.loads(data)["tokens"][0]["text"] == "<"
+    # and the heatmaps' labels and readouts as escaped text
+    attn = element(body, "div", "int-attn")
+    assert "<b>" not in attn and "<script" not in attn
+    assert '<text class="row-label"' in attn and ">&lt;</text>" in attn
+    assert 'data-say="Block 1, head 0: {r} gives {v} of its attention to {c}."' in attn
+    names = json.loads(unescape(re.search(r"data-names='([^']*)'", attn).group(1)))
+    assert names["r"][0] == "“<” (position 0)" and "\\u003c" in attn  # JSON in an attribute: no raw "<"
 
 
 def test_forward_partial_problems_are_messages(client: TestClient) -> None:
     body = forward(client, "")
     assert '<p class="message">' in body and "Type a prompt" in body and "int-lens" not in body
+    # no figure of an earlier prompt stays beside the message: the heatmaps and thumbnails come back empty
+    assert re.search(r'<div id="int-attn" class="lab-heatmap" hx-swap-oob="true">\s*</div>', body)
+    assert '<div id="int-norms" class="lab-norms" hx-swap-oob="true"></div>' in body
+    assert "<rect" not in body and body.count('<input type="radio" name="head"') == 4
     body = forward(client, "cat " * 300)  # past the tiny model's context of 64
     assert 'class="message error"' in body and "reads at most 64" in body
     # the page shows the same messages in place of the strip, and keeps empty tables for the partial to fill

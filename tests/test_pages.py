@@ -389,10 +389,22 @@ def test_data_page_stream_curve_and_samples(client: TestClient):
     eots = re.findall(r'<span class="chip c\d eot"[^>]*>&lt;\|endoftext\|&gt;<span class="tid">50256</span></span>', body)
     assert len(eots) >= 1
     assert len(re.findall(r'<span class="chip c\d', body)) == pages.DATA_TOKENS
-    spec = json.loads(re.search(r'<script type="application/json" id="curve-data">(.*?)</script>', body, re.S).group(1))
-    assert [s["label"] for s in spec["series"]] == [
-        "training loss", "validation loss (held-out stories)", "validation loss (tales)"]
-    assert spec["series"][0]["points"] == [[409600, 7.9], [819200, 4.1]]
+    legend = re.findall(r'<li><span class="swatch k-[\w-]+"></span>(.*?)</li>', body)
+    assert legend == ["training loss", "validation loss (held-out stories)", "validation loss (tales)"]
+    # the server draws the curve: a polyline per series, a point per logged evaluation that has the series
+    chart = re.search(r'<svg id="curve-chart".*?</svg>', body, re.S).group(0)
+    lines = dict(re.findall(r'<polyline class="series ([\w -]+)" points="([^"]*)"', chart))
+    assert list(lines) == ["s-train", "s-val", "s-extra s-extra-1"]
+    points = {k: [tuple(map(float, p.split(","))) for p in v.split()] for k, v in lines.items()}
+    assert all(len(p) == 2 for p in points.values())  # steps 100 and 200; the others logged no loss
+    (x0, train0), (x1, train1) = points["s-train"]
+    assert x0 < x1 and train0 < train1  # later is right; the loss fell from 7.9 to 4.1, so the line goes down
+    assert points["s-val"][0][0] == x0 and points["s-extra s-extra-1"][1][1] < train1  # tales 5.0 above 4.1
+    # the readout names every series at an x: the last one at first, each column's in its data-say
+    says = re.findall(r'data-say="([^"]*)"', chart)
+    assert len(says) == 2 and says[0].startswith("After 410 k tokens seen: training loss 7.900 · ")
+    assert "After 819 k tokens seen: training loss 4.100 · validation loss (held-out stories) 4.300 · " \
+        "validation loss (tales) 5.000" in re.search(r'id="curve-readout"[^>]*>(.*?)</p>', body, re.S).group(1)
     assert "After 250 steps" in body and "there was a cat." in body
     assert "&lt;b&gt;the&lt;/b&gt;" in body  # samples are escaped
     assert "75%" in body and "200,000" in body  # corpus from the model card
@@ -412,7 +424,7 @@ def test_data_page_without_log_says_so(client: TestClient, engine: Engine, tiny_
     monkeypatch.setattr(engine.loaded, "card", None)
     body = client.get("/data").text
     assert "came without a training log" in body
-    assert "curve-data" not in body
+    assert "curve-chart" not in body
     assert "no model card" in body
 
 
@@ -505,8 +517,8 @@ def test_data_page_marks_the_stages_and_says_what_its_figures_are(client: TestCl
                      stages=(Stage(100), Stage(150)))
     monkeypatch.setattr(engine.loaded, "card", card)
     body = client.get("/data").text
-    spec = json.loads(re.search(r'<script type="application/json" id="curve-data">(.*?)</script>', body, re.S).group(1))
-    assert spec["marks"] == [{"x": 409600, "label": "stage 2", "step": 100, "class": "stage"}]
+    marks = re.findall(r'<g class="mark ([\w ]*)"><line x1="([\d.]+)"[^>]*/>\s*<text[^>]*>(.*?)</text>', body)
+    assert marks == [("stage", "423.0", "stage 2")]  # at 409,600 of 819,200 tokens: halfway along the x axis
     assert "Training ran in 2 stages" in body
     assert "The first measurement,\n    after 100 steps, is 8.00; the last, after\n    200 steps, is 4.30" in body
     assert "(2.72)" in body and "on the whole held-out file" in body
@@ -536,7 +548,9 @@ def test_the_curve_marks_phases_and_says_why_a_new_mix_jumps():
     evals = [{"step": s, "tokens": s * 10, "train_loss": 3.0, "val_loss": 3.0} for s in (100, 200, 300)]
     assert phase_starts(evals) == []  # today's log: no phases, no mark
     phased = [{**r, "phase": p} for r, p in zip(evals, "AAB")]
-    assert [(m["label"], m["x"]) for m in curve_spec(phased, [])["marks"]] == [("phase B", 3000)]
+    # at the last x, the right edge: its label reads leftwards from its line
+    marks = curve_spec(phased, [])["chart"]["marks"]
+    assert [(m["label"], m["x"], m["anchor"]) for m in marks] == [("phase B", 782.0, "end")]
     stages = (Stage(100, {"a": 1.0}), Stage(100, {"a": 0.5, "b": 0.5}), Stage(100, {"a": 0.5, "b": 0.5}))
     # without a natural-text loss to plot, the label says why the training loss jumps where the mix changed
     assert [m["label"] for m in stage_starts(evals, stages)] == ["stage 2: new mix, loss jumps", "stage 3"]

@@ -1,18 +1,20 @@
 """The internals page: the architecture, and one forward pass of a prompt, rendered on the server where it can be.
 
-The page and /partials/forward render the token strip, the logit lens and the top MLP neurons at the chosen
-position (templates/partials/_forward.html) from Engine.activations, the numbers /api/activations gives. The
-partial also carries the tokens and the residual norms as a JSON block, for what only the browser draws
-(static/js/internals.js): the norms heatmap, and the attention heatmap, which asks /api/activations for the
-chosen block's heads itself (switching heads needs no request). The head finder is /partials/heads.
+The page and /partials/forward render the token strip, the logit lens, the top MLP neurons at the chosen
+position, the residual norms heatmap and the attention heatmaps of the chosen block (templates/partials/_forward.html)
+from Engine.activations, the numbers /api/activations gives. Every head of the block is drawn, and CSS shows the one
+whose radio is checked (/internals/heads.css), so switching heads needs no request. The head finder is
+/partials/heads.
 
 Like every partial, these answer 200: a problem with the input comes back as a message box (app/routes/pages.py).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+import math
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
 from app import copying
 from app import schemas as s
@@ -20,10 +22,12 @@ from app.ablation import ablate_view
 from app.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.engine import Engine
+from app.figures import heatmap, shown
 from app.patching import defaults as patch_defaults
 from app.patching import patch_view
 from app.sources import InsideDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
+from app.problems import sentence
 from app.security import ModelTurn
 from model.model_card import percent
 
@@ -76,10 +80,43 @@ def neuron_rows(layers: list[s.LayerNeurons], p: int) -> list[dict]:
             for layer in layers]
 
 
-async def forward_context(engine: Engine, prompt: str, pos: int) -> dict:
-    """What the partial shows of the prompt's forward pass, at position pos (-1, or one past the end: the last).
-    Raises InputError or Busy as the engine does."""
-    r = await engine.activations(s.ActivationsRequest(text=prompt, logit_lens=LENS_TOP, neurons=NEURONS))
+def norms_map(tokens: list[s.Piece], r: s.ResidualNorms) -> dict:
+    """The residual stream's length at each state (a row) and token (a column)."""
+    values = [v for row in r.norms for v in row]
+    lo, hi = min(values), max(values)
+    return {"map": heatmap(r.labels, [shown(t.text, 10) for t in tokens], lambda i, p: r.norms[i][p],
+                           lambda v: (v - lo) / (hi - lo) if hi > lo else 0.5, lambda v: f"{v:.2f}",
+                           "{c}, {r}: length {v}.", {"r": r.labels, "c": token_names(tokens)},
+                           (lambda v: f"{v:.0f}" if v >= 100 else f"{v:.1f}") if len(tokens) <= 10 else None),
+            "idle": f"Lightest {lo:.1f}, darkest {hi:.1f}. Hover over a cell, or focus the chart and use the arrow keys."}
+
+
+def attention_maps(tokens: list[s.Piece], patterns: list[s.AttentionPattern]) -> list[dict]:
+    """Each head's attention pattern of one block as a heatmap: a row per query, a cell per earlier key, shaded by
+    the square root so that small weights stay visible (the head's thumbnail shows the same cells)."""
+    labels = [shown(t.text, 12) for t in tokens]
+    names = token_names(tokens)
+    number = (lambda v: f"{v:.2f}".lstrip("0") if v >= 0.005 else "") if len(tokens) <= 12 else None
+
+    def one(a: s.AttentionPattern) -> dict:
+        w = a.pattern
+        return {"head": a.head, "map": heatmap(
+            labels, labels, lambda q, k: w[q][k] if k <= q else None, math.sqrt, pct,
+            f"Block {a.layer}, head {a.head}: {{r}} gives {{v}} of its attention to {{c}}.", {"r": names, "c": names},
+            number)}
+    return [one(a) for a in sorted(patterns, key=lambda a: a.head)]
+
+
+def token_names(tokens: list[s.Piece]) -> list[str]:
+    return [f"“{t.text}” (position {i})" for i, t in enumerate(tokens)]
+
+
+async def forward_context(engine: Engine, prompt: str, pos: int, layer: int) -> dict:
+    """What the partial shows of the prompt's forward pass, at position pos (-1, or one past the end: the last),
+    with the attention of block `layer` (clamped to the model's). Raises InputError or Busy as the engine does."""
+    layer = max(0, min(engine.info().n_layer - 1, layer))
+    r = await engine.activations(s.ActivationsRequest(text=prompt, logit_lens=LENS_TOP, neurons=NEURONS,
+                                                      attention=[s.AttentionSelect(layer=layer)]))
     ids = [t.id for t in r.tokens]
     n = len(ids)
     chosen = pos if 0 <= pos < n else n - 1
@@ -87,16 +124,16 @@ async def forward_context(engine: Engine, prompt: str, pos: int) -> dict:
              "cells": [lens_cell(top, ids[q + 1] if q + 1 < n else None) for q, top in enumerate(state.top)]}
             for state in r.logit_lens or []]
     return {"tokens": r.tokens, "pos": chosen if chosen == pos else -1, "chosen": chosen, "lens": lens,
-            "neurons": neuron_rows(r.neurons or [], chosen),
-            "data": {"tokens": [t.model_dump() for t in r.tokens],
-                     "residual_norms": r.residual_norms.model_dump() if r.residual_norms else None}}
+            "neurons": neuron_rows(r.neurons or [], chosen), "layer": layer,
+            "norms": norms_map(r.tokens, r.residual_norms) if r.residual_norms else None,
+            "heads": attention_maps(r.tokens, r.attention or [])}
 
 
-async def try_forward(engine: Engine, prompt: str, pos: int) -> dict:
+async def try_forward(engine: Engine, prompt: str, pos: int, layer: int) -> dict:
     """forward_context, or the message to show in its place: {"error": text, "kind": "info" | "error"}."""
     if not prompt:
         return {"error": EMPTY_PROMPT, "kind": "info"}
-    return await or_message(forward_context(engine, prompt, pos))
+    return await or_message(forward_context(engine, prompt, pos, layer))
 
 
 @router.get("/internals", response_class=HTMLResponse)
@@ -106,14 +143,14 @@ async def internals(request: Request, inside: InsideDep, prompt: str = DEFAULT_I
     engine = inside.engine
     info = engine.info()
     pos = int(query_number(request, "pos", -1, -1, info.n_ctx - 1))
+    layer = int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1))
     looked = inside.refusal is None
-    forward = await try_forward(engine, prompt, pos) if looked else {"error": inside.refusal, "kind": "info"}
+    forward = await try_forward(engine, prompt, pos, layer) if looked else {"error": inside.refusal, "kind": "info"}
     return render(request, "internals.html", "internals", source=inside.source if looked else None,
                   info=info, arch=architecture(info), prompt=prompt,
                   default_prompt=DEFAULT_INTERNALS_PROMPT, model_key=inside.source.key if looked else "",
                   head_hint=head_hint(await copying.facts(engine)), head_kinds=HEAD_KINDS,
-                  layer=int(query_number(request, "layer", info.n_layer - 1, 0, info.n_layer - 1)),
-                  head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
+                  layer=layer, head=int(query_number(request, "head", 0, 0, info.n_head - 1)),
                   pos=pos, forward=None if "error" in forward else forward,
                   error=forward.get("error"), kind=forward.get("kind"),
                   ablate=await ablate_view(engine, prompt, off, mode=ablate_mode) if looked else None,
@@ -124,12 +161,32 @@ async def internals(request: Request, inside: InsideDep, prompt: str = DEFAULT_I
 
 
 @router.post("/partials/forward", response_class=HTMLResponse)
-async def forward_partial(request: Request, inside: InsideDep, prompt: Text = "", pos: Text = "-1"):
-    # the form sends its other fields too (layer, head, sort): the browser draws what depends on them
-    forward = await try_forward(inside.engine, prompt, position(pos))
-    if "error" in forward:
-        return message(request, forward["error"], forward["kind"])
-    return partial(request, "partials/_forward.html", f=forward)
+async def forward_partial(request: Request, inside: InsideDep, prompt: Text = "", pos: Text = "-1",
+                          layer: Text = "", head: Text = "0"):
+    # the form sends its other fields too (sort): only these change what is drawn
+    engine = inside.engine
+    info = engine.info()
+    block = max(0, min(info.n_layer - 1, position(layer) if layer else info.n_layer - 1))
+    forward = await try_forward(engine, prompt, position(pos), block)
+    if "error" in forward:  # the message, and no figures of an earlier prompt beside it
+        return partial(request, "partials/_forward.html", f=None, text=sentence(forward["error"]),
+                       kind=forward["kind"], n_head=info.n_head, layer=block, head=position(head))
+    return partial(request, "partials/_forward.html", f=forward, head=position(head))
+
+
+# ---------------------------------------------------------------- which head shows (runs no model)
+
+styles = APIRouter(include_in_schema=False)
+MOST_HEADS = 256
+
+
+@styles.get("/internals/heads.css")
+async def heads_css(n: int = Query(12, ge=1, le=MOST_HEADS)):
+    """Which attention heatmap shows: the one whose head's radio is checked, a selector for each of n heads (the
+    page asks for its model's count)."""
+    shows = ",\n".join(f'.lab-attn:has(input[name=head][value="{h}"]:checked) .attn-map[data-head="{h}"]'
+                        for h in range(n))
+    return Response(shows + " { display: block; }\n", media_type="text/css")
 
 
 # ---------------------------------------------------------------- the head finder

@@ -35,6 +35,7 @@ from app.demo import (
 )
 from app.deps import EngineDep
 from app.engine import Engine, InputError
+from app.figures import line_chart
 from app.errors import require_json
 from app.loss import try_loss
 from app.sources import GenerateRequest, Source, Sources, SourcesDep, as_sse
@@ -161,8 +162,9 @@ def phase_starts(evals: list[dict]) -> list[dict]:
 
 
 def curve_spec(evals: list[dict], marks: list[dict]) -> dict | None:
-    """The line chart static/js/chart.js draws: train and validation loss against tokens seen, and where
-    each training stage (and phase) began. Each series has its own style (`class`) and legend key (`key`)."""
+    """The training curve: train and validation loss against tokens seen, and where each training stage (and
+    phase) began, as the series (each with its own style, `class`, and legend key, `key`) and the chart's
+    geometry (app/figures.py line_chart), which templates/data.html draws as SVG."""
     if not evals:
         return None
     series = [
@@ -179,8 +181,8 @@ def curve_spec(evals: list[dict], marks: list[dict]) -> dict | None:
     series += [{"label": f"validation loss ({name})", "class": f"s-extra s-extra-{i % 3 + 1}",
                 "key": f"extra-{i % 3 + 1}", "points": points}
                for i, (name, points) in enumerate(other_sources(evals).items())]
-    return {"x_label": "tokens seen", "y_label": "loss (nats per token)", "x_format": "si", "series": series,
-            "marks": sorted(marks + phase_starts(evals), key=lambda m: m["x"])}
+    return {"series": series, "chart": line_chart(series, sorted(marks + phase_starts(evals), key=lambda m: m["x"]),
+                                                  "tokens seen", "loss (nats per token)")}
 
 
 def checkpoint_samples(records: list[dict]) -> list[dict]:

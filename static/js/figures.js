@@ -5,11 +5,14 @@
  * Markup (loaded on every page by base.html):
  *   <div class="figure-tools">              a figure's toolbar; hidden while its figure shows nothing (not
  *                                           drawn yet, or a message in its place)
- *   <button data-figure-png="#sel"          saves the element #sel as deepdive-<title>.png; the title is
+ *   <button data-figure-png="#sel"          saves the first element #sel that shows as deepdive-<title>.png; the title is
  *     [data-figure-title="..."]>            data-figure-title, else #sel's aria-label
  *   <a href="/download/x.csv?..."           the CSV link; with data-csv-form, its query is rebuilt from the
  *     [data-csv-form="#form"                named fields of that form whenever they change, so the link
  *      data-csv-fields="text ...">]         follows the figure that an htmx partial redraws
+ *   <svg data-readout="#out">               a server-drawn figure (templates/partials/_figures.html): the cell
+ *                                           ([data-c] in a [data-r]) hovered or reached with the arrow keys is
+ *                                           marked "at" and described in #out
  *
  * How a PNG is made:
  *   - an <svg> figure is cloned with each element's computed fill, stroke and font written onto it as
@@ -217,8 +220,14 @@
     status.textContent = text;
   }
 
+  // the figure a button names: the first match that shows (of a heatmap's heads, all drawn, one shows)
+  function figure(selector) {
+    const all = Array.from(document.querySelectorAll(selector));
+    return all.find(function (el) { return el.getClientRects().length; }) || all[0] || null;
+  }
+
   async function download(button) {
-    const el = document.querySelector(button.dataset.figurePng);
+    const el = figure(button.dataset.figurePng);
     if (!el) return;
     const title = button.dataset.figureTitle || el.getAttribute("aria-label") || document.title;
     button.disabled = true;
@@ -231,6 +240,40 @@
       button.disabled = false;
     }
   }
+
+  /* ---------------------------------------------------------- readouts */
+  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell ([data-c] in a [data-r])
+  // hovered, or reached with the arrow keys once the figure has focus (the first key marks the bottom-left cell),
+  // is marked "at" and described in the readout: its own data-say, or the figure's with {r}, {c} and {v} filled
+  function pick(svg, cell) {
+    if (!cell) return;
+    const old = svg.querySelector(".at");
+    if (old) old.classList.remove("at");
+    cell.classList.add("at");
+    const at = { r: cell.closest("[data-r]").dataset.r, c: cell.dataset.c };
+    const names = svg.dataset.names ? JSON.parse(svg.dataset.names) : {};
+    const out = document.querySelector(svg.dataset.readout);
+    if (out) {
+      out.textContent = cell.dataset.say || svg.dataset.say.replace(/\{([rcv])\}/g, function (m, k) {
+        return k === "v" ? cell.dataset.v : names[k][at[k]];
+      });
+    }
+  }
+  document.addEventListener("pointerover", function (evt) {
+    const cell = evt.target.closest && evt.target.closest("svg[data-readout] [data-c]");
+    if (cell) pick(cell.closest("svg"), cell);
+  });
+  document.addEventListener("keydown", function (evt) {
+    const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
+    const d = svg && { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[evt.key];
+    const rows = d && svg.querySelectorAll("[data-r]");
+    if (!rows || !rows.length) return;
+    evt.preventDefault();
+    const at = svg.querySelector(".at");
+    const r = at ? Number(at.closest("[data-r]").dataset.r) + d[0] : Number(rows[rows.length - 1].dataset.r);
+    const c = at ? Number(at.dataset.c) + d[1] : 0;
+    pick(svg, svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"], [data-r="' + r + '"] [data-c="' + c + '"]'));
+  });
 
   /* ---------------------------------------------------------- CSV links that follow a form */
   function syncLinks() {
@@ -247,20 +290,15 @@
   }
 
   /* ---------------------------------------------------------- toolbars show while their figure does */
+  // every figure comes from the server, in the page or an htmx swap (each of which calls onLoad)
   function showTools() {
     document.querySelectorAll(".figure-tools").forEach(function (tools) {
       const button = tools.querySelector("[data-figure-png]");
       if (!button) return;
-      const el = document.querySelector(button.dataset.figurePng);
+      const el = figure(button.dataset.figurePng);
       const empty = !el || !el.firstElementChild || !!el.querySelector(".message");
       if (tools.hidden !== empty) tools.hidden = empty;
     });
-  }
-  let pending = false;
-  function later() {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(function () { pending = false; showTools(); });
   }
 
   document.addEventListener("click", function (evt) {
@@ -275,6 +313,4 @@
     syncLinks();
     showTools();
   });
-  // the heatmaps and charts are drawn by page scripts after a load: watch for what appears and goes
-  new MutationObserver(later).observe(document.body, { childList: true, subtree: true });
 })();

@@ -8,15 +8,6 @@
   const form = document.getElementById("inf-form");
   const prompt = document.getElementById("inf-prompt");
 
-  function showSettings() {
-    form.querySelectorAll("[data-show]").forEach(function (o) {
-      const v = Number(form.elements[o.dataset.show].value);
-      o.textContent = o.dataset.show === "temperature" ? v.toFixed(2)
-        : o.dataset.show === "top_k" ? (v === 0 ? "off" : String(v))
-          : (v >= 1 ? "off" : v.toFixed(2));
-    });
-  }
-
   /* A request's action is the button that submitted the form (the submit event's submitter), and nothing
    * else. htmx adds the button it remembers as last clicked, and forgets it only when that button loses
    * focus; a key press clicks a button without focusing it (and Safari never focuses a clicked button), so
@@ -32,7 +23,7 @@
 
   form.addEventListener("input", function (evt) {
     if (evt.target === prompt) document.getElementById("inf-steps").value = ""; // steps belong to the old prompt
-    showSettings();
+    Lab.showSettings(form);
   });
   document.addEventListener("keydown", function (evt) {
     if (evt.repeat || evt.ctrlKey || evt.metaKey || evt.altKey || Lab.isTyping(evt)) return;
@@ -42,5 +33,5 @@
     evt.preventDefault();
     button.click();
   });
-  showSettings();
+  Lab.showSettings(form);
 })();

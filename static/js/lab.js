@@ -1,15 +1,12 @@
-/* Shared by the internals, inference and playground pages: talking to the JSON API,
- * reading its Server-Sent Events, and small formatting helpers.
+/* Shared by the inference and playground pages: reading the JSON API's Server-Sent
+ * Events, and small helpers.
  *
- *   Lab.post(url, body, signal)        JSON in, JSON out; a non-2xx answer throws an
- *                                      Error carrying the server's own message
  *   Lab.stream(url, body, onEvent, signal)
  *                                      POSTs and calls onEvent(name, data) for each SSE
  *                                      event (EventSource cannot POST, so fetch reads it)
- *   Lab.debounce(fn, ms)
  *   Lab.pct(p)                         a probability a student can read ("42.1%")
- *   Lab.shown(text)                    text with · ↵ → for whitespace, for SVG labels
  *   Lab.isTyping(evt)                  true when a key goes to a form field
+ *   Lab.showSettings(form)             writes each sampling setting's value into its <output data-show>
  */
 (function () {
   "use strict";
@@ -23,14 +20,6 @@
     const err = new Error(message);
     err.status = res.status;
     return err;
-  }
-
-  async function post(url, body, signal) {
-    const res = await fetch(url, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal: signal,
-    });
-    if (!res.ok) throw await failure(res);
-    return res.json();
   }
 
   async function stream(url, body, onEvent, signal) {
@@ -60,15 +49,6 @@
     }
   }
 
-  function debounce(fn, ms) {
-    let timer = null;
-    return function () {
-      const args = arguments;
-      clearTimeout(timer);
-      timer = setTimeout(function () { fn.apply(null, args); }, ms);
-    };
-  }
-
   // the server's rule (app/templating.py pct), from the table it hands every page
   function pct(p) {
     for (const [atLeast, decimals] of DeepDive.constants.pct_steps) {
@@ -77,14 +57,19 @@
     return p > 0 ? (p * 100).toPrecision(2) + "% (1 in " + Math.round(1 / p).toLocaleString("en") + ")" : "0%";
   }
 
-  function shown(text) {
-    return text.replace(/[ \n\t\r]/g, function (c) { return DeepDive.constants.ws[c][1]; });
-  }
-
   function isTyping(evt) {
     const t = evt.target;
     return !!(t && t.closest && t.closest("input, textarea, select, [contenteditable]"));
   }
 
-  window.Lab = { post, stream, debounce, pct, shown, isTyping };
+  // the readouts beside the sampling sliders (Inference and Playground): top-k 0 and top-p 1 read "off"
+  function showSettings(form) {
+    form.querySelectorAll("[data-show]").forEach(function (o) {
+      const v = Number(form.elements[o.dataset.show].value);
+      o.textContent = o.dataset.show === "temperature" ? v.toFixed(2)
+        : o.dataset.show === "top_k" ? (v === 0 ? "off" : String(v)) : (v >= 1 ? "off" : v.toFixed(2));
+    });
+  }
+
+  window.Lab = { stream, pct, isTyping, showSettings };
 })();

@@ -63,15 +63,6 @@
     return v === "" ? Math.floor(Math.random() * 1e6) : Math.floor(Number(v));
   }
 
-  function showSettings() {
-    const s = settings();
-    form.querySelectorAll("[data-show]").forEach(function (o) {
-      const v = s[o.dataset.show];
-      o.textContent = o.dataset.show === "temperature" ? v.toFixed(2)
-        : o.dataset.show === "top_k" ? (v === 0 ? "off" : String(v)) : (v >= 1 ? "off" : v.toFixed(2));
-    });
-  }
-
   function lossClass(p) {
     const loss = -Math.log(p);
     return "loss-" + BINS.filter(function (b) { return loss >= b; }).length;
@@ -232,7 +223,7 @@
     if (d.max !== undefined) form.elements.max_new_tokens.value = d.max;
     if (d.stop !== undefined) form.elements.stop.value = d.stop;
     $("pg-note").textContent = d.note || "";
-    showSettings();
+    Lab.showSettings(form);
     prompt.dispatchEvent(new Event("input", { bubbles: true })); // the URL follows (deepdive.js)
     applying = false;
     prompt.focus();
@@ -245,7 +236,7 @@
       form.querySelectorAll("[data-preset]").forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
       $("pg-note").textContent = "";
     }
-    showSettings();
+    Lab.showSettings(form);
     if (evt.target === prompt && !controller) {
       $("pg-output").replaceChildren(el("span", { class: "lab-prompt-text" }, prompt.value));
     }
@@ -253,6 +244,6 @@
   document.addEventListener("keydown", function (evt) {
     if (evt.key === "Escape" && controller) controller.abort();
   });
-  showSettings();
+  Lab.showSettings(form);
   $("pg-output").replaceChildren(el("span", { class: "lab-prompt-text" }, prompt.value));
 })();

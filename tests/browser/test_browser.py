@@ -126,7 +126,7 @@ def test_loss_view_colours_tokens(page: Page):
 
 def test_data_chart_is_drawn(page: Page):
     page.goto("/data")
-    expect(page.locator("svg.chart path.series")).to_have_count(2)
+    expect(page.locator("svg.chart polyline.series")).to_have_count(2)
     expect(page.locator(".chart-readout")).to_contain_text("tokens seen")
     expect(page.locator("#data-stream .chip.eot").first).to_be_visible()
 

@@ -59,11 +59,11 @@ def test_the_curve_marks_its_phase_and_tells_its_series_apart(sized: Page) -> No
     page = sized
     page.goto("/data")
     chart = page.locator("#curve-chart")
-    chart.locator("path.series").first.wait_for()
+    chart.locator("polyline.series").first.wait_for()
     chart.scroll_into_view_if_needed()
     page.screenshot(path="/tmp/shots/curve-data.png")
     # each validation source its own style, named in the legend
-    styles = chart.evaluate("""svg => [...svg.querySelectorAll('path.series')].map(p => {
+    styles = chart.evaluate("""svg => [...svg.querySelectorAll('polyline.series')].map(p => {
         const s = getComputedStyle(p); return s.stroke + '|' + s.strokeDasharray; })""")
     assert len(styles) == 5 and len(set(styles)) == 5, styles  # train, natural, val, named, tales
     legend = page.locator("#curve-h ~ ul.legend li").all_inner_texts()

@@ -155,13 +155,14 @@ def test_internals_figures(page: Page, requests: list[str], server_url: str, tmp
     expect(page.locator("#int-lens thead th")).to_have_count(1 + N)
     page.locator("label.lab-head").nth(2).click()
     page.select_option("#int-layer", "0")
-    expect(page.locator("#int-attn")).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
-    expect(page.locator("#int-attn rect[data-r]")).to_have_count(N * (N + 1) // 2)
+    shown = "#int-attn .attn-map:visible"  # every head is drawn; the checked one shows
+    expect(page.locator(shown)).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
+    expect(page.locator(shown + " rect[data-c]")).to_have_count(N * (N + 1) // 2)
 
-    data, name = save_png(page, "#int-attn", tmp_path)
-    assert name == "deepdive-attention-pattern-of-block-0-head-2.png"  # the figure's title
-    check_png(page, "#int-attn", data, [])
-    looks_as_shown(page, "#int-attn", data)
+    data, name = save_png(page, "#int-attn .attn-map", tmp_path)
+    assert name == "deepdive-attention-pattern-of-block-0-head-2.png"  # the shown head's title
+    check_png(page, shown, data, [])
+    looks_as_shown(page, shown, data)
     # the CSV link follows the prompt, block and head drawn
     assert query(page, "#int-attn-csv") == {"prompt": [PROMPT], "layer": ["0"], "head": ["2"]}
     lines = save_csv(page, "#int-attn-csv", tmp_path)
@@ -224,7 +225,7 @@ def test_loss_figure(page: Page, requests: list[str], server_url: str, tmp_path:
 
 def test_training_curve_figure(page: Page, requests: list[str], server_url: str, tmp_path: Path) -> None:
     page.goto("/data")
-    page.locator("#curve-chart path.series").first.wait_for()
+    page.locator("#curve-chart polyline.series").first.wait_for()
     data, name = save_png(page, "#curve-chart", tmp_path)
     assert name == "deepdive-training-curve.png"
     check_png(page, "#curve-chart", data, ["#2c52c9", "#d1495b"])  # the series' strokes, set only by CSS classes

@@ -110,22 +110,28 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     expect(page.locator("#int-lens thead th")).to_have_count(1 + 6)
     assert page.locator("#int-lens tbody tr").count() == 3  # the embeddings and after each of 2 blocks
     assert page.locator("#int-lens tbody tr").last.locator("th").inner_text().endswith(": the prediction")
-    # the lens and neurons come rendered from the server; the heatmaps are drawn here once its data is in
-    expect(page.locator("#int-attn rect[data-r]")).to_have_count(6 * 7 // 2)  # a lower triangle of 6 tokens
-    expect(page.locator("#int-norms rect[data-r]")).to_have_count(3 * 6)
+    # the server draws every figure: of the block's heads, the checked one's heatmap shows
+    attn = page.locator("#int-attn .attn-map:visible")
+    expect(attn).to_have_count(1)
+    expect(attn.locator("rect[data-c]")).to_have_count(6 * 7 // 2)  # a lower triangle of 6 tokens
+    expect(page.locator("#int-attn .attn-map")).to_have_count(4)  # all 4 heads, drawn once
+    expect(page.locator("#int-norms rect[data-c]")).to_have_count(3 * 6)
     assert page.locator("#int-neurons tbody tr").count() == 2
     expect(page).to_have_url(re.compile(r"prompt=The\+cat\+sat"))
 
-    page.locator("#int-attn rect[data-r='5'][data-c='1']").hover()
+    attn.locator("[data-r='5'] rect[data-c='1']").hover()
     readout = page.locator("#int-attn-readout").inner_text()
-    assert "“ mat” (position 5)" in readout and "“ cat” (position 1)" in readout
+    assert readout.startswith("Block 1, head 0: “ mat” (position 5)") and "“ cat” (position 1)" in readout
 
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
     page.locator("label.lab-head").nth(2).click()
-    assert page.locator("#int-attn").get_attribute("aria-label").endswith("head 2")
+    expect(attn).to_have_attribute("aria-label", "Attention pattern of block 1, head 2")
     expect(page).to_have_url(re.compile(r"[?&]head=2(&|$)"))
+    assert not [u for u in requests if "/partials/" in u or "/api/" in u]  # switching heads asks the model nothing
     page.select_option("#int-layer", "0")
-    expect(page.locator("#int-attn")).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
-    page.locator("#int-attn").focus()  # the keyboard reads it too: arrows move a marked cell
+    expect(attn).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
+    attn.focus()  # the keyboard reads it too: arrows move a marked cell
     page.keyboard.press("ArrowUp")  # the first key marks the bottom-left cell
     expect(page.locator("#int-attn-readout")).to_contain_text("Block 0, head 2: “ mat” (position 5) gives")
     page.keyboard.press("ArrowUp")
@@ -138,8 +144,15 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     page.select_option("#int-pos", "3")  # the select picks a position too
     expect(page.locator("#int-neurons caption")).to_contain_text("(position 3)")
     expect(page).to_have_url(re.compile(r"[?&]pos=3(&|$)"))
-    expect(page.locator("#int-attn rect[data-r]")).to_have_count(6 * 7 // 2)  # the heatmaps stay drawn
+    expect(attn.locator("rect[data-c]")).to_have_count(6 * 7 // 2)  # the heatmaps stay drawn
     shot(page, "internals")
+
+    page.locator("#int-prompt").fill("")  # no prompt: a message, and no heatmaps of the old one beside it
+    expect(page.locator("#int-forward .message")).to_contain_text("Type a prompt")
+    expect(page.locator("#int-attn .attn-map")).to_have_count(0)
+    expect(page.locator("#int-attn-readout")).to_have_text(re.compile(r"^Hover over a cell"))  # no stale sentence
+    expect(page.locator("#int-norms rect")).to_have_count(0)
+    expect(page.locator('[data-figure-png="#int-attn .attn-map"]')).to_be_hidden()
 
 
 def test_internals_head_finder_opens_a_heads_heatmap(page: Page) -> None:
@@ -155,9 +168,10 @@ def test_internals_head_finder_opens_a_heads_heatmap(page: Page) -> None:
     # the probe becomes the prompt, and the chosen head's heatmap is drawn over it
     expect(page.locator("#int-prompt")).to_have_value(
         re.compile(r"^(\w+ ){31}\w+"))
-    expect(page.locator("#int-attn")).to_have_attribute("aria-label", f"Attention pattern of block {layer}, head {head}")
+    attn = page.locator("#int-attn .attn-map:visible")
+    expect(attn).to_have_attribute("aria-label", f"Attention pattern of block {layer}, head {head}")
     expect(page).to_have_url(re.compile(rf"[?&]head={head}(&|$)"))
-    expect(page.locator("#int-attn rect[data-r]")).to_have_count(62 * 63 // 2)  # 62 tokens: a lower triangle
+    expect(attn.locator("rect[data-c]")).to_have_count(62 * 63 // 2)  # 62 tokens: a lower triangle
     page.select_option("#int-sort", "first_token")
     expect(page.locator("#int-heads th.sorted")).to_have_text("first token")
     shot(page, "internals-heads")

@@ -194,8 +194,9 @@ def test_a_long_texts_heatmap_has_labels_a_projector_shows(sized: Page) -> None:
     page = sized
     probe = incontext.probe_words(30)  # the head finder's probe, as long as the test model's context allows
     page.goto("/internals?" + urlencode({"present": "1", "prompt": probe}))
-    page.locator("#int-attn .row-label").first.wait_for()
-    labels = page.evaluate("""() => [...document.querySelectorAll('#int-attn .row-label')].map(t =>
+    page.locator("#int-attn .attn-map:visible .row-label").first.wait_for()
+    labels = page.evaluate("""() => [...document.querySelectorAll('#int-attn .row-label')]
+        .filter(t => t.closest('svg').getClientRects().length).map(t =>
         t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize))""")
     assert len(labels) <= 20, len(labels)  # of 61 tokens every fourth is named; the readout names each cell
     assert min(labels) >= 14, labels  # pixels on the screen, after the map shrank to its panel
