@@ -1,4 +1,5 @@
-"""Security headers on every response, CORS only when configured, and fair turns on the model per client.
+"""Security headers on every response, gzip for large pages, CORS only when configured, and fair turns on the model
+per client.
 
 The headers are pure ASGI middleware (not BaseHTTPMiddleware): it wraps `send` and never buffers a body, so
 streams flow and a client disconnect still reaches the route. A turn on the model is a route dependency
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, Request
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -134,6 +136,9 @@ def install(app, settings: Settings) -> None:
     model's turns."""
     app.state.share = (ClientShare(settings.per_client_requests, settings.max_waiting_requests,
                                    settings.request_timeout_s) if settings.per_client_requests > 0 else None)
+    # the Internals heatmaps are every head's cells as SVG: megabytes for a long prompt, a tenth of that gzipped
+    # (event streams are left alone, so tokens still flow one by one)
+    app.add_middleware(GZipMiddleware, minimum_size=2048)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["content-type"])
