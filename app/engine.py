@@ -43,7 +43,7 @@ class Engine:
         self.settings = settings
         self.config = loaded.config
         self.tokenizer: Tokenizer | HFTokenizer = loaded.tokenizer  # GPT-2's, or the checkpoint's own
-        self.eos_id = self.tokenizer.eot_id  # ends a generation (GPT-2's <|endoftext|>); None: nothing does
+        self.eos_id = self.tokenizer.eos_id  # ends a generation (GPT-2's <|endoftext|>); None: nothing does
         self.start_id = self.tokenizer.start_id
         # every token's display text, looked up for each candidate of every response; the special tokens;
         # the model's rows no token uses (a vocabulary padded to a round size), shown as "<unused N>"

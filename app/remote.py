@@ -135,7 +135,7 @@ class Told:
 
 
 @dataclass(frozen=True)
-class Scored:
+class EchoedToken:
     """One token of a scored text: its text, where it starts, its log-probability (None for the first,
     which nothing predicts) and the model's most likely token there."""
 
@@ -147,7 +147,7 @@ class Scored:
 
 
 @dataclass(frozen=True)
-class Piece:
+class StreamedToken:
     """One streamed token: its text, log-probability and the alternatives the server listed."""
 
     text: str
@@ -262,7 +262,7 @@ class RemoteModel:
             raise self.malformed("no top_logprobs for the next token")
         return top[:n]
 
-    async def score(self, text: str) -> tuple[list[Scored], str]:
+    async def score(self, text: str) -> tuple[list[EchoedToken], str]:
         """Each token of text with its log-probability, and a sentence saying how the server gave them: from the
         prompt's echo, or, on llama.cpp, which does not echo, from its native endpoints."""
         if await self.kind() == LLAMA_CPP:
@@ -277,11 +277,11 @@ class RemoteModel:
         for t in told:
             if t.offset is None or t.offset >= len(text):  # the generated token after the echo
                 break
-            out.append(Scored(t.token.text, t.offset, t.logprob, t.alternatives[0] if t.alternatives else None,
+            out.append(EchoedToken(t.token.text, t.offset, t.logprob, t.alternatives[0] if t.alternatives else None,
                               t.token.whole))
         return out, "Its first token has nothing before it to predict it, so it is left out."
 
-    async def score_natively(self, text: str) -> tuple[list[Scored], str]:
+    async def score_natively(self, text: str) -> tuple[list[EchoedToken], str]:
         """llama.cpp's answer to "how likely is each token of this text": its completions endpoint refuses echo,
         so its /tokenize gives the tokens, and its /completion is asked once per token, from the tokens before it,
         with a logit bias that makes it choose that token. The log-probability it reports for the chosen token is
@@ -310,7 +310,7 @@ class RemoteModel:
                     logprob = chosen[0].logprob
                     tops = [alternative(a.token, a.logprob, a.id, a.bytes) for a in chosen[0].top_logprobs]
                     top = tops[0] if tops else None
-            out.append(Scored(piece.text, offset, logprob, top, piece.whole))
+            out.append(EchoedToken(piece.text, offset, logprob, top, piece.whole))
             offset += len(piece.text)
         note = ("llama.cpp gives no log-probabilities for a prompt through its OpenAI endpoint (it refuses echo), so "
                 "Deep Dive asked its own /completion endpoint once per token, from the tokens before it.")
@@ -342,7 +342,7 @@ class RemoteModel:
         return self.parse(response.text)
 
     async def stream(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float,
-                     seed: int | None, stop: list[str], n_top: int) -> AsyncIterator[Piece | Finished]:
+                     seed: int | None, stop: list[str], n_top: int) -> AsyncIterator[StreamedToken | Finished]:
         """A generation as it is sampled by the server. The request is sent, and its status checked, before
         the first item is yielded; each later read waits at most timeout_s."""
         kind = await self.kind()
@@ -361,7 +361,7 @@ class RemoteModel:
             raise
         return self._pieces(response)
 
-    async def _pieces(self, response: httpx.Response) -> AsyncIterator[Piece | Finished]:
+    async def _pieces(self, response: httpx.Response) -> AsyncIterator[StreamedToken | Finished]:
         reason, prompt_tokens = "", None
         try:
             lines = response.aiter_lines()
@@ -385,9 +385,9 @@ class RemoteModel:
                     told = self.told(choice.logprobs)
                     for i, t in enumerate(told):
                         # the chunk's text, whole characters, goes with its first token
-                        yield Piece(choice.text if i == 0 else "", t.logprob, t.alternatives)
+                        yield StreamedToken(choice.text if i == 0 else "", t.logprob, t.alternatives)
                     if not told and choice.text:
-                        yield Piece(choice.text, None, [])
+                        yield StreamedToken(choice.text, None, [])
                     reason = choice.finish_reason or reason
         finally:
             await response.aclose()

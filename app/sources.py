@@ -35,14 +35,14 @@ MAIN, SECOND, REMOTE = "local", "second", "remote"  # the values of `model=` in 
 
 
 @dataclass(frozen=True)
-class Candidate:
+class TokenChance:
     text: str
     prob: float
     whole: bool = True  # False: only part of a UTF-8 character, its text the bytes (\xe2\x80)
 
 
 @dataclass(frozen=True)
-class Scored:
+class ScoredToken:
     """One token of a scored text, predicted from the tokens before it."""
 
     text: str
@@ -103,7 +103,7 @@ class Stream(Protocol):
 
 @dataclass(frozen=True)
 class ScoredText:
-    tokens: list[Scored]
+    tokens: list[ScoredToken]
     note: str | None = None         # how the source scored them, where it says
     vocab_size: int | None = None  # where known: a uniform guess costs ln of it
 
@@ -117,7 +117,7 @@ class Source(Protocol):
     def name(self) -> str: ...
     @property
     def size(self) -> str: ...
-    async def next_token(self, text: str, n: int) -> list[Candidate]: ...
+    async def next_token(self, text: str, n: int) -> list[TokenChance]: ...
     async def generate(self, req: GenerateRequest) -> Stream: ...
     async def score(self, text: str) -> ScoredText: ...
     def steps(self, changes: Changes = NONE) -> Steps: ...
@@ -149,9 +149,9 @@ class LocalSource:
     def size(self) -> str:
         return f"{si(self.engine.info().parameters['total'])} parameters"
 
-    async def next_token(self, text: str, n: int) -> list[Candidate]:
+    async def next_token(self, text: str, n: int) -> list[TokenChance]:
         r = await self.engine.next_token(s.NextTokenRequest(text=text, n=n))
-        return [Candidate(c.text, c.prob) for c in r.before]
+        return [TokenChance(c.text, c.prob) for c in r.before]
 
     async def generate(self, req: GenerateRequest) -> Stream:
         """The engine's generation; a templated chat prompt (req.chat on an instruct model) first says its parts."""
@@ -166,7 +166,7 @@ class LocalSource:
         r, n_tokens, room = await score_prefix(self.engine, text)
         note = (f"The model reads at most {room + 1:,} tokens at once, so only the first {room:,} of your "
                 f"{n_tokens:,} tokens were scored." if n_tokens > room else None)
-        return ScoredText([Scored(p.text, p.prob, p.loss, p.rank, p.top_text, p.top_prob, p.id)
+        return ScoredText([ScoredToken(p.text, p.prob, p.loss, p.rank, p.top_text, p.top_prob, p.id)
                            for p in r.predictions], note, self.engine.info().vocab_size)
 
     def steps(self, changes: Changes = NONE) -> Steps:
@@ -215,10 +215,10 @@ class RemoteSource:
     def logprobs(self) -> int:
         return self.model.logprobs
 
-    async def next_token(self, text: str, n: int) -> list[Candidate]:
+    async def next_token(self, text: str, n: int) -> list[TokenChance]:
         if not text:
             raise RemoteError("Type a prompt: the model server continues a text, and this one is empty", 422)
-        return [Candidate(a.text, math.exp(a.logprob), a.whole) for a in await self.model.next_token(text, n)]
+        return [TokenChance(a.text, math.exp(a.logprob), a.whole) for a in await self.model.next_token(text, n)]
 
     async def generate(self, req: GenerateRequest) -> Stream:
         if req.max_new_tokens > self.max_new_tokens:
@@ -239,7 +239,7 @@ class RemoteSource:
             prob = math.exp(t.logprob)
             top_prob = math.exp(t.top.logprob)
             top = t.top.text == t.text or prob >= top_prob
-            out.append(Scored(t.text, prob, -t.logprob, 1 if top else None, t.text if top else t.top.text,
+            out.append(ScoredToken(t.text, prob, -t.logprob, 1 if top else None, t.text if top else t.top.text,
                               max(prob, top_prob)))
         return ScoredText(out, f"Scored by {self.name} ({self.size}), with its own tokenizer. {note}")
 

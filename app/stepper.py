@@ -18,7 +18,7 @@ import re
 from urllib.parse import parse_qsl, urlencode
 
 from app.demo import DEFAULT_INFERENCE_PROMPT
-from app.sources import MAIN, Candidate, Source, Sources
+from app.sources import MAIN, TokenChance, Source, Sources
 from app.stepping import ACTIONS, HOW, NONE, Changes, Dice, Refused, Steps, Taken, Under
 from app.templating import or_message
 
@@ -185,7 +185,7 @@ async def steps_of(sources: Sources, source: Source, prompt: str, steps: str, di
         text = prompt + model.joined([t.token for t in context["steps"]])
         mine_column = ({"name": source.name, "size": source.size, "error": context["error"]} if "error" in context
                        else {"name": source.name, "size": source.size,
-                             "rows": [Candidate(r["text"], r["model"]) for r in context["bars"]["rows"]],
+                             "rows": [TokenChance(r["text"], r["model"]) for r in context["bars"]["rows"]],
                              "rest": context["bars"]["rest_model"]})
         beside = [mine_column, await beside_of(other, text, dice.n)]
     return {**context, "steps_text": steps_text, "url": with_models(context["url"], steps_text, key, compare),

@@ -136,7 +136,7 @@ templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands
 STOPS = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
          ("para", "a blank line", ["\n\n"]))
 # what the pages' scripts share with the server, defined here once (base.html hands it to them; render()
-# adds the loaded model's end-of-text id, eot_id)
+# adds the loaded model's end-of-text id, eos_id)
 PAGE_CONSTANTS = {
     "loss_bins": LOSS_BINS,
     "pct_steps": PCT_STEPS,
@@ -161,7 +161,7 @@ def render(request: Request, template: str, stage_key: str, status: int = 200, s
     served = source is not None and not source.abilities.weights
     return templates.TemplateResponse(request, template, {
         "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
-        "page_constants": PAGE_CONSTANTS | {"eot_id": engine.eos_id, "eot_text": eos}, "eos_text": eos,
+        "page_constants": PAGE_CONSTANTS | {"eos_id": engine.eos_id, "eos_text": eos}, "eos_text": eos,
         "model_name": source.name if source is not None else engine.info().name,
         "served_by": source.size if served else None,
         "present": request.query_params.get("present") == "1", **context},

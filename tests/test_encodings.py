@@ -44,7 +44,7 @@ def test_known_ids() -> None:
     assert tokenizer("cl100k_base").encode("hello world") == [15339, 1917]
     assert tokenizer("o200k_base").encode("hello world") == [24912, 2375]
     assert tokenizer("cl100k_base").encode("<|endoftext|>", allow_special=True) == [100257]
-    assert tokenizer("o200k_base").eot_id == 199999
+    assert tokenizer("o200k_base").eos_id == 199999
 
 
 def test_building_leaves_tiktoken_as_it_was() -> None:

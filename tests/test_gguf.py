@@ -426,7 +426,7 @@ def greedy(loaded, preset: dict) -> str:
     ids = []
     for step in generate(loaded.model, loaded.tokenizer.encode(preset["prompt"]), SamplingParams(temperature=0),
                          preset["max_new_tokens"], seed=0):
-        if step.id == loaded.tokenizer.eot_id:
+        if step.id == loaded.tokenizer.eos_id:
             break
         ids.append(step.id)
     text = loaded.tokenizer.decode(ids)

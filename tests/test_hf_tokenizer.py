@@ -214,12 +214,12 @@ def test_lone_surrogates_read_as_replacement_characters() -> None:
 
 def test_end_of_sequence_from_the_checkpoint(tmp_path: Path) -> None:
     TOKENIZERS["llama3"]().save(str(tmp_path / "tokenizer.json"))
-    assert HFTokenizer.from_checkpoint(tmp_path).eot_id is None and HFTokenizer.from_checkpoint(tmp_path).name == (
+    assert HFTokenizer.from_checkpoint(tmp_path).eos_id is None and HFTokenizer.from_checkpoint(tmp_path).name == (
         tmp_path.name)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<|im_end|>"}}))
-    assert HFTokenizer.from_checkpoint(tmp_path).eot_id == CHAT_TOKENS.index("<|im_end|>")
+    assert HFTokenizer.from_checkpoint(tmp_path).eos_id == CHAT_TOKENS.index("<|im_end|>")
     (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": [1, 3]}))  # Llama 3 lists several
-    assert HFTokenizer.from_checkpoint(tmp_path, "x").eot_id == 1
+    assert HFTokenizer.from_checkpoint(tmp_path, "x").eos_id == 1
 
 
 def test_unreadable_tokenizers() -> None:

@@ -37,7 +37,7 @@ def test_known_ids(tok: Tokenizer) -> None:
     assert tok.encode("Hello world") == [15496, 995]
     assert tok.encode(" the") == [262]
     assert tok.vocab_size == 50257
-    assert tok.eot_id == EOT_ID
+    assert tok.eos_id == EOT_ID
     assert tok.decode([15496, 995]) == "Hello world"
 
 

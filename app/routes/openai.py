@@ -71,7 +71,7 @@ def finish(reason: str) -> str:
 
 @router.get("/models", response_model=o.ModelList, summary="The one model this server runs")
 def models(engine: EngineDep) -> o.ModelList:
-    return o.ModelList(data=[o.ModelCard(id=engine.info().name, created=engine.started)])
+    return o.ModelList(data=[o.ModelObject(id=engine.info().name, created=engine.started)])
 
 
 @router.post("/completions", response_model=o.Completion, dependencies=[Depends(require_json), ModelTurn],

@@ -108,7 +108,7 @@ class Completion(BaseModel):
         "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}}]})
 
 
-class ModelCard(BaseModel):
+class ModelObject(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -117,7 +117,7 @@ class ModelCard(BaseModel):
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[ModelCard]
+    data: list[ModelObject]
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "object": "list", "data": [{"id": "deepdive-tiny", "object": "model", "created": 1767225600,

@@ -116,7 +116,7 @@ def training_stream(tokenizer: Tokenizer | HFTokenizer, n_tokens: int) -> list[d
     """The first n_tokens of the training sample as the network sees it: documents joined by the end-of-text
     token (GPT-2's <|endoftext|>; nothing where the tokenizer names none)."""
     stream: list[dict] = []
-    eot = tokenizer.eot_id
+    eot = tokenizer.eos_id
     for doc in documents(SAMPLES / "tinystories_train.txt"):
         stream += [{"id": t.id, "text": t.text, "eot": False} for t in tokenizer.tokens(doc)]
         if eot is not None:

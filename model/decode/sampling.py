@@ -93,7 +93,7 @@ def warp(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
 
 
 @dataclass
-class Candidate:
+class Ranked:
     id: int
     prob: float
     logit: float
@@ -104,8 +104,8 @@ class Step:
     id: int                # the chosen token
     prob: float            # its probability after the warpers (what the dice used)
     raw_prob: float        # its probability under the model's own distribution
-    before: list[Candidate]  # top-N of the model's distribution (logits as the model gave them)
-    after: list[Candidate]   # top-N after temperature / top-k / top-p (warped logits)
+    before: list[Ranked]  # top-N of the model's distribution (logits as the model gave them)
+    after: list[Ranked]   # top-N after temperature / top-k / top-p (warped logits)
     entropy: float         # of the model's own distribution, in nats
     support: int           # how many tokens the warpers left possible
 
@@ -159,7 +159,7 @@ def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
     raw_probs = raw.gather(-1, torch.tensor(ids, device=logits.device)[:, None])[:, 0].tolist()
     raw_top = _gather_top(raw, top_ids, max(ns)).tolist()
     return [Step(id=d.id, prob=d.prob, raw_prob=raw_probs[i],
-                 before=[Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], raw_top[i], top_logits[i])
+                 before=[Ranked(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], raw_top[i], top_logits[i])
                          if q > 0],
                  after=d.after, entropy=entropies[i], support=d.support) for i, d in enumerate(decisions)]
 
@@ -168,7 +168,7 @@ def sample_steps(logits: torch.Tensor, params: Sequence[SamplingParams],
 class _Decision:
     id: int
     prob: float              # after the warpers
-    after: list[Candidate]
+    after: list[Ranked]
     support: int
 
 
@@ -210,7 +210,7 @@ def _greedy(logits: torch.Tensor, top_ids: list[int], top_logits: list[float], n
     tie = len(top_logits) > 1 and top_logits[0] == top_logits[1]
     best = int(logits.argmax()) if tie else top_ids[0]  # on a tie, argmax's own choice
     chosen = best if forced is None else forced
-    return _Decision(chosen, float(chosen == best), [Candidate(best, 1.0, 0.0)] if n > 0 else [], 1)
+    return _Decision(chosen, float(chosen == best), [Ranked(best, 1.0, 0.0)] if n > 0 else [], 1)
 
 
 def _sampled(logits: torch.Tensor, raw: torch.Tensor, params: SamplingParams, rows: list[int],
@@ -239,7 +239,7 @@ def _sampled(logits: torch.Tensor, raw: torch.Tensor, params: SamplingParams, ro
     tops = [top_ids[i] for i in rows]
     cand_p, cand_z = _gather_top(after, tops, n_max).tolist(), _gather_top(warped, tops, n_max).tolist()
     return [_Decision(ids[j], probs[j],
-                      [Candidate(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], cand_p[j], cand_z[j]) if q > 0],
+                      [Ranked(t, q, z) for t, q, z in zip(top_ids[i][:ns[i]], cand_p[j], cand_z[j]) if q > 0],
                       V if finite[j] else counts[j]) for j, i in enumerate(rows)]
 
 

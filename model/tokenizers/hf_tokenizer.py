@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tokenizers
 
-from model.tokenizers.tokenizer import (MAX_HISTORY_BYTES, BpeHistory, MergeStep, Token, VocabEntry, byte_level_alphabet,
+from model.tokenizers.tokenizer import (MAX_HISTORY_BYTES, BpeHistory, AppliedMerge, Token, VocabEntry, byte_level_alphabet,
                              readable, replay_merges, search_entries)
 
 SPACE = "▁"  # SentencePiece's space
@@ -107,16 +107,11 @@ class HFTokenizer:
         return self._size
 
     @property
-    def eot_id(self) -> int | None:
-        """The end-of-sequence token, if the checkpoint names one."""
-        return self.eos_id
-
-    @property
     def start_id(self) -> int | None:
         """The token a text starts after: what the tokenizer puts first (Llama 3's <|begin_of_text|>, Mistral's
         <s>), else its end-of-text token, which starts the next document in the training stream (SmolLM2's,
         Qwen2's); None where it has neither."""
-        return self.bos_ids[0] if self.bos_ids else self.eot_id
+        return self.bos_ids[0] if self.bos_ids else self.eos_id
 
     @cached_property
     def bos_ids(self) -> list[int]:
@@ -180,7 +175,7 @@ class HFTokenizer:
         tokenizer does. Each step applies one merge everywhere it is a pretoken's lowest.
         Exceptions, as in the tokenizer: an added token is one symbol from the start, and under
         ignore_merges (Llama 3) a pretoken that is a whole token of the vocabulary starts as it.
-        MergeStep.token_id is the token the merge makes.
+        AppliedMerge.token_id is the token the merge makes.
         """
         size = len(text.encode("utf-8", errors="surrogatepass"))
         if size > MAX_HISTORY_BYTES:
@@ -198,7 +193,7 @@ class HFTokenizer:
         words = [self._symbols(g) for g in groups]
         pretokens = tuple(readable(b"".join(self._bytes(i) for i in g))[0] for g in groups)
         initial, merges = replay_merges(words, self._pair_rank, self._ids)
-        steps = tuple(MergeStep(self._vocab[m.left + m.right], self._spelled_bytes(m.left), self._spelled_bytes(m.right),
+        steps = tuple(AppliedMerge(self._vocab[m.left + m.right], self._spelled_bytes(m.left), self._spelled_bytes(m.right),
                                 m.count, m.symbols) for m in merges)
         return BpeHistory(pretokens, initial, steps)
 

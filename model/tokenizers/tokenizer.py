@@ -133,7 +133,7 @@ class VocabEntry:
 
 
 @dataclass(frozen=True)
-class MergeStep:
+class AppliedMerge:
     """One merge, applied everywhere it occurs in the text.
 
     tiktoken ranks a merge by the id of the token it makes (lower was learned
@@ -153,7 +153,7 @@ class BpeHistory:
 
     pretokens: tuple[str, ...]
     initial: tuple[tuple[int, ...], ...]  # each pretoken's UTF-8 bytes, as the ids of the byte tokens
-    steps: tuple[MergeStep, ...]
+    steps: tuple[AppliedMerge, ...]
 
     @property
     def final(self) -> list[int]:
@@ -242,13 +242,13 @@ class Tokenizer:
         return self.encoding.n_vocab
 
     @property
-    def eot_id(self) -> int:
+    def eos_id(self) -> int:
         return self.encoding.eot_token
 
     @property
     def start_id(self) -> int:
         """The token a text starts after: <|endoftext|>, which starts every document GPT-2 trained on."""
-        return self.eot_id
+        return self.eos_id
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         """Typed "<|endoftext|>" is ordinary text unless allow_special is set."""
@@ -301,7 +301,7 @@ class Tokenizer:
         words = [[bytes([b]) for b in p.encode("utf-8")] for p in pretokens]
         initial, merges = replay_merges(words, self._pair_rank, self._ids)
         # a GPT-2 token's id is its merge's rank
-        steps = tuple(MergeStep(m.rank, m.left, m.right, m.count, m.symbols) for m in merges)
+        steps = tuple(AppliedMerge(m.rank, m.left, m.right, m.count, m.symbols) for m in merges)
         return BpeHistory(pretokens, initial, steps)
 
     def _pair_rank(self, word: list[bytes], i: int) -> int:

@@ -34,7 +34,7 @@
  *   chip(text, i, cls)  a chip element coloured by position i
  *   setParams({k: v})   writes URL parameters (null removes one)
  *   constants           what the server shares with page scripts (app/templating.py
- *                       PAGE_CONSTANTS): eot_id, loss_bins, pct_steps, ws, stops
+ *                       PAGE_CONSTANTS): eos_id, loss_bins, pct_steps, ws, stops
  *
  * Content-Security-Policy forbids inline script, so every behaviour lives here
  * or in a page's static script; nothing is ever parsed from strings as HTML.
@@ -94,7 +94,7 @@
     return node;
   }
 
-  // shared with the server (app/templating.py PAGE_CONSTANTS): eot_id, loss_bins, pct_steps, ws, stops
+  // shared with the server (app/templating.py PAGE_CONSTANTS): eos_id, loss_bins, pct_steps, ws, stops
   const constants = JSON.parse(document.getElementById("dd-constants").textContent);
   const MARKS = constants.ws;
 

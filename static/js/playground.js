@@ -70,7 +70,7 @@
 
   const REASONS = {
     length: "Stopped at the token limit.",
-    eos: "The model chose " + DeepDive.constants.eot_text + ": it thinks the text is finished.",
+    eos: "The model chose " + DeepDive.constants.eos_text + ": it thinks the text is finished.",
     stop: "Stopped at the stop text.",
   };
 
