@@ -22,9 +22,9 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: the shipped model; the DEEPDIVE_MODEL variable does the same)")
     args = p.parse_args(argv)
 
-    from app.engine import Engine
+    from app.serving.engine import Engine
     from app.main import create_app
-    from app.sources import load_second
+    from app.serving.sources import load_second
     from model.loading import CheckpointError
 
     settings = env.model_copy(update={"model": args.model, "host": args.host, "port": args.port})

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     generation_timeout_s: float = 120.0  # longest one generation may run; then it ends with a message
     cors_origins: list[str] = []       # origins other sites' pages may call the API from; empty: CORS off
 
-    # more models for the Inference, Playground and Training pages (app/sources.py)
+    # more models for the Inference, Playground and Training pages (app/serving/sources.py)
     second_model: str = ""             # a second local model shown beside the first: a directory, .gguf file, smollm2 or hub name
     remote_url: str = ""               # a server speaking the OpenAI completions protocol (vLLM, llama.cpp, TGI)
     remote_model: str = ""             # the model name that server serves

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Request
 
-from app.engine import Engine
+from app.serving.engine import Engine
 
 
 def get_engine(request: Request) -> Engine:

@@ -9,11 +9,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
-from app import errors, schemas, security, sources
+from app import errors, schemas, security
+from app.serving import sources
 from app.classroom import routes as classroom
 from app.config import Settings
-from app.engine import Engine
-from app.routes import ablate, api, docs, downloads, inference, internals, openai, pages, patching
+from app.serving.engine import Engine
+from app.api import docs, openai
+from app.api import routes as api
+from app.pages import ablate, data, downloads, inference, internals, overview, patching, playground, tokenizer, training
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +43,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, s
         summary="See how a GPT-2 language model works, stage by stage.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,  # FastAPI's /docs and /redoc load from a CDN; app.routes.docs serves a vendored copy
+        docs_url=None,  # FastAPI's /docs and /redoc load from a CDN; app.api.docs serves a vendored copy
         redoc_url=None,
     )
     app.state.settings = settings
@@ -49,7 +52,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, s
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.include_router(api.router)
     app.include_router(openai.router)
-    app.include_router(pages.router)
+    for page in (overview, data, tokenizer, training, playground):
+        app.include_router(page.router)
     app.include_router(internals.router)
     app.include_router(internals.styles)
     app.include_router(ablate.router)

@@ -152,7 +152,7 @@ templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, page_constants=PA
 def render(request: Request, template: str, stage_key: str, status: int = 200, source: Any = None,
            **context: Any) -> HTMLResponse:
     """A full page: base.html's nav marks stage_key, and the next stage is linked at the bottom. `source` (an
-    app.sources.Source) is the model the page shows, where it chose one: the header and footer name it."""
+    app.serving.sources.Source) is the model the page shows, where it chose one: the header and footer name it."""
     keys = [st.key for st in STAGES]
     i = keys.index(stage_key)
     engine = get_engine(request)

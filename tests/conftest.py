@@ -16,7 +16,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
 
 from model.nets.gpt2 import GPT, GPTConfig

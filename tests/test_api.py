@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.engine import Engine
-from app.streaming import TextStream
+from app.serving.engine import Engine
+from app.serving.streaming import TextStream
 from app.main import create_app
 from helpers import expect_http_error
 from live_server import serve

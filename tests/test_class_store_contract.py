@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from app.classroom.state import Session
-from app.classroom.store import QUEUE_EVENTS, CodeTaken, Gone, MemoryStore, Store, StoreFull
+from app.classroom.store.base import QUEUE_EVENTS, CodeTaken, Gone, Store, StoreFull
+from app.classroom.store.memory import MemoryStore
 from redis_server import REDIS_SERVER, RedisServer
 
 LIMITS = {"ttl_s": 60.0, "max_sessions": 3, "max_students": 2}
@@ -34,7 +35,7 @@ def make(request: pytest.FixtureRequest):
     if request.param == "memory":
         return lambda **limits: MemoryStore(**{**LIMITS, **limits})
     url = request.getfixturevalue("redis_url")
-    from app.classroom.redis_store import RedisStore
+    from app.classroom.store.redis import RedisStore
 
     async def flush() -> None:
         store = RedisStore(url, **LIMITS)

@@ -24,11 +24,12 @@ from app.classroom.limits import GUESSES, ClientLimits, Rate
 from app.classroom.join_url import base_url, loopback_only, start_command
 from app.classroom.state import (Bar, GuessError, Option, Played, Session, class_prob, losses, match_guess,
                                  points)
-from app.classroom.store import CodeTaken, Gone, MemoryStore, StoreFull
+from app.classroom.store.base import CodeTaken, Gone, StoreFull
+from app.classroom.store.memory import MemoryStore
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
-from app.stepping import Dice, take
+from app.views.stepping import Dice, take
 from helpers import expect_http_error
 from live_server import serve
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.classroom.redis_store import RedisStore, Unavailable
+from app.classroom.store.redis import RedisStore, Unavailable
 from app.classroom.state import Session
-from app.classroom.store import CodeTaken, Gone, StoreFull
+from app.classroom.store.base import CodeTaken, Gone, StoreFull
 from helpers import expect_http_error
 from redis_server import REDIS_SERVER, RedisServer, free_port
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from app.config import DEFAULT_MODEL, Settings
-from app.copying import CopyingFacts
+from app.views.copying import CopyingFacts
 from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
-from app.routes.internals import head_hint
+from app.pages.internals import head_hint
 from model.probes import incontext
 from model.training.card import HELD_OUT_SAMPLE, sample_tokens
 from model.decode.generate import generate

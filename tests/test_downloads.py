@@ -1,4 +1,4 @@
-"""Each figure's numbers as CSV (app/routes/downloads.py): the right rows, quoted so any token text survives,
+"""Each figure's numbers as CSV (app/pages/downloads.py): the right rows, quoted so any token text survives,
 built from the same state the page's URL holds; bad input is a 4xx sentence, never a 500; the pages link
 each figure's PNG and CSV downloads with their current state."""
 

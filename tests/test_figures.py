@@ -1,9 +1,9 @@
-"""The figures' geometry (app/figures.py): round ticks, mark labels that never overprint, and heatmaps whose long
+"""The figures' geometry (app/views/figures.py): round ticks, mark labels that never overprint, and heatmaps whose long
 sides keep readable labels."""
 
 from __future__ import annotations
 
-from app import figures
+from app.views import figures
 
 
 def test_ticks_are_round_and_cover_the_range():

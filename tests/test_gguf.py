@@ -26,7 +26,7 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QW
 
 from app.config import Settings
 from app.demo import MEASURED, PLAYGROUND_PRESETS, lacking
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
 from test_api import sse_events
 from model.tokenizers.chat import render_chat, transcript_messages

@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
 from helpers import expect_http_error
 from live_server import serve

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from app import schemas as s
 from app.config import Settings
-from app.engine import Engine
-from app.stepper import format_steps, parse_steps
-from app.stepping import LocalSteps, RemoteSteps, Taken, Under
+from app.serving.engine import Engine
+from app.views.stepper import format_steps, parse_steps
+from app.views.stepping import LocalSteps, RemoteSteps, Taken, Under
 from model.tokenizers.tokenizer import EOT_ID
 
 PROMPT = "Once upon a time"

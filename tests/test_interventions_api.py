@@ -119,7 +119,7 @@ def test_documented_with_examples(client: TestClient) -> None:
 # --- the Internals page: switching parts off ----------------------------------------------------
 
 def test_off_field_round_trips() -> None:
-    from app.ablation import format_off, parse_off, toggle
+    from app.views.ablation import format_off, parse_off, toggle
     ivs = parse_off("h1.2, n0.42:mean,a1,m0,h1.2")
     assert format_off(ivs) == "h1.2,n0.42:mean,a1,m0"  # each part once, in order
     assert [parse_off(bad) for bad in ("h1", "a1.2", "x3", "h1.2:max", "h1.2,,m0")] == [None] * 5

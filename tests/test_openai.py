@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
 from live_server import serve
 from model.decode.generate import generate

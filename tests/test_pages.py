@@ -24,11 +24,11 @@ import tokenizers
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.copying import CopyingFacts
-from app.engine import Engine
+from app.views.copying import CopyingFacts
+from app.serving.engine import Engine
 from app.main import create_app
 from app import templating, demo
-from app.routes import internals, pages
+from app.pages import data as data_page, internals, tokenizer as tokenizer_page
 from model.probes import incontext
 from model.tokenizers.tokenizer import gpt2_tokenizer
 
@@ -273,9 +273,9 @@ def test_bpe_replay_ends_at_the_tokenizers_own_ids(arch: Served) -> None:
 
 def test_bpe_partial_covers_a_prefix_of_long_text(client: TestClient):
     body = post(client, "/partials/bpe", "word " * 100)
-    assert f"first {pages.BPE_CHARS} characters" in body
+    assert f"first {tokenizer_page.BPE_CHARS} characters" in body
     history = json.loads(re.search(r'id="bpe-data">(.*?)</script>', body, re.S).group(1))
-    assert "".join(history["pretokens"]) == ("word " * 100)[: pages.BPE_CHARS]
+    assert "".join(history["pretokens"]) == ("word " * 100)[: tokenizer_page.BPE_CHARS]
 
 
 def test_a_links_bpe_step_is_handed_to_the_story(client: TestClient):
@@ -324,7 +324,7 @@ def test_vocabulary_browser_searches_the_models_vocabulary(arch: Served) -> None
     page = arch.client.get("/api/vocab", params={"q": "cat", "limit": 100}).json()
     assert [e["id"] for e in page["items"]] == want[:100] and page["total"] == len(want)
     body = arch.client.get("/partials/vocab", params={"q": "cat"}).text
-    assert re.findall(r'<span class="vid">(\d+)</span>', body) == [str(i) for i in want[:pages.VOCAB_PAGE]]
+    assert re.findall(r'<span class="vid">(\d+)</span>', body) == [str(i) for i in want[:tokenizer_page.VOCAB_PAGE]]
     by_id = arch.client.get("/api/vocab", params={"q": "300"}).json()["items"][0]
     assert by_id["id"] == 300 and by_id["text"] == arch.decode([300])
 
@@ -340,9 +340,9 @@ def test_vocab_by_id_and_paging(client: TestClient):
     assert '<span class="vid">50256</span>' in body and "&lt;|endoftext|&gt;" in body
     everything = client.get("/partials/vocab", params={"q": "", "page": 2}).text
     first_id = int(re.search(r'<span class="vid">(\d+)</span>', everything).group(1))
-    assert first_id == pages.VOCAB_PAGE
+    assert first_id == tokenizer_page.VOCAB_PAGE
     past_end = client.get("/partials/vocab", params={"q": "", "page": 99999}).text
-    last = -(-50257 // pages.VOCAB_PAGE)
+    last = -(-50257 // tokenizer_page.VOCAB_PAGE)
     assert f"page {last:,} of {last:,}" in past_end
 
 
@@ -388,7 +388,7 @@ def test_data_page_stream_curve_and_samples(client: TestClient):
     body = client.get("/data").text
     eots = re.findall(r'<span class="chip c\d eot"[^>]*>&lt;\|endoftext\|&gt;<span class="tid">50256</span></span>', body)
     assert len(eots) >= 1
-    assert len(re.findall(r'<span class="chip c\d', body)) == pages.DATA_TOKENS
+    assert len(re.findall(r'<span class="chip c\d', body)) == data_page.DATA_TOKENS
     legend = re.findall(r'<li><span class="swatch k-[\w-]+"></span>(.*?)</li>', body)
     assert legend == ["training loss", "validation loss (held-out stories)", "validation loss (tales)"]
     # the server draws the curve: a polyline per series, a point per logged evaluation that has the series
@@ -413,7 +413,7 @@ def test_data_page_stream_curve_and_samples(client: TestClient):
 def test_data_page_counts_the_committed_samples(client: TestClient, engine: Engine):
     body = client.get("/data").text
     from model.training.corpus import documents
-    docs = documents(pages.SAMPLES / "wizard_of_oz_excerpt.txt")
+    docs = documents(data_page.SAMPLES / "wizard_of_oz_excerpt.txt")
     tokens = sum(len(engine.tokenizer.encode(d)) + 1 for d in docs)
     assert f"<td class=\"r\">{tokens:,}</td>" in body
 
@@ -543,7 +543,7 @@ def test_overview_says_what_the_card_measured_about_copying(client: TestClient, 
 
 
 def test_the_curve_marks_phases_and_says_why_a_new_mix_jumps():
-    from app.routes.pages import curve_spec, phase_starts, stage_starts
+    from app.pages.data import curve_spec, phase_starts, stage_starts
     from model.model_card import Stage
     evals = [{"step": s, "tokens": s * 10, "train_loss": 3.0, "val_loss": 3.0} for s in (100, 200, 300)]
     assert phase_starts(evals) == []  # today's log: no phases, no mark

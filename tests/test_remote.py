@@ -1,4 +1,4 @@
-"""A model on a serving engine (app/remote.py, app/sources.py), against real servers on real sockets: a second
+"""A model on a serving engine (app/serving/remote.py, app/serving/sources.py), against real servers on real sockets: a second
 Deep Dive, whose /v1/completions speaks the OpenAI protocol as vLLM does, and small HTTP servers that refuse,
 stall or answer what the protocol does not allow."""
 
@@ -22,9 +22,9 @@ from helpers import expect_http_error
 from live_server import serve
 
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
-from app.remote import RemoteError, RemoteModel
+from app.serving.remote import RemoteError, RemoteModel
 from model.nets.gpt2 import GPT
 from model.tokenizers.tokenizer import gpt2_tokenizer
 

@@ -37,17 +37,18 @@ from app.classroom import codes, rounds
 from app.classroom.limits import GUESSES, ClientLimits
 from app.classroom.state import (GuessError, Session, clean_nickname, counts, first_token_only, leaderboard, losses,
                                  match_guess, snapshot)
-from app.classroom.store import StoreError, StoreFull, Unavailable, make_store
+from app.classroom.store import make_store
+from app.classroom.store.base import StoreError, StoreFull, Unavailable
 from app.classroom.teacher import (COOKIE, cookie_parts, cookie_value, gone_sentence, panel, reveal_rows, start_context,
                                    stepper_of, store_of, teacher_session)
 from app.config import Settings
-from app.csv_files import csv_file, num
+from app.views.csv_files import csv_file, num
 from app.deps import EngineDep, Number
 from app.problems import Busy, Problem
 from app.errors import JSON_PATHS, error_response
-from app.stepper import dice_of, format_steps, parse_steps, state_url
-from app.stepping import LocalSteps
-from app.streaming import sse
+from app.views.stepper import dice_of, format_steps, parse_steps, state_url
+from app.views.stepping import LocalSteps
+from app.serving.streaming import sse
 from app.templating import partial, render, sentence
 from app.security import ModelTurn
 

@@ -93,7 +93,7 @@ class Student:
 
 @dataclass
 class Stepper:
-    """The teacher's Inference stepper as its form holds it (app/stepper.py)."""
+    """The teacher's Inference stepper as its form holds it (app/views/stepper.py)."""
     prompt: str = ""
     steps: str = ""
     temperature: float = 1.0

@@ -19,7 +19,7 @@ from markupsafe import Markup
 from app.classroom import codes
 from app.classroom.join_url import join_url, loopback_only, qr_svg, start_command
 from app.classroom.state import Played, Session, Stepper, leaderboard, losses, snapshot
-from app.classroom.store import Store, Unavailable
+from app.classroom.store.base import Store, Unavailable
 from app.deps import get_engine
 from app.problems import sentence
 
@@ -51,7 +51,7 @@ async def teacher_session(request: Request, code: str | None = None) -> Session 
 
 def stepper_of(request: Request, prompt: str, dice: Any, steps_text: str, url: str) -> Stepper:
     texts = get_engine(request).texts
-    # a step is its letter, the token id, then the settings it was taken under (app/stepper.py)
+    # a step is its letter, the token id, then the settings it was taken under (app/views/stepper.py)
     pieces = [prompt, *(texts[int(re.match(r"[a-z](\d+)", p)[1])] for p in steps_text.split(".") if p)] if prompt else []
     return Stepper(prompt=prompt, steps=steps_text, url=url, pieces=pieces, **asdict(dice))
 

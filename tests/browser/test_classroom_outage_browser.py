@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from app.classroom import routes as class_routes
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
 from live_server import serve
 from redis_server import REDIS_SERVER, RedisServer

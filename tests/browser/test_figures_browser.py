@@ -1,5 +1,5 @@
 """Pages agree with their own numbers (issue 22, points 4, 5 and 7), at the projector's size (1366×768): every
-sentence about copying comes from app/copying.py's one source, a share is rounded alike on the Data page and in
+sentence about copying comes from app/views/copying.py's one source, a share is rounded alike on the Data page and in
 the card's README, and a Playground preset's note quotes what the default model writes.
 
 The first server's card has a corpus whose shares sum to a hair under 1 (as model/training/card.py writes them) and
@@ -19,13 +19,13 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Page, expect
 
-from app import copying
+from app.views import copying
 from app.config import DEFAULT_MODEL, Settings
-from app.copying import CopyingFacts
+from app.views.copying import CopyingFacts
 from app.demo import MEASURED
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
-from app import loss
+from app.views import loss
 from live_server import serve
 from model.training.card import card_markdown
 from model.model_card import Copying

@@ -11,7 +11,7 @@ from live_server import serve
 from playwright.sync_api import Page, expect
 
 from app.config import Settings
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.main import create_app
 
 pytestmark = pytest.mark.browser

@@ -19,10 +19,10 @@ from starlette.responses import StreamingResponse
 
 from app import schemas as s
 from app.deps import EngineDep
-from app.engine import Busy, Engine, Generation
+from app.serving.engine import Busy, Engine, Generation
 from app.errors import require_json
-from app.routes import openai_schemas as o
-from app.streaming import EventStream, sse
+from app.api import openai_schemas as o
+from app.serving.streaming import EventStream, sse
 from app.security import ModelTurn
 from model.decode.sampling import SamplingParams
 

@@ -3,12 +3,12 @@
 The state is the prompt, the settings, the seed and the steps taken (`steps`: how each token was
 chosen, its key and the settings it was chosen under, "g318t100.s464t70k20r43"), so a link restores
 what the class sees, and a step's chance stays the one it had when it was taken. A step's key is what the
-model mints (app/stepping.py): a token id for a model loaded here, the token's text for a model server. `off`
-names parts of the model switched off (app/ablation.py, set on the Internals page), and `patch` one cell of the
+model mints (app/views/stepping.py): a token id for a model loaded here, the token's text for a model server. `off`
+names parts of the model switched off (app/views/ablation.py, set on the Internals page), and `patch` one cell of the
 patching grid there (`patch=3.5`: the `clean` prompt's residual stream entering block 3 at token 5,
 written into the prompt's run): every distribution and draw is then the changed model's.
 
-The Inference page (app/routes/inference.py) and class sessions (app/classroom) drive it.
+The Inference page (app/pages/inference.py) and class sessions (app/classroom) drive it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import re
 from urllib.parse import parse_qsl, urlencode
 
 from app.demo import DEFAULT_INFERENCE_PROMPT
-from app.sources import MAIN, TokenChance, Source, Sources
-from app.stepping import ACTIONS, HOW, NONE, Changes, Dice, Refused, Steps, Taken, Under
+from app.serving.sources import MAIN, TokenChance, Source, Sources
+from app.views.stepping import ACTIONS, HOW, NONE, Changes, Dice, Refused, Steps, Taken, Under
 from app.templating import or_message
 
 DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 42, "n": 10}
@@ -136,7 +136,7 @@ async def stepper(model: Steps, prompt: str, steps: list[Taken], dice: Dice, act
     return {**context, "steps_text": format_steps(context["steps"], model)}
 
 
-# ---------------------------------------------------------------- the models (app/sources.py)
+# ---------------------------------------------------------------- the models (app/serving/sources.py)
 # With a second or a remote model configured, the URL also names the model that steps (`model=`) and one to
 # show beside it (`compare=`). Steps belong to one model, so another model's steps carry its key:
 # "second~g318.s464" are ids of the second model's vocabulary, "remote~gIHRoZQ" a model server's token text.

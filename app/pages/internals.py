@@ -6,7 +6,7 @@ from Engine.activations, the numbers /api/activations gives. Every head of the b
 whose radio is checked (/internals/heads.css), so switching heads needs no request. The head finder is
 /partials/heads.
 
-Like every partial, these answer 200: a problem with the input comes back as a message box (app/routes/pages.py).
+Like every partial, these answer 200: a problem with the input comes back as a message box (templating.or_message).
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import math
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app import copying
+from app.views import copying
 from app import schemas as s
-from app.ablation import ablate_view
-from app.copying import CLEAR, CopyingFacts
+from app.views.ablation import ablate_view
+from app.views.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
-from app.engine import Engine
-from app.figures import heatmap, shown
-from app.patching import defaults as patch_defaults
-from app.patching import patch_view
-from app.sources import InsideDep
+from app.serving.engine import Engine
+from app.views.figures import heatmap, shown
+from app.views.patching import defaults as patch_defaults
+from app.views.patching import patch_view
+from app.serving.sources import InsideDep
 from app.templating import Text, message, or_message, partial, pct, query_number, render
 from app.problems import sentence
 from app.security import ModelTurn

@@ -20,13 +20,13 @@ from fastapi.responses import PlainTextResponse, Response
 from app import schemas as s
 from app.demo import DEFAULT_INFERENCE_PROMPT, DEFAULT_INTERNALS_PROMPT, DEFAULT_LOSS_TEXT, DEFAULT_TOKENIZER_TEXT
 from app.deps import EngineDep
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.problems import InputError, Problem
-from app.csv_files import csv_file, num
+from app.views.csv_files import csv_file, num
 from app.problems import sentence
-from app.loss import score_prefix
-from app.stepper import BARS, DEFAULTS, parse_steps, step_context
-from app.stepping import Dice, LocalSteps
+from app.views.loss import score_prefix
+from app.views.stepper import BARS, DEFAULTS, parse_steps, step_context
+from app.views.stepping import Dice, LocalSteps
 from app.security import ModelTurn
 from model.tokenizers import encodings
 from model.training.training_log import evaluations, other_sources, read_training_log
@@ -180,7 +180,7 @@ async def loss_csv(engine: EngineDep, text: str = DEFAULT_LOSS_TEXT):
 
 def curve_table(engine: Engine) -> Table:
     """The log's evaluations; each other validation source a column, unless it only repeats val_loss
-    (as on the page's chart, app/routes/pages.py curve_spec)."""
+    (as on the page's chart, app/pages/data.py curve_spec)."""
     evals = evaluations(read_training_log(engine.loaded.path / "training_log.jsonl") or [])
     others = list(other_sources(evals))
     # the natural-text training loss and the training phase, as the chart shows them, where the log has them

@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from app import schemas as s
 from app.deps import EngineDep
-from app.streaming import EventStream, generation_events
+from app.serving.streaming import EventStream, generation_events
 from app.errors import require_json
 from app.security import ModelTurn
 from model.decode.sampling import SamplingParams

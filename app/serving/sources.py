@@ -1,9 +1,9 @@
 """The models a page can use: the loaded model, a second local model (DEEPDIVE_SECOND_MODEL) and a model on
-a serving engine (DEEPDIVE_REMOTE_URL, app/remote.py).
+a serving engine (DEEPDIVE_REMOTE_URL, app/serving/remote.py).
 
 Each is a Source (the protocol below) that pages ask the same things, with text rather than token ids, because
 each model has its own tokenizer: the next token's most likely candidates, a generation as a stream of typed
-events, each token's probability in a text, and the stepper's view of it (app/stepping.py). What a source can
+events, each token's probability in a text, and the stepper's view of it (app/views/stepping.py). What a source can
 do beyond that is in its Abilities, never in a test of its kind: only a model whose weights are here can be
 looked inside. The lifespan (app/main.py) puts a Sources in app.state; routes get it through
 app/deps.py and pick the one the URL names (`model=`), the loaded model when it names none.
@@ -23,11 +23,11 @@ from pydantic import BaseModel, Field
 
 from app import schemas as s
 from app.config import Settings
-from app.engine import Engine
-from app.loss import score_prefix
-from app.remote import Finished, RemoteError, RemoteModel
-from app.stepping import NONE, Changes, LocalSteps, RemoteSteps, Steps
-from app.streaming import Generation, sse
+from app.serving.engine import Engine
+from app.views.loss import score_prefix
+from app.serving.remote import Finished, RemoteError, RemoteModel
+from app.views.stepping import NONE, Changes, LocalSteps, RemoteSteps, Steps
+from app.serving.streaming import Generation, sse
 from app.templating import si
 from model.decode.sampling import SamplingParams
 
@@ -306,6 +306,10 @@ class Sources:
 
     def choices(self) -> list[dict]:
         return [{"key": k, "label": f"{src.name} ({src.size})"} for k, src in self.all.items()]
+
+    def chooser(self, source: Source) -> dict:
+        """A page's model chooser, on a server with more than one model."""
+        return {"model_choices": self.choices(), "model_key": source.key, "compare_key": ""} if len(self) > 1 else {}
 
     def __len__(self) -> int:
         return len(self.all)

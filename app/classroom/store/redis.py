@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.classroom.state import Session, Student, student_from_json
-from app.classroom.store import QUEUE_EVENTS, CodeTaken, Events, Gone, Store, StoreFull, Unavailable
+from app.classroom.store.base import QUEUE_EVENTS, CodeTaken, Events, Gone, Store, StoreFull, Unavailable
 
 LIVE = "classes:live"
 GONE = "This class session has ended or expired; ask the teacher for the new code."

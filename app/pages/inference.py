@@ -1,4 +1,4 @@
-"""The Inference page: the stepper (app/stepper.py) rendered by the server.
+"""The Inference page: the stepper (app/views/stepper.py) rendered by the server.
 
 Each action (sample, take the most likely, pick a bar, undo, start over) or a change of setting
 posts the stepper's state to /partials/inference and gets the stepper back: the bars, and
@@ -15,9 +15,9 @@ from fastapi.responses import HTMLResponse
 from app.classroom import teacher as classroom
 from app.deps import Number
 from app.demo import DEFAULT_INFERENCE_PROMPT
-from app.sources import SourcesDep
-from app.stepper import BARS, DEFAULTS, among, dice_of, steps_of
-from app.stepping import Changes
+from app.serving.sources import SourcesDep
+from app.views.stepper import BARS, DEFAULTS, among, dice_of, steps_of
+from app.views.stepping import Changes
 from app.templating import partial, render
 from app.security import ModelTurn
 

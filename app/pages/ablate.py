@@ -1,9 +1,9 @@
 """Switching parts off on the Internals page: the next-token bars and the logit lens, unchanged and with the set
 switched off, side by side (templates/partials/_ablate.html).
 
-The set lives in the form's `off` field and in the URL (app/ablation.py spells it). A click on a head, a neuron or
+The set lives in the form's `off` field and in the URL (app/views/ablation.py spells it). A click on a head, a neuron or
 a block's attention or MLP posts the form with `toggle` naming that part; the partial comes back with the new set,
-and its data-url-param puts it in the address bar. The view itself is app/ablation.py's.
+and its data-url-param puts it in the address bar. The view itself is app/views/ablation.py's.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from app.ablation import ablate_view
-from app.sources import InsideDep
+from app.views.ablation import ablate_view
+from app.serving.sources import InsideDep
 from app.templating import partial
 from app.security import ModelTurn
 

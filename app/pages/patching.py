@@ -1,6 +1,6 @@
-"""The activation patching grid's partial on the Internals page (app/patching.py builds it). The form's fields are
+"""The activation patching grid's partial on the Internals page (app/views/patching.py builds it). The form's fields are
 in the URL, so a link restores the grid. Each cell links to the
-Inference stepper on the corrupted prompt with that one patch (app/stepper.py's `patch` and `clean`).
+Inference stepper on the corrupted prompt with that one patch (app/views/stepper.py's `patch` and `clean`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
 
-from app.sources import InsideDep
-from app.patching import defaults, patch_view
+from app.serving.sources import InsideDep
+from app.views.patching import defaults, patch_view
 from app.templating import partial
 from app.security import ModelTurn
 

@@ -2,9 +2,9 @@
 
 One item per part: `h{block}.{head}` a head, `n{block}.{neuron}` an MLP neuron, `a{block}` a block's
 whole attention, `m{block}` its whole MLP; `:mean` writes the mean over the prompt's positions
-instead of zero. The engine checks the numbers against the loaded model (app/engine.py).
+instead of zero. The engine checks the numbers against the loaded model (app/serving/engine.py).
 
-The Internals page's view of a set (app/routes/ablate.py renders it): the next-token bars and the logit lens,
+The Internals page's view of a set (app/pages/ablate.py renders it): the next-token bars and the logit lens,
 unchanged and with the set switched off, side by side; every number is Engine.next_token's and
 Engine.activations', the numbers /api/next-token and /api/activations give with `interventions`.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from app import schemas as s
-from app.engine import Engine, InputError
+from app.serving.engine import Engine, InputError
 from app.problems import sentence
 from app.templating import or_message
 

@@ -1,8 +1,8 @@
 """The one object routes talk to: it owns the loaded model, the tokenizer and the model thread.
 
-Model work runs on the model thread (app/model_thread.py); tokenizer work needs
+Model work runs on the model thread (app/serving/model_thread.py); tokenizer work needs
 no model and runs in the ordinary thread pool, so a tokenize request never
-queues behind the model. Streams are app/streaming.py's Generations.
+queues behind the model. Streams are app/serving/streaming.py's Generations.
 
 Errors a caller can fix are InputError (413 or 422, with a sentence saying what
 was wrong and what is allowed); a full queue is Busy (503).
@@ -20,9 +20,9 @@ import torch
 
 from app import schemas as s
 from app.config import Settings
-from app.model_thread import ModelThread
+from app.serving.model_thread import ModelThread
 from app.problems import Busy, InputError
-from app.streaming import Generation
+from app.serving.streaming import Generation
 from model.probes import analysis, incontext, interventions
 from model.tokenizers.chat import chat_parts, transcript_messages
 from model.tokenizers.hf_tokenizer import HFTokenizer

@@ -1,4 +1,4 @@
-"""The JSON shapes of the OpenAI-compatible routes (app/routes/openai.py): what an OpenAI client sends
+"""The JSON shapes of the OpenAI-compatible routes (app/api/openai.py): what an OpenAI client sends
 and expects back, checked as strictly as the rest of the API (app/schemas.py)."""
 
 from __future__ import annotations

@@ -6,15 +6,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from app import copying
+from app.views import copying
 from app import schemas as s
-from app.copying import READS_LINES
-from app.engine import Engine, InputError
+from app.views.copying import READS_LINES
+from app.serving.engine import Engine, InputError
 from app.templating import or_message
 from model.probes import incontext
 
 if TYPE_CHECKING:
-    from app.sources import Source
+    from app.serving.sources import Source
 
 MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
 

@@ -1,4 +1,4 @@
-"""What the Inference stepper (app/stepper.py) asks of a model, one class per way a model is reached.
+"""What the Inference stepper (app/views/stepper.py) asks of a model, one class per way a model is reached.
 
 A step's token is a key the model mints: its id for a model loaded here, its text for a model on a serving
 engine, which knows tokens only by their text. Each class writes its keys in a link, chooses a token for an
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app import ablation
+from app.views import ablation
 from app import schemas as s
-from app.engine import Engine, InputError
+from app.serving.engine import Engine, InputError
 from model.probes.interventions import Patch
 from model.decode.sampling import SamplingParams, draw_one, warp_probs
 
@@ -259,7 +259,7 @@ class LocalSteps:
 # ---------------------------------------------------------------- a model on a serving engine: tokens by text
 
 class Server(Protocol):
-    """What RemoteSteps needs of a remote source (app/sources.py)."""
+    """What RemoteSteps needs of a remote source (app/serving/sources.py)."""
 
     name: str
     host: str

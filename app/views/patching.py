@@ -1,13 +1,13 @@
 """Activation patching on the Internals page: a grid of (block, position) cells, each the corrupted prompt run
 with the clean prompt's residual stream written in there (templates/partials/_patch.html, routed by
-app/routes/patching.py). The numbers are Engine.patch's, the ones POST /api/patch gives.
+app/pages/patching.py). The numbers are Engine.patch's, the ones POST /api/patch gives.
 """
 
 from __future__ import annotations
 
 from app import schemas as s
 from app.demo import PATCH_PRESETS, lacking
-from app.engine import Engine
+from app.serving.engine import Engine
 from app.templating import or_message
 
 SHADES = 5  # cells shade pt-n5 … pt-p5 by their normalised value, in fifths (static/css/ablate.css)

@@ -22,7 +22,7 @@ from model.decode.batching import BatchDecoder
 from model.loading import LoadedModel
 
 if TYPE_CHECKING:
-    from app.streaming import Generation
+    from app.serving.streaming import Generation
 
 log = logging.getLogger("deepdive.model_thread")
 T = TypeVar("T")

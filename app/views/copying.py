@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.demo import LARGE, copies
-from app.engine import Engine
+from app.serving.engine import Engine
 from model.model_card import Copying
 
 CLEAR = 0.5  # a head with at least this share of its attention where its kind looks "clearly" does that job
