@@ -34,7 +34,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from app.classroom import codes, rounds
-from app.classroom.limits import GUESSES, ClientLimits
+from app.classroom.limits import ClientLimits
 from app.classroom.state import (GuessError, Session, clean_nickname, counts, first_token_only, leaderboard, losses,
                                  match_guess, snapshot)
 from app.classroom.store import make_store
@@ -433,8 +433,9 @@ async def phone_view(request: Request, code: str):
 async def guess(request: Request, engine: EngineDep, code: str, text: Field = "", option: Field = "",
                 round_no: Annotated[str, Form(alias="round")] = ""):
     session, sid = await member(request, code)
-    if not limits(request).guesses.take(f"{session.code}/{sid}", time.monotonic()):
-        raise Refusal(429, f"Slow down: at most {GUESSES.per_s:g} guesses a second. This one was not counted; "
+    guesses = limits(request).guesses
+    if not guesses.take(f"{session.code}/{sid}", time.monotonic()):
+        raise Refusal(429, f"Slow down: at most {guesses.rate.per_s:g} guesses a second. This one was not counted; "
                            "your last guess before it still counts")
     rnd = session.round
     if rnd is None or (round_no and round_no != str(rnd.no)):
