@@ -19,7 +19,9 @@ from starlette.responses import StreamingResponse
 
 from app import schemas as s
 from app.deps import EngineDep
-from app.serving.engine import Busy, Engine, Generation
+from app.serving.engine import Engine
+from app.serving.streaming import Generation
+from app.problems import Busy
 from app.errors import require_json
 from app.api import openai_schemas as o
 from app.serving.streaming import EventStream, sse

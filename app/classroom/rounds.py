@@ -17,7 +17,8 @@ import anyio
 import torch
 
 from app.classroom.state import Bar, MODES, Mode, Option, Played, Round, Session, class_prob, histogram, points
-from app.serving.engine import Engine, InputError
+from app.serving.engine import Engine
+from app.problems import InputError
 from app.views.stepper import format_steps, parse_steps, state_url
 from app.views.stepping import Dice, LocalSteps, Taken, Under, take
 from model.probes import analysis

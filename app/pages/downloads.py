@@ -24,7 +24,6 @@ from app.serving.engine import Engine
 from app.problems import InputError, Problem
 from app.views.csv_files import csv_file, num
 from app.problems import sentence
-from app.views.loss import score_prefix
 from app.views.stepper import BARS, DEFAULTS, parse_steps, step_context
 from app.views.stepping import Dice, LocalSteps
 from app.security import ModelTurn
@@ -166,7 +165,7 @@ async def next_token_csv(engine: EngineDep, prompt: str = DEFAULT_INFERENCE_PROM
 # ---------------------------------------------------------------- training: the loss of each token
 
 async def loss_table(engine: Engine, text: str) -> Table:
-    r, _, _ = await score_prefix(engine, some_text(text, "text", blank_is_empty=True))
+    r, _, _ = await engine.score_prefix(some_text(text, "text", blank_is_empty=True))
     rows = ([p.position - 1, p.id, p.text, num(p.prob), num(p.loss), p.rank, p.top_text] for p in r.predictions)
     return ["position", "id", "token", "probability", "loss_nats", "rank", "top_guess"], rows
 

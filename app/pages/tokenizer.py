@@ -15,7 +15,8 @@ from fastapi.responses import HTMLResponse
 
 from app.demo import DEFAULT_TOKENIZER_TEXT
 from app.deps import EngineDep
-from app.serving.engine import Engine, InputError
+from app.serving.engine import Engine
+from app.problems import InputError
 from app.templating import Text, flag, message, partial, query_number, render
 from model.tokenizers import encodings
 

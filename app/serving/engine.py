@@ -31,7 +31,6 @@ from model.model_card import ModelCard
 from model.decode.sampling import SamplingParams, Step
 from model.tokenizers.tokenizer import MAX_HISTORY_BYTES, Tokenizer
 
-__all__ = ["Busy", "Engine", "Generation", "InputError"]
 T = TypeVar("T")
 
 
@@ -178,6 +177,13 @@ class Engine:
         self.check_ids(ids)
         self.check_context(len(ids))
         return await self.run(analysis.draw, self.loaded.model, ids, params, seed, self.changes(off, patch))
+
+    async def score_prefix(self, text: str) -> tuple[s.ScoreResponse, int, int]:
+        """Each token's loss from the start token on (so the first counts), scoring at most what the context holds;
+        and the text's length and that room, in tokens."""
+        ids = await self.encode(text)
+        room = self.info().n_ctx - 1
+        return await self.score(s.ScoreRequest(ids=ids[:room], prepend_eos=True)), len(ids), room
 
     async def score(self, req: s.ScoreRequest) -> s.ScoreResponse:
         ids = await self.input_ids(req, reserve=int(req.prepend_eos))

@@ -24,7 +24,6 @@ from pydantic import BaseModel, Field
 from app import schemas as s
 from app.config import Settings
 from app.serving.engine import Engine
-from app.views.loss import score_prefix
 from app.serving.remote import Finished, RemoteError, RemoteModel
 from app.views.stepping import NONE, Changes, LocalSteps, RemoteSteps, Steps
 from app.serving.streaming import Generation, sse
@@ -163,7 +162,7 @@ class LocalSource:
 
     async def score(self, text: str) -> ScoredText:
         """Each token from <|endoftext|> on (so the first counts), as much of the text as the context holds."""
-        r, n_tokens, room = await score_prefix(self.engine, text)
+        r, n_tokens, room = await self.engine.score_prefix(text)
         note = (f"The model reads at most {room + 1:,} tokens at once, so only the first {room:,} of your "
                 f"{n_tokens:,} tokens were scored." if n_tokens > room else None)
         return ScoredText([ScoredToken(p.text, p.prob, p.loss, p.rank, p.top_text, p.top_prob, p.id)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 
 from app import schemas as s
-from app.serving.engine import Engine, InputError
+from app.serving.engine import Engine
+from app.problems import InputError
 from app.problems import sentence
 from app.templating import or_message
 

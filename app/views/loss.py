@@ -7,9 +7,8 @@ import math
 from typing import TYPE_CHECKING
 
 from app.views import copying
-from app import schemas as s
 from app.views.copying import READS_LINES
-from app.serving.engine import Engine, InputError
+from app.problems import InputError
 from app.templating import or_message
 from model.probes import incontext
 
@@ -17,14 +16,6 @@ if TYPE_CHECKING:
     from app.serving.sources import Source
 
 MIN_REPEATS = 4  # repeated tokens before the page points the drop in loss out
-
-
-async def score_prefix(engine: Engine, text: str) -> tuple[s.ScoreResponse, int, int]:
-    """Each token's loss from <|endoftext|> on (so the first counts), scoring at most what the context holds;
-    and the text's length and that room, in tokens."""
-    ids = await engine.encode(text)
-    room = engine.info().n_ctx - 1
-    return await engine.score(s.ScoreRequest(ids=ids[:room], prepend_eos=True)), len(ids), room
 
 
 async def loss_context(source: Source, text: str) -> dict:

@@ -17,7 +17,8 @@ from typing import Protocol
 
 from app.views import ablation
 from app import schemas as s
-from app.serving.engine import Engine, InputError
+from app.serving.engine import Engine
+from app.problems import InputError
 from model.probes.interventions import Patch
 from model.decode.sampling import SamplingParams, draw_one, warp_probs
 
