@@ -16,13 +16,11 @@ COPIES = 3.0  # nats per token: an invented name that costs less than this when 
 MEASURED = {
     "SmolLM2-135M-Instruct.Q4_1": {"name": " a big fox, named Foxy, came to the little fox's home.",
                                    "french": " cat"},
-    "deepdive-tiny": {"name": " he found a big, shiny rock. He was very happy and wanted to play with it.\n"
-                              "Pidimlo saw a big, shiny rock",
-                      "refrain": ", \"Hello, little girl! I",
-                      "list": "looking man, and the little girl was very excited. She",
-                      "french": " loutre de mer",
-                      "opposites": " and her mom were very happy",
-                      "chat": ""},
+    "deepdive-tiny": {"refrain": ", \"Hello, little fish! Do",
+                      "list": "bye, the little lady came to the kitchen and saw the",
+                      "french": " loutre de meroutre de merout",
+                      "opposites": "",
+                      "chat": " I am a helpful Zah-maid."},
 }
 
 DEFAULT_TOKENIZER_TEXT = ("Hello world! GPT-2 reads text as tokens, not letters. "

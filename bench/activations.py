@@ -27,7 +27,7 @@ from model.nets.record import Recorder, all_names
 
 LENGTHS = (64, 256, 1024)
 ENDPOINT_LENGTHS = (64, 256)
-REQUESTS = {  # what the internals page computes (app/routes/internals.py asks for both in one request)
+REQUESTS = {  # what the internals page computes (app/pages/internals.py asks for both in one request)
     "main (norms, lens 3, neurons 5)": dict(logit_lens=3, neurons=5),
     "attention (1 block, all heads)": dict(residual_norms=False, attention=[{"layer": 0}]),
 }

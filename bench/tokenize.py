@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ref_model = c.model_refs(args)[0]  # the tokenizer does not depend on the model: one server is enough
 
     from app.config import Settings
-    from app.engine import Engine
+    from app.serving.engine import Engine
     from model.loading import load_model
 
     engine = Engine(load_model(ref_model.path), Settings())  # for the in-process floor only

@@ -1,5 +1,5 @@
 /* Figures a teacher takes home: each figure's toolbar saves it as a PNG, drawn here in the browser, and links
- * its numbers as a CSV file (app/routes/downloads.py). Nothing leaves the server and nothing comes from
+ * its numbers as a CSV file (app/pages/downloads.py). Nothing leaves the server and nothing comes from
  * elsewhere: no library, no request (the stylesheets are read from document.styleSheets).
  *
  * Markup (loaded on every page by base.html):

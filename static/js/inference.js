@@ -1,5 +1,5 @@
 /* The inference stepper's browser-only parts. The server renders the stepper
- * (app/routes/inference.py, htmx on #inf-form); here: the settings' readouts as a
+ * (app/pages/inference.py, htmx on #inf-form); here: the settings' readouts as a
  * slider moves, a new prompt dropping the steps taken after the old one, and the
  * presenter's keys (Space samples, → takes the most likely, ← undoes).
  */

@@ -1,5 +1,5 @@
 /* The playground: streamed generation from /playground/generate (/api/generate's events, from whichever model
- * the page chose: app/sources.py), tokens coloured by the model's own probability, a Stop that aborts the
+ * the page chose: app/serving/sources.py), tokens coloured by the model's own probability, a Stop that aborts the
  * request (the server stops generating when the connection closes), and the same prompt at several temperatures
  * side by side. Where the server has more than one model, a second chosen model writes beside it. Under the chat
  * preset an instruct model's stream starts with the prompt as its chat template wrote it, special tokens marked.
@@ -18,7 +18,7 @@
   let controller = null; // the running generation(s)
   const IDLE = new Map([$("pg-detail"), $("pg-cmp-detail"), $("pg-models-detail")].filter(Boolean)
     .map(function (box) { return [box, [...box.childNodes]]; }));
-  const MAIN = "local"; // app/sources.py: the loaded model
+  const MAIN = "local"; // app/serving/sources.py: the loaded model
 
   // the request body for the model that writes. Under a chat preset an instruct model reads the transcript in its
   // own chat template.
