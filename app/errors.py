@@ -102,8 +102,7 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
     @app.exception_handler(Problem)
     async def refused(request: Request, exc: Problem) -> Response:
         headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
-        sent_json = request.headers.get("content-type", "").startswith("application/json")
-        if not (request.url.path.startswith(JSON_PATHS) or sent_json):  # a page's form: htmx shows the sentence
+        if not (request.url.path.startswith(JSON_PATHS) or sends_json(request)):  # a page's form: htmx shows it
             return PlainTextResponse(exc.sentence, exc.status, headers=headers)
         return error_response(request.url.path, exc.status, str(exc), headers=headers)
 
@@ -127,10 +126,19 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
                               headers={name.decode(): value.decode() for name, value in HEADERS})
 
 
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def sends_json(request: Request) -> bool:
+    media = media_type(request)
+    return media == "application/json" or media.endswith("+json")
+
+
 def require_json(request: Request) -> None:
     """A dependency of every route with a JSON body: other content types get 415."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not (media == "application/json" or media.endswith("+json")):
+    if not sends_json(request):
+        media = media_type(request)
         got = f"got {media!r}" if media else "no Content-Type was sent"
         raise InputError(f"The body must be JSON, sent with the header Content-Type: application/json ({got})", 415)
 

@@ -61,25 +61,20 @@ RETRY_MS = 1000     # how soon a phone's stream reconnects after the store was a
 Field = Annotated[str, Form()]
 
 
-class Refusal(Exception):
-    """A request this session cannot take; the message is the sentence the person reads."""
+class Refusal(Problem):
+    """A request this session cannot take; the message is the sentence the person reads (answered as every
+    Problem is: app/errors.py)."""
 
     def __init__(self, status: int, message: str):
-        super().__init__(sentence(message))
-        self.status = status
-
-
-def refused(_: Request, exc: Refusal) -> PlainTextResponse:
-    return PlainTextResponse(str(exc), status_code=exc.status)
+        super().__init__(sentence(message), status)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """The class session routes, the store the settings choose, and the refusal answer."""
+    """The class session routes and the store the settings choose."""
     app.state.classes = make_store(settings)
     app.state.class_limits = ClientLimits()
     app.state.outlooks = rounds.Outlooks(settings.max_class_sessions)
     app.state.leaving = set()  # the tasks that free a closed phone's place after GRACE_S
-    app.add_exception_handler(Refusal, refused)
     app.add_exception_handler(Unavailable, store_away)
     app.include_router(router)
 
@@ -257,8 +252,7 @@ async def open_round(request: Request, engine: EngineDep, code: str, mode: Field
     session = await lead(request, code)
     if session.round is not None:
         raise Refusal(409, f"Round {session.round.no} is still open: reveal it before opening the next")
-    session.round = await model_work(rounds.open_round(engine, session, mode, random.Random(),
-                                                       request.app.state.outlooks))
+    session.round = await rounds.open_round(engine, session, mode, random.Random(), request.app.state.outlooks)
     session.rounds_opened = session.round.no
     await saved(request, session)
     await publish_state(request, session, "round")
@@ -272,18 +266,10 @@ async def reveal(request: Request, engine: EngineDep, code: str):
         raise Refusal(409, "No round is open: open one first, then reveal it")
     guesses = await store_of(request).guesses(session.code, session.round.no)
     logits = request.app.state.outlooks.pop(session.code, session.round.no)
-    await model_work(rounds.reveal(engine, session, guesses, logits))
+    await rounds.reveal(engine, session, guesses, logits)
     await saved(request, session)
     await publish_state(request, session, "reveal")
     return await panel_response(request, session, apply_steps=True)
-
-
-async def model_work(work):
-    """A round's model work, or its refusal as a sentence (a busy model is 503, as on every page)."""
-    try:
-        return await work
-    except Problem as e:
-        raise Refusal(e.status, e.sentence) from None
 
 
 @router.post("/class/{code}/leaderboard", response_class=HTMLResponse)

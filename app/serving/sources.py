@@ -239,7 +239,7 @@ class RemoteSource:
             top_prob = math.exp(t.top.logprob)
             top = t.top.text == t.text or prob >= top_prob
             out.append(ScoredToken(t.text, prob, -t.logprob, 1 if top else None, t.text if top else t.top.text,
-                              max(prob, top_prob)))
+                                   max(prob, top_prob)))
         return ScoredText(out, f"Scored by {self.name} ({self.size}), with its own tokenizer. {note}")
 
     def steps(self, changes: Changes = NONE) -> Steps:
