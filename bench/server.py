@@ -31,8 +31,9 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, model: Path, threads: int | None = None, start_timeout_s: float = 90,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, root: Path = ROOT):
         self.model = model
+        self.root = root  # the checkout whose app is served (bench.ab serves two, a commit's worktree and this)
         self.threads = threads  # DEEPDIVE_THREADS for the server; None leaves the app's default
         self.env = env or {}  # more settings for the server (DEEPDIVE_... variables)
         self.start_timeout_s = start_timeout_s
@@ -56,7 +57,7 @@ class Server:
         cmd = [sys.executable, "-m", "app", "--host", HOST, "--port", str(self.port), "--model", str(self.model)]
         t0 = time.perf_counter()
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = t0 + self.start_timeout_s
         with httpx.Client(timeout=1.0) as client:
             while True:

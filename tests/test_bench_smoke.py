@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["prefill", "decode", "decode_llama", "activations", "tokenize", "load", "soak", "classroom", "interventions"]
+COMMANDS = ["prefill", "decode", "decode_llama", "activations", "tokenize", "load", "soak", "classroom", "interventions",
+            "ab"]
+MORE = {"ab": ["--before", str(ROOT), "activations"]}  # A/B against this same checkout
 
 
 def test_every_bench_command_runs(tmp_path: Path) -> None:
@@ -23,7 +25,8 @@ def test_every_bench_command_runs(tmp_path: Path) -> None:
     for name in COMMANDS:
         out = tmp_path / f"{name}.json"
         log = open(tmp_path / f"{name}.log", "w+")  # a file, not a pipe: nothing blocks on a full buffer
-        cmd = [sys.executable, "-m", f"bench.{name}", "--models", "tiny", "--quick", "--threads", "1", "--json", str(out)]
+        cmd = [sys.executable, "-m", f"bench.{name}", "--models", "tiny", "--quick", "--threads", "1", "--json", str(out),
+               *MORE.get(name, [])]
         procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log, out)
     failed = {}
     for name, (proc, log, out) in procs.items():
