@@ -31,11 +31,13 @@ def nice_ticks(lo: float, hi: float, count: int) -> list[float]:
     return [float(f"{i * step:.12g}") for i in range(first, last + 1)]
 
 
-def line_chart(series: list[dict], marks: list[dict], x_label: str, y_label: str) -> dict | None:
+def line_chart(series: list[dict], marks: list[dict], x_label: str, y_label: str,
+               levels: Sequence[dict] = ()) -> dict | None:
     """series: [{label, class, points: [[x, y], ...], dots?}]; marks: [{x, label, class?}], vertical lines whose
-    labels go on the first row where they clear the labels before them. None when there is nothing to draw."""
+    labels go on the first row where they clear the labels before them; levels: [{y, label, class?}], horizontal
+    reference lines. None when there is nothing to draw."""
     xs = [p[0] for s in series for p in s["points"]]
-    ys = [p[1] for s in series for p in s["points"]]
+    ys = [p[1] for s in series for p in s["points"]] + [level["y"] for level in levels]
     if not xs:
         return None
     x1 = max(xs) or 1
@@ -78,6 +80,7 @@ def line_chart(series: list[dict], marks: list[dict], x_label: str, y_label: str
                     "dots": [(px(x), py(y)) for x, y in s["points"]] if s.get("dots") else []}
                    for s in series],
         "marks": placed, "columns": columns,
+        "levels": [{"y": py(level["y"]), "label": level["label"], "class": level.get("class", "")} for level in levels],
     }
 
 
