@@ -129,6 +129,7 @@ async def start(request: Request, live: LiveDep, sources: SourcesDep, text: Text
         name, documents = TEXTS[text][0], built_in(text)
     else:
         raise InputError(f"text must be one of {', '.join([*TEXTS, 'pasted'])}")
+    live.refuse_if_busy()
     code = await may_command(request, live)
     who, _ = await who_asks(request)
     await live.start(Plan(name, documents, size, minutes, steps), who, code)

@@ -56,7 +56,7 @@ class Job:
     who: str                      # who started it, in words ("the teacher of class ABCD", "a browser at 1.2.3.4")
     class_code: str | None        # a class's run: only its teacher stops or continues it
     started: float = field(default_factory=time.time)
-    state: str = "starting"       # starting, training, paused, failed, closed
+    state: str = "training"       # training (its process starting, then stepping), paused, failed, closed
     why: str | None = None        # why it paused: stopped, time, steps
     ready: dict = field(default_factory=dict)
     points: list[dict] = field(default_factory=list)
@@ -72,8 +72,8 @@ class Job:
         kind = event["event"]
         if kind == "ready":
             self.ready = event
-        elif kind == "point":
-            self.points.append(event)
+        elif kind == "point":  # a sitting's end may send its last step again, with the validation loss
+            self.points = [p for p in self.points if p["step"] != event["step"]] + [event]
         elif kind == "sample":
             self.samples = [s for s in self.samples if s["step"] != event["step"]] + [event]
         elif kind == "paused":
@@ -135,8 +135,7 @@ class LiveTraining:
 
     async def start(self, plan: Plan, who: str, class_code: str | None) -> Job:
         async with self._lock:
-            if self.job is not None and self.job.state in ("starting", "training"):
-                raise Refused(self.job.sentence())
+            self.refuse_if_busy()
             await self._close_process()
             self._runs += 1
             job = self.job = Job(plan, who, class_code)
@@ -150,8 +149,13 @@ class LiveTraining:
             self._train(job, plan.minutes, plan.steps)
             return job
 
+    def refuse_if_busy(self) -> None:
+        """One run at a time: a second is told who is training and for how long."""
+        if self.job is not None and self.job.state == "training":
+            raise Refused(self.job.sentence())
+
     async def stop(self) -> None:
-        if self.job is not None and self.job.state in ("starting", "training"):
+        if self.job is not None and self.job.state == "training":
             self._send({"do": "stop"})
 
     async def resume(self, minutes: int, steps: int | None = None) -> Job:

@@ -197,6 +197,7 @@ def train_for(run: LiveRun, conn: Connection, seconds: float, steps: int | None)
     start_step, start_clock = run.step, run.elapsed_s
     began = time.perf_counter()
     last_step, last_time, losses, rate = run.step, began, [], 0.0
+    last_val, last_train = True, 0.0  # whether the last point sent has a validation loss; its training loss
     why = "time"
     while True:
         if conn.poll():
@@ -214,12 +215,13 @@ def train_for(run: LiveRun, conn: Connection, seconds: float, steps: int | None)
         run.elapsed_s = start_clock + (now - began)
         if run.step % REPORT_EVERY == 0:
             rate = (run.step - last_step) * BATCH_SIZE * run.config.n_ctx / max(1e-9, now - last_time)
-            report(run, conn, losses, rate, run.step % EVAL_EVERY == 0)
+            last_val, last_train = run.step % EVAL_EVERY == 0, sum(losses) / len(losses)
+            report(run, conn, losses, rate, last_val)
             last_step, last_time, losses = run.step, time.perf_counter(), []
         if run.step in SAMPLE_STEPS:
             conn.send({"event": "sample", "step": run.step, "text": run.sample()})
-    if losses:  # the sitting's last steps, and where it ended
-        report(run, conn, losses, rate, True)
+    if losses or not last_val:  # where the sitting ended, with its validation loss (the same step's point again)
+        report(run, conn, losses or [last_train], rate, True)
     if run.step not in SAMPLE_STEPS:
         conn.send({"event": "sample", "step": run.step, "text": run.sample()})
     conn.send({"event": "paused", "step": run.step, "why": why})
