@@ -189,6 +189,12 @@ def test_one_run_at_a_time_and_a_class_run_is_the_teachers(settings: Settings, c
         r = other.post("/training/live/stop")
         assert r.status_code == 403 and "only its teacher's browser" in r.text
         assert code.job.state == "training"
+        # the class's phones see the run, without its controls; another class's see nothing
+        mine = f"/training/live/events?watching=1&class_code={code.job.class_code.lower()}"
+        (_, state), (_, progress) = read_events(other, 2, mine)
+        assert "started by the teacher of class" in state and "Stop" not in state and "live-figures" in progress
+        (_, state), (_, progress) = read_events(other, 2, "/training/live/events?watching=1&class_code=ZZZZZZ")
+        assert state == "" and progress == ""
     finally:
         teacher.post("/training/live/stop")
         wait_for(lambda: code.job.state == "paused", timeout=60)

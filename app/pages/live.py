@@ -22,6 +22,7 @@ import anyio
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
+from app.classroom.codes import normal_code
 from app.classroom.teacher import teacher_session
 from app.problems import InputError
 from app.serving.live import BUDGETS_MIN, MAX_TEXT_BYTES, Job, LiveDep, LiveTraining, Plan, Refused
@@ -153,14 +154,19 @@ async def resume(request: Request, live: LiveDep, sources: SourcesDep, minutes: 
 
 
 @router.get("/training/live/events")
-async def events(request: Request, live: LiveDep, sources: SourcesDep, watching: bool = False):
+async def events(request: Request, live: LiveDep, sources: SourcesDep, watching: bool = False, class_code: str = ""):
     """The run as it goes: on every change, the page's two parts as HTML (htmx's SSE extension swaps them in);
-    `state` only when it differs from what this page has. A new job is followed as soon as it starts."""
+    `state` only when it differs from what this page has. A new job is followed as soon as it starts. `watching`:
+    no controls (a phone); `class_code`: only that class's run, nothing before it starts (a class's phones)."""
+
+    def followed() -> Job | None:
+        job = live.job
+        return job if job is None or not class_code or job.class_code == normal_code(class_code) else None
 
     async def stream():
         sent, sent_state = None, None  # the (job, version) this page shows, and its state part
         while not await request.is_disconnected():
-            job: Job | None = live.job
+            job = followed()
             if job is not None and sent == (job, job.version):
                 try:
                     await asyncio.wait_for(job.changed.wait(), KEEPALIVE_S)
@@ -170,8 +176,8 @@ async def events(request: Request, live: LiveDep, sources: SourcesDep, watching:
             if job is None and sent == (None, 0):
                 await asyncio.sleep(1.0)  # nothing runs: look again for a run someone starts
                 continue
-            context = live_context(live, sources.all)
-            state = state_html(context, watching)
+            context = live_context(live, sources.all) if job is not None else {"job": None}
+            state = "" if job is None and class_code else state_html(context, watching)
             if state != sent_state:
                 yield sse(state, "state")
                 sent_state = state
