@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["prefill", "decode", "decode_llama", "activations", "tokenize", "load", "soak", "classroom", "interventions"]
+COMMANDS = ["prefill", "decode", "decode_llama", "activations", "tokenize", "load", "soak", "classroom", "interventions",
+            "live"]
 
 
 def test_every_bench_command_runs(tmp_path: Path) -> None:

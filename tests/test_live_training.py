@@ -100,6 +100,7 @@ def test_a_twenty_step_run_end_to_end(settings: Settings) -> None:
     engine = Engine.load(settings)
     app = create_app(settings, engine)
     with TestClient(app) as client:
+        assert client.get("/api/training/live").json()["state"] == "idle"
         idle = read_events(client, 1)
         assert idle[0][0] == "state" and "No model is training" in idle[0][1]
 
@@ -113,6 +114,10 @@ def test_a_twenty_step_run_end_to_end(settings: Settings) -> None:
         assert [p["step"] for p in job.points] == [0, 10, 20]
         assert job.points[-1]["val_loss"] < job.points[0]["val_loss"]
         assert [s["step"] for s in job.samples] == [0, 20]
+        info = client.get("/api/training/live").json()  # the page's numbers, as JSON
+        assert info["state"] == "paused" and info["why"] == "steps" and info["parameters"] == 834_432
+        assert [p["step"] for p in info["points"]] == [0, 10, 20] and info["model"] == job.export.name
+        assert info["baselines"]["uniform"] == pytest.approx(np.log(257))
 
         # a page joining now gets the run as it is: its state, then the curve and the samples
         (state_name, state), (progress_name, progress) = read_events(client, 2)
