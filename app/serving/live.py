@@ -36,6 +36,7 @@ MAX_TEXT_BYTES = 1_000_000
 # multipart parser's own limit on one field (1 MiB), so a longer text meets our sentence, not the parser's
 LIVE_PATH, LIVE_BODY_BYTES = "/training/live/start", 1_040_000
 BUDGETS_MIN = (1, 2, 3, 4, 5)
+MAX_RUN_MIN = 30  # one run's training time over all its sittings: its curve and samples stay small
 START_TIMEOUT_S = 60.0  # the job's process must say it is ready within this (importing torch takes seconds)
 
 
@@ -164,6 +165,10 @@ class LiveTraining:
             if job is None or job.state != "paused":
                 raise Refused("There is no stopped run to continue: start one first" if job is None or
                               job.state in ("failed", "closed") else job.sentence())
+            trained_min = job.trained_s() / 60
+            if trained_min + minutes > MAX_RUN_MIN:
+                raise Refused(f"This run has trained {duration(job.trained_s())}; one run trains at most "
+                              f"{MAX_RUN_MIN} minutes in all: continue for less, or start a new one")
             self._train(job, minutes, steps)
             return job
 
