@@ -7,8 +7,9 @@
     GET  /training/live/checkpoint.zip   the last sitting's weights, tokenizer and card
     GET  /api/training/live        the same numbers as JSON
 
-A run started from a class session's teacher's browser is the class's: only that browser stops, continues or
-replaces it, and the class's phones show its curve.
+While a class session runs on this server only a teacher's browser starts, stops or continues a run; a run started
+from a teacher's browser is that class's: only that browser stops, continues or replaces it, and the class's phones
+show its curve.
 """
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ async def who_asks(request: Request) -> tuple[str, str | None]:
 
 
 async def may_command(request: Request, live: LiveTraining) -> str | None:
-    """A class's run takes commands from its teacher's browser only; returns the class this browser teaches."""
+    """While a class session runs here, only a teacher's browser starts, stops or continues a run, and a class's run
+    takes commands from its own teacher only; returns the class this browser teaches."""
     _, code = await who_asks(request)
+    if code is None and await request.app.state.classes.running():
+        raise Refused("A class session is running on this server: only the teacher's browser starts, stops or "
+                      "continues the live training. This page shows it as it goes", 403)
     job = live.job
     if job is not None and job.class_code is not None and job.class_code != code \
             and await teacher_session_alive(request, job.class_code):
