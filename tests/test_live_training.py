@@ -5,6 +5,7 @@ and as a checkpoint that loads; and the bounds a hostile or careless request mee
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 import zipfile
@@ -96,7 +97,7 @@ def test_the_smallest_text_fills_the_held_out_windows() -> None:
 
 # ---------------------------------------------------------------- end to end, through the server
 
-def test_a_twenty_step_run_end_to_end(settings: Settings) -> None:
+def test_a_twenty_step_run_end_to_end(settings: Settings, tmp_path: Path) -> None:
     engine = Engine.load(settings)
     app = create_app(settings, engine)
     with TestClient(app) as client:
@@ -152,9 +153,18 @@ def test_a_twenty_step_run_end_to_end(settings: Settings) -> None:
         # and downloads as a checkpoint that loads, with the live model's outputs
         z = client.get("/training/live/checkpoint.zip")
         assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
-        names = zipfile.ZipFile(io.BytesIO(z.content)).namelist()
-        assert {n.split("/")[1] for n in names} >= {"config.json", "model.safetensors", "tokenizer.json",
-                                                    "model_card.json"}
+        archive = zipfile.ZipFile(io.BytesIO(z.content))
+        assert {n.split("/")[1] for n in archive.namelist()} >= {"config.json", "model.safetensors", "tokenizer.json",
+                                                                 "model_card.json"}
+        archive.extractall(tmp_path)
+        downloaded = load_model(tmp_path / job.export.name)  # as `--model` loads it
+        served = app.state.sources.all["live"].engine.loaded.model
+        x = torch.tensor([[256, *b"Once upon a time"]])
+        with torch.no_grad():
+            torch.testing.assert_close(downloaded.model(x), served(x))
+        card = json.loads((tmp_path / job.export.name / "model_card.json").read_text())
+        assert card["training"]["steps"] == job.step and card["training"]["size"] == "tiny"
+        assert "children's stories" in card["description"] and card["evaluation"]["val_loss"] < 5
 
 
 def test_the_bounds(settings: Settings, client: TestClient) -> None:
