@@ -189,6 +189,21 @@ def test_the_bounds(settings: Settings, client: TestClient) -> None:
     assert client.get("/training/live/checkpoint.zip").status_code == 404
 
 
+def test_a_run_whose_process_dies_says_so(settings: Settings, client: TestClient) -> None:
+    live = client.app.state.live
+    r = client.post("/training/live/start", data={"text": "stories", "minutes": "1"})
+    assert r.status_code == 200
+    wait_for(lambda: live.job.points[1:])  # stepping
+    live._process.kill()  # as the machine's out-of-memory killer would
+    wait_for(lambda: live.job.state == "failed", timeout=30)
+    (_, state), _ = read_events(client, 2)
+    assert "The run failed: the training process ended unexpectedly" in state
+    r = client.post("/training/live/start", data={"text": "stories", "minutes": "1", "steps": "10"})
+    assert r.status_code == 200  # a failed run does not block the next
+    wait_for(lambda: live.job.state == "paused")
+
+
+# last in the module: its class session stays live, and then only a teacher may start a run
 def test_one_run_at_a_time_and_a_class_run_is_the_teachers(settings: Settings, client: TestClient) -> None:
     teacher = client
     r = teacher.post("/class", data={"prompt": "Once upon a time"}, follow_redirects=False)

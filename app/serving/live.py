@@ -37,7 +37,7 @@ MAX_TEXT_BYTES = 1_000_000
 LIVE_PATH, LIVE_BODY_BYTES = "/training/live/start", 1_040_000
 BUDGETS_MIN = (1, 2, 3, 4, 5)
 MAX_RUN_MIN = 30  # one run's training time over all its sittings: its curve and samples stay small
-START_TIMEOUT_S = 60.0  # the job's process must say it is ready within this (importing torch takes seconds)
+GRACE_S = 60.0  # a sitting still training this long after its time (starting the process takes seconds) is ended
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,14 @@ class LiveTraining:
         job.state, job.why, job.sittings = "training", None, job.sittings + 1
         job.sitting_ends = time.time() + minutes * 60
         self._send({"do": "train", "seconds": minutes * 60, "steps": steps})
+        asyncio.get_running_loop().call_later(minutes * 60 + GRACE_S, self._overdue, job, job.sittings)
         job.touch()
+
+    def _overdue(self, job: Job, sitting: int) -> None:
+        """The time budget holds even if the job's process does not: one still training past it is ended."""
+        if job is self.job and job.state == "training" and job.sittings == sitting and self._process is not None:
+            self._process.kill()
+            job.apply({"event": "failed", "message": "it went on past its time and was ended"})
 
     def _send(self, command: dict) -> None:
         try:
