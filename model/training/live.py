@@ -48,7 +48,7 @@ from model.training.train import make_optimizer
 
 SIZES = {
     "tiny": GPTConfig(n_layer=4, n_head=4, n_embd=128, n_ctx=64, vocab_size=byte_tokens.VOCAB_SIZE),
-    "small": GPTConfig(n_layer=6, n_head=6, n_embd=192, n_ctx=128, vocab_size=byte_tokens.VOCAB_SIZE),
+    "small": GPTConfig(n_layer=6, n_head=6, n_embd=192, n_ctx=64, vocab_size=byte_tokens.VOCAB_SIZE),
 }
 BATCH_SIZE = 12
 LR, WARMUP_STEPS, WEIGHT_DECAY = 1e-3, 50, 0.1
