@@ -93,7 +93,8 @@ def norms_map(tokens: list[s.Piece], r: s.ResidualNorms) -> dict:
 
 def attention_maps(tokens: list[s.Piece], patterns: list[s.AttentionPattern]) -> list[dict]:
     """Each head's attention pattern of one block as a heatmap: a row per query, a cell per earlier key, shaded by
-    the square root so that small weights stay visible (the head's thumbnail shows the same cells)."""
+    the square root so that small weights stay visible (the head's thumbnail shows the same cells). A cell's readout
+    gives its weight without "1 in N": a long prompt's maps hold a few hundred thousand of them."""
     labels = [shown(t.text, 12) for t in tokens]
     names = token_names(tokens)
     number = (lambda v: f"{v:.2f}".lstrip("0") if v >= 0.005 else "") if len(tokens) <= 12 else None
@@ -101,7 +102,7 @@ def attention_maps(tokens: list[s.Piece], patterns: list[s.AttentionPattern]) ->
     def one(a: s.AttentionPattern) -> dict:
         w = a.pattern
         return {"head": a.head, "map": heatmap(
-            labels, labels, lambda q, k: w[q][k] if k <= q else None, math.sqrt, pct,
+            labels, labels, lambda q, k: w[q][k] if k <= q else None, math.sqrt, lambda v: pct(v, short=True),
             f"Block {a.layer}, head {a.head}: {{r}} gives {{v}} of its attention to {{c}}.", {"r": names, "c": names},
             number)}
     return [one(a) for a in sorted(patterns, key=lambda a: a.head)]

@@ -11,8 +11,7 @@
  *     [data-csv-form="#form"                named fields of that form whenever they change, so the link
  *      data-csv-fields="text ...">]         follows the figure that an htmx partial redraws
  *   <svg data-readout="#out">               a server-drawn figure (templates/partials/_figures.html): the cell
- *                                           ([data-c] in a [data-r]) hovered or reached with the arrow keys is
- *                                           marked "at" and described in #out
+ *                                           hovered or reached with the arrow keys is marked and described in #out
  *
  * How a PNG is made:
  *   - an <svg> figure is cloned with each element's computed fill, stroke and font written onto it as
@@ -242,26 +241,47 @@
   }
 
   /* ---------------------------------------------------------- readouts */
-  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell ([data-c] in a [data-r])
-  // hovered, or reached with the arrow keys once the figure has focus (the first key marks the bottom-left cell),
-  // is marked "at" and described in the readout: its own data-say, or the figure's with {r}, {c} and {v} filled
-  function pick(svg, cell) {
-    if (!cell) return;
-    const old = svg.querySelector(".at");
-    if (old) old.classList.remove("at");
-    cell.classList.add("at");
-    const at = { r: cell.closest("[data-r]").dataset.r, c: cell.dataset.c };
-    const names = svg.dataset.names ? JSON.parse(svg.dataset.names) : {};
-    const out = document.querySelector(svg.dataset.readout);
-    if (out) {
-      out.textContent = cell.dataset.say || svg.dataset.say.replace(/\{([rcv])\}/g, function (m, k) {
-        return k === "v" ? cell.dataset.v : names[k][at[k]];
-      });
+  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell hovered, or reached with the
+  // arrow keys once the figure has focus (the first key picks the bottom-left cell), is described in the readout.
+  // A line chart's cells are elements ([data-c] with its data-say, marked "at"); a heatmap's are found by position
+  // (data-grid: x0, y0 and the cell's size), its row's data-v holds their texts, and its .at square marks the cell.
+  function pick(svg, r, c) {
+    const row = svg.querySelector('[data-r="' + r + '"]');
+    let say;
+    if (svg.dataset.grid) {
+      const v = row && row.dataset.v.split("|")[c];
+      if (!v) return;
+      const [x0, y0, size] = svg.dataset.grid.split(" ").map(Number);
+      const mark = svg.querySelector(".at");
+      mark.setAttribute("x", x0 + c * size);
+      mark.setAttribute("y", y0 + r * size);
+      mark.removeAttribute("visibility");
+      const names = JSON.parse(svg.dataset.names);
+      say = svg.dataset.say.replace(/\{([rcv])\}/g, function (m, k) { return k === "v" ? v : names[k][k === "r" ? r : c]; });
+    } else {
+      const cell = svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"]');
+      if (!cell) return;
+      svg.querySelectorAll(".at").forEach(function (old) { old.classList.remove("at"); });
+      cell.classList.add("at");
+      say = cell.dataset.say;
     }
+    svg.dataset.at = r + " " + c;
+    const out = document.querySelector(svg.dataset.readout);
+    if (out) out.textContent = say;
   }
-  document.addEventListener("pointerover", function (evt) {
-    const cell = evt.target.closest && evt.target.closest("svg[data-readout] [data-c]");
-    if (cell) pick(cell.closest("svg"), cell);
+  document.addEventListener("pointermove", function (evt) {
+    const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
+    if (!svg) return;
+    if (!svg.dataset.grid) {
+      const cell = evt.target.closest("[data-c]");
+      if (cell) pick(svg, cell.dataset.r, cell.dataset.c);
+      return;
+    }
+    const [x0, y0, size] = svg.dataset.grid.split(" ").map(Number);
+    const p = new DOMPoint(evt.clientX, evt.clientY).matrixTransform(svg.getScreenCTM().inverse());
+    const r = Math.floor((p.y - y0) / size);
+    const c = Math.floor((p.x - x0) / size);
+    if (svg.dataset.at !== r + " " + c) pick(svg, r, c);
   });
   document.addEventListener("keydown", function (evt) {
     const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
@@ -269,10 +289,9 @@
     const rows = d && svg.querySelectorAll("[data-r]");
     if (!rows || !rows.length) return;
     evt.preventDefault();
-    const at = svg.querySelector(".at");
-    const r = at ? Number(at.closest("[data-r]").dataset.r) + d[0] : Number(rows[rows.length - 1].dataset.r);
-    const c = at ? Number(at.dataset.c) + d[1] : 0;
-    pick(svg, svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"], [data-r="' + r + '"] [data-c="' + c + '"]'));
+    const at = svg.dataset.at && svg.dataset.at.split(" ").map(Number);
+    if (at) pick(svg, at[0] + d[0], at[1] + d[1]);
+    else pick(svg, Number(rows[rows.length - 1].dataset.r), 0);
   });
 
   /* ---------------------------------------------------------- CSV links that follow a form */

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
+from helpers import heatmap_cells
 from model.tokenizers.tokenizer import gpt2_tokenizer
 
 pytestmark = pytest.mark.browser
@@ -157,7 +158,8 @@ def test_internals_figures(page: Page, requests: list[str], server_url: str, tmp
     page.select_option("#int-layer", "0")
     shown = "#int-attn .attn-map:visible"  # every head is drawn; the checked one shows
     expect(page.locator(shown)).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
-    expect(page.locator(shown + " rect[data-c]")).to_have_count(N * (N + 1) // 2)
+    expect(page.locator(shown + " [data-r]")).to_have_count(N)
+    assert heatmap_cells(page.locator(shown)) == N * (N + 1) // 2
 
     data, name = save_png(page, "#int-attn .attn-map", tmp_path)
     assert name == "deepdive-attention-pattern-of-block-0-head-2.png"  # the shown head's title
