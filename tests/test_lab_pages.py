@@ -147,9 +147,9 @@ def element(html: str, tag_name: str, id_: str) -> str:
 
 
 def lens_rows(html: str) -> list[list[str]]:
-    """The logit lens's body: for each row, the class of each cell."""
-    body = element(html, "table", "int-lens").split("<tbody>")[1]
-    return [re.findall(r'<td class="([^"]*)"', row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    """The logit lens's rows of cells: for each row, the class of each cell."""
+    lens = element(html, "svg", "int-lens")
+    return [re.findall(r'<g role="cell" class="([^"]*)"', row) for row in lens.split('class="lens-row">')[1:]]
 
 
 def activations(client: TestClient, text: str) -> dict:
@@ -161,13 +161,14 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     want = activations(client, "The cat sat on the mat")
     n = len(want["tokens"])
     body = forward(client, "The cat sat on the mat")
-    lens = element(body, "table", "int-lens")
+    lens = element(body, "svg", "int-lens")
     assert 'hx-swap-oob="true"' in lens  # the lens, select and neurons replace the page's own
-    assert len(re.findall(r"<th scope=\"col\"", lens)) == 1 + n  # a corner, then a column per token
+    assert len(re.findall(r'role="columnheader"', lens)) == 1 + n  # a corner, then a column per token
     rows = lens_rows(body)
     assert len(rows) == info["n_layer"] + 1  # after the embeddings, and after each block
     assert all(len(cells) == n for cells in rows)
-    assert re.findall(r'<th scope="row">([^<]*)</th>', lens)[-1] == "after block 1: the prediction"
+    labels = [re.sub(r"<[^>]*>", "", t) for t in re.findall(r'role="rowheader"[^>]*>(.*?)</text>', lens, re.S)]
+    assert labels[-1] == "after block 1: the prediction"
     # each cell shaded by the top guess's probability, in tenths
     for state, cells in zip(want["logit_lens"], rows):
         assert [re.search(r"shade-(\d)", c).group(1) for c in cells] == [str(min(9, int(top[0]["prob"] * 10)))
@@ -269,12 +270,12 @@ def test_forward_partial_problems_are_messages(client: TestClient) -> None:
     # the page shows the same messages in place of the strip, and keeps empty tables for the partial to fill
     html = client.get("/internals", params={"prompt": "cat " * 300}).text
     assert "reads at most 64" in html
-    assert re.search(r'<table id="int-lens" class="lab-lens show-ws">\s*</table>', html)
+    assert re.search(r'<svg id="int-lens" class="lab-lens" role="table" aria-label="[^"]*">\s*</svg>', html)
     assert "Type a prompt" in client.get("/internals", params={"prompt": ""}).text
 
 
 def test_internals_page_renders_the_forward_pass(client: TestClient) -> None:
     html = client.get("/internals", params={"prompt": "The cat sat"}).text
-    assert len(lens_rows(html)) == 3 and 'hx-swap-oob' not in element(html, "table", "int-lens")
+    assert len(lens_rows(html)) == 3 and 'hx-swap-oob' not in element(html, "svg", "int-lens")
     assert "<caption>for “ sat” (position 2)</caption>" in html
     assert re.search(r'<textarea id="int-prompt"[^>]*hx-post="/partials/forward"', html)

@@ -22,7 +22,7 @@ from app.views.ablation import ablate_view
 from app.views.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.serving.engine import Engine
-from app.views.figures import heatmap, shown
+from app.views.figures import LENS_CHARS, heatmap, lens_grid, shown
 from app.views.patching import defaults as patch_defaults
 from app.views.patching import patch_view
 from app.serving.sources import InsideDep
@@ -67,7 +67,8 @@ def lens_cell(top: list[s.LensToken], next_id: int | None) -> dict:
     best = top[0]
     hit = best.id == next_id
     title = " · ".join(f"“{c.text}” {pct(c.prob)}" for c in top)
-    return {"token": best.text, "prob": best.prob, "hit": hit, "shade": min(SHADES - 1, max(0, int(best.prob * SHADES))),
+    return {"token": shown(best.text, LENS_CHARS - 2 if hit else LENS_CHARS),  # a hit's ✓ takes two characters
+            "prob": best.prob, "hit": hit, "shade": min(SHADES - 1, max(0, int(best.prob * SHADES))),
             "title": title + (" · matches the next token of the prompt" if hit else "")}
 
 
@@ -125,6 +126,7 @@ async def forward_context(engine: Engine, prompt: str, pos: int, layer: int) -> 
              "cells": [lens_cell(top, ids[q + 1] if q + 1 < n else None) for q, top in enumerate(state.top)]}
             for state in r.logit_lens or []]
     return {"tokens": r.tokens, "pos": chosen if chosen == pos else -1, "chosen": chosen, "lens": lens,
+            "lens_grid": lens_grid([t.text for t in r.tokens], [state["label"] for state in lens]),
             "neurons": neuron_rows(r.neurons or [], chosen), "layer": layer,
             "norms": norms_map(r.tokens, r.residual_norms) if r.residual_norms else None,
             "heads": attention_maps(r.tokens, r.attention or [])}

@@ -159,3 +159,20 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], value: Callable[[int, int]
                   "text": label, "font": down["font"]} for r, label in enumerate(rows) if r % down["step"] == 0],
         "grid": grid,
     }
+
+
+# ---------------------------------------------------------------- the logit lens
+
+LENS_W, LENS_H, LENS_GAP = 76, 40, 2  # a lens cell (its top guess, cut to LENS_CHARS, over its probability)
+LENS_CHARS = 8
+LENS_HEAD = 30                        # the row of tokens along the top
+
+
+def lens_grid(tokens: Sequence[str], labels: Sequence[str]) -> dict:
+    """Where the logit lens puts its cells: a row per state (labelled on the left, "…: the prediction" on two
+    lines), a column per token (labelled on top). Cell (r, c) is at x0 + c * dx, y0 + r * dy."""
+    row_w = round(14 + 7.6 * max([12] + [len(label) + 1 for label in labels]))
+    dx, dy = LENS_W + LENS_GAP, LENS_H + LENS_GAP
+    w, h = row_w + len(tokens) * dx, LENS_HEAD + LENS_GAP + len(labels) * dy
+    return {"w": w, "h": h, "rem": round(w / 16, 2), "x0": row_w, "y0": LENS_HEAD + LENS_GAP, "dx": dx, "dy": dy,
+            "cw": LENS_W, "ch": LENS_H, "head": LENS_HEAD, "cols": [shown(t, LENS_CHARS) for t in tokens]}

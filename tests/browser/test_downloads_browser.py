@@ -153,7 +153,7 @@ def query(page: Page, link_selector: str) -> dict[str, list[str]]:
 def test_internals_figures(page: Page, requests: list[str], server_url: str, tmp_path: Path) -> None:
     page.goto("/internals")
     page.locator("#int-prompt").fill(PROMPT)
-    expect(page.locator("#int-lens thead th")).to_have_count(1 + N)
+    expect(page.locator("#int-lens [role=columnheader]")).to_have_count(1 + N)
     page.locator("label.lab-head").nth(2).click()
     page.select_option("#int-layer", "0")
     shown = "#int-attn .attn-map:visible"  # every head is drawn; the checked one shows

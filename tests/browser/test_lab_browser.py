@@ -106,11 +106,12 @@ def test_inference_click_and_keys(sized: Page) -> None:
 
 def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     page.goto("/internals")
-    page.locator("#int-lens tbody tr").first.wait_for()
+    page.locator("#int-lens .lens-row").first.wait_for()
     page.locator("#int-prompt").fill("The cat sat on the mat")
-    expect(page.locator("#int-lens thead th")).to_have_count(1 + 6)
-    assert page.locator("#int-lens tbody tr").count() == 3  # the embeddings and after each of 2 blocks
-    assert page.locator("#int-lens tbody tr").last.locator("th").inner_text().endswith(": the prediction")
+    expect(page.locator("#int-lens [role=columnheader]")).to_have_count(1 + 6)
+    assert page.locator("#int-lens .lens-row").count() == 3  # the embeddings and after each of 2 blocks
+    assert page.locator("#int-lens .lens-row").last.locator("[role=rowheader]").text_content().endswith(": the prediction")
+    expect(page.locator("#int-lens [role=cell]")).to_have_count(3 * 6)  # drawn as SVG, read as a table
     # the server draws every figure: of the block's heads, the checked one's heatmap shows
     attn = page.locator("#int-attn .attn-map:visible")
     expect(attn).to_have_count(1)
@@ -140,8 +141,11 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
 
     page.locator("#int-tokens .chip").nth(1).click()  # " cat": the neurons follow (the server renders them)
     expect(page.locator("#int-neurons caption")).to_contain_text("“ cat”")
-    expect(page.locator("#int-lens thead th.chosen")).to_have_attribute("data-pos", "1")
+    expect(page.locator("#int-lens .lens-pos.chosen")).to_have_attribute("data-pos", "1")
     expect(page).to_have_url(re.compile(r"[?&]pos=1(&|$)"))
+    page.locator("#int-lens .lens-pos[data-pos='2']").click()  # a token along the lens's top picks it too
+    expect(page.locator("#int-neurons caption")).to_contain_text("(position 2)")
+    expect(page.locator("#int-lens .lens-pos.chosen")).to_have_attribute("data-pos", "2")
     page.select_option("#int-pos", "3")  # the select picks a position too
     expect(page.locator("#int-neurons caption")).to_contain_text("(position 3)")
     expect(page).to_have_url(re.compile(r"[?&]pos=3(&|$)"))
@@ -158,7 +162,7 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
 
 def test_internals_head_finder_opens_a_heads_heatmap(page: Page) -> None:
     page.goto("/internals?prompt=The+cat+sat")
-    page.locator("#int-lens tbody tr").first.wait_for()
+    page.locator("#int-lens .lens-row").first.wait_for()
     page.get_by_role("button", name="Measure on random words said twice").click()
     rows = page.locator("#int-heads tbody tr")
     expect(rows).to_have_count(2 * 4)  # every head of the tiny model, ranked
