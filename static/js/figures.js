@@ -3,8 +3,7 @@
  * elsewhere: no library, no request (the stylesheets are read from document.styleSheets).
  *
  * Markup (loaded on every page by base.html):
- *   <div class="figure-tools">              a figure's toolbar; hidden while its figure shows nothing (not
- *                                           drawn yet, or a message in its place)
+ *   <div class="figure-tools">              a figure's toolbar (deepdive.css hides it while its figure is not there)
  *   <button data-figure-png="#sel"          saves the first element #sel that shows as deepdive-<title>.png; the title is
  *     [data-figure-title="..."]>            data-figure-title, else #sel's aria-label
  *   <a href="/download/x.csv?..."           the CSV link; with data-csv-form, its query is rebuilt from the
@@ -308,18 +307,6 @@
     });
   }
 
-  /* ---------------------------------------------------------- toolbars show while their figure does */
-  // every figure comes from the server, in the page or an htmx swap (each of which calls onLoad)
-  function showTools() {
-    document.querySelectorAll(".figure-tools").forEach(function (tools) {
-      const button = tools.querySelector("[data-figure-png]");
-      if (!button) return;
-      const el = figure(button.dataset.figurePng);
-      const empty = !el || !el.firstElementChild || !!el.querySelector(".message");
-      if (tools.hidden !== empty) tools.hidden = empty;
-    });
-  }
-
   document.addEventListener("click", function (evt) {
     const button = evt.target.closest && evt.target.closest("[data-figure-png]");
     if (!button) return;
@@ -328,8 +315,5 @@
   });
   document.addEventListener("input", syncLinks);
   document.addEventListener("change", syncLinks);
-  DeepDive.onLoad(function () {
-    syncLinks();
-    showTools();
-  });
+  DeepDive.onLoad(syncLinks);
 })();
