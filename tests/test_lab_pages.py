@@ -110,7 +110,7 @@ def test_playground_settings_and_presets(client: TestClient) -> None:
     assert 'value="77"' in tag(html, "seed")
     assert '<option value="line" selected>' in html
     assert "loutre de mer" in html and "Human:" in html and "Tom and his dog" in html
-    assert "data-compare='[0.0, 0.7, 1.0, 1.5]'" in html
+    assert re.findall(r'aria-label="temperature [^"]*" data-temperature="([^"]*)"', html) == ["0.0", "0.7", "1.0", "1.5"]
     html = client.get("/playground", params={"seed": "<b>", "stop": "<b>"}).text
     assert 'value=""' in tag(html, "seed")
     assert '<option value="none" selected>' in html
@@ -206,7 +206,7 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     css = client.get("/internals/heads.css", params={"n": info["n_head"]})
     assert css.headers["content-type"].startswith("text/css")
     assert css.text.count(":checked") == info["n_head"]
-    assert '[value="3"]:checked) .attn-map[data-head="3"]' in css.text
+    assert '[value="3"]:checked) :is(.attn-map, .attn-csv)[data-head="3"]' in css.text
 
 
 def test_forward_partial_follows_the_position(client: TestClient) -> None:

@@ -174,7 +174,7 @@ async def forward_partial(request: Request, inside: InsideDep, prompt: Text = ""
     if "error" in forward:  # the message, and no figures of an earlier prompt beside it
         return partial(request, "partials/_forward.html", f=None, text=sentence(forward["error"]),
                        kind=forward["kind"], n_head=info.n_head, layer=block, head=position(head))
-    return partial(request, "partials/_forward.html", f=forward, head=position(head))
+    return partial(request, "partials/_forward.html", f=forward, head=position(head), prompt=prompt)
 
 
 # ---------------------------------------------------------------- which head shows (runs no model)
@@ -187,7 +187,7 @@ MOST_HEADS = 256
 async def heads_css(n: int = Query(12, ge=1, le=MOST_HEADS)):
     """Which attention heatmap shows: the one whose head's radio is checked, a selector for each of n heads (the
     page asks for its model's count)."""
-    shows = ",\n".join(f'.lab-attn:has(input[name=head][value="{h}"]:checked) .attn-map[data-head="{h}"]'
+    shows = ",\n".join(f'.lab-attn:has(input[name=head][value="{h}"]:checked) :is(.attn-map, .attn-csv)[data-head="{h}"]'
                         for h in range(n))
     return Response(shows + " { display: block; }\n", media_type="text/css")
 

@@ -1,14 +1,12 @@
-/* Figures a teacher takes home: each figure's toolbar saves it as a PNG, drawn here in the browser, and links
- * its numbers as a CSV file (app/pages/downloads.py). Nothing leaves the server and nothing comes from
- * elsewhere: no library, no request (the stylesheets are read from document.styleSheets).
+/* Figures a teacher takes home: each figure's toolbar saves it as a PNG, drawn here in the browser, beside a link
+ * to its numbers as a CSV file (app/pages/downloads.py; the partial that redraws a figure sends its link again).
+ * Nothing leaves the server and nothing comes from elsewhere: no library, no request (the stylesheets are read
+ * from document.styleSheets).
  *
  * Markup (loaded on every page by base.html):
  *   <div class="figure-tools">              a figure's toolbar (deepdive.css hides it while its figure is not there)
  *   <button data-figure-png="#sel"          saves the first element #sel that shows as deepdive-<title>.png; the title is
  *     [data-figure-title="..."]>            data-figure-title, else #sel's aria-label
- *   <a href="/download/x.csv?..."           the CSV link; with data-csv-form, its query is rebuilt from the
- *     [data-csv-form="#form"                named fields of that form whenever they change, so the link
- *      data-csv-fields="text ...">]         follows the figure that an htmx partial redraws
  *   <svg data-readout="#out">               a server-drawn figure (templates/partials/_figures.html): the cell
  *                                           hovered or reached with the arrow keys is marked and described in #out
  *
@@ -293,27 +291,10 @@
     else pick(svg, Number(rows[rows.length - 1].dataset.r), 0);
   });
 
-  /* ---------------------------------------------------------- CSV links that follow a form */
-  function syncLinks() {
-    document.querySelectorAll("a[data-csv-form]").forEach(function (a) {
-      const form = document.querySelector(a.dataset.csvForm);
-      if (!form) return;
-      const q = new URLSearchParams();
-      (a.dataset.csvFields || "").split(/\s+/).filter(Boolean).forEach(function (name) {
-        const field = form.elements[name];
-        if (field) q.set(name, field.value);
-      });
-      a.setAttribute("href", new URL(a.getAttribute("href"), window.location.href).pathname + "?" + q);
-    });
-  }
-
   document.addEventListener("click", function (evt) {
     const button = evt.target.closest && evt.target.closest("[data-figure-png]");
     if (!button) return;
     evt.preventDefault();
     download(button);
   });
-  document.addEventListener("input", syncLinks);
-  document.addEventListener("change", syncLinks);
-  DeepDive.onLoad(syncLinks);
 })();

@@ -166,8 +166,8 @@ def test_internals_figures(page: Page, requests: list[str], server_url: str, tmp
     check_png(page, shown, data, [])
     looks_as_shown(page, shown, data)
     # the CSV link follows the prompt, block and head drawn
-    assert query(page, "#int-attn-csv") == {"prompt": [PROMPT], "layer": ["0"], "head": ["2"]}
-    lines = save_csv(page, "#int-attn-csv", tmp_path)
+    assert query(page, "#int-attn-csv a:visible") == {"prompt": [PROMPT], "layer": ["0"], "head": ["2"]}
+    lines = save_csv(page, "#int-attn-csv a:visible", tmp_path)
     assert lines[0] == "position,token," + ",".join(f"key {k}" for k in range(N)) and len(lines) == 1 + N
 
     data, name = save_png(page, "#int-lens", tmp_path)
@@ -207,14 +207,14 @@ def test_loss_figure(page: Page, requests: list[str], server_url: str, tmp_path:
     page.locator("#loss-figure .chip").first.wait_for()
     page.locator("#loss-text").fill(PROMPT)
     expect(page.locator("#loss-figure .chip")).to_have_count(N)
-    expect(page.locator("a[data-csv-form='#loss-form']")).to_have_attribute(
+    expect(page.locator("#loss-csv")).to_have_attribute(
         "href", "/download/loss.csv?text=The+cat%2C+%22Tom%22%2C+sat")
 
     data, name = save_png(page, "#loss-figure", tmp_path)
     assert name == "deepdive-loss-of-each-token.png"
     check_png(page, "#loss-figure", data, ["#b3161d"])  # the scale's darkest red (and the random model's chips)
     looks_as_shown(page, "#loss-figure", data)
-    lines = save_csv(page, "a[data-csv-form='#loss-form']", tmp_path)
+    lines = save_csv(page, "#loss-csv", tmp_path)
     assert lines[0] == "position,id,token,probability,loss_nats,rank,top_guess" and len(lines) == 1 + N
 
     page.locator("#loss-text").fill("   ")  # a message in place of the figure: nothing to download
@@ -246,7 +246,7 @@ def test_compare_figure(page: Page, requests: list[str], server_url: str, tmp_pa
     assert name == "deepdive-three-vocabularies-compared.png"
     check_png(page, "#cmp-figure", data, ["#ffd8d6", "#ffe3bf"])  # the first two chip colours
     looks_as_shown(page, "#cmp-figure", data)
-    link = "a[data-csv-form='#tok-form']"
+    link = "#cmp-csv"
     lines = save_csv(page, link, tmp_path)
     assert lines[0] == "vocabulary,index,id,token"
     assert [line.split(",")[0] for line in lines[1:]].count("gpt2") == len(gpt2_tokenizer().encode('Hello, "world"'))
