@@ -266,7 +266,8 @@
     const out = document.querySelector(svg.dataset.readout);
     if (out) out.textContent = say;
   }
-  document.addEventListener("pointermove", function (evt) {
+  // a tap on a touch screen moves no pointer: it is read as it lands
+  function hover(evt) {
     const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
     if (!svg) return;
     if (!svg.dataset.grid) {
@@ -279,7 +280,10 @@
     const r = Math.floor((p.y - y0) / size);
     const c = Math.floor((p.x - x0) / size);
     if (svg.dataset.at !== r + " " + c) pick(svg, r, c);
-  });
+  }
+  document.addEventListener("pointermove", hover);
+  document.addEventListener("pointerdown", hover);
+
   document.addEventListener("keydown", function (evt) {
     const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
     const d = svg && { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[evt.key];
