@@ -254,6 +254,9 @@ def test_forward_partial_escapes_the_prompt(client: TestClient) -> None:
     assert "<b>" not in attn and "<script" not in attn
     assert '<text class="row-label"' in attn and ">&lt;</text>" in attn
     assert 'data-say="Block 1, head 0: {r} gives {v} of its attention to {c}."' in attn
+    # and the logit lens, an SVG now: its tokens along the top and its guesses as escaped text
+    lens = element(body, "svg", "int-lens")
+    assert "<b>" not in lens and "<script" not in lens and ">&lt;</text>" in lens
     names = json.loads(unescape(re.search(r"data-names='([^']*)'", attn).group(1)))
     assert names["r"][0] == "“<” (position 0)" and "\\u003c" in attn  # JSON in an attribute: no raw "<"
 
