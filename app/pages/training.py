@@ -34,4 +34,4 @@ async def loss_partial(request: Request, sources: SourcesDep, text: Text = "", m
     result = await try_loss(sources.get(model), text)
     if "error" in result:
         return message(request, result["error"], result["kind"])
-    return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, **result)
+    return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, text=text, oob=True, **result)
