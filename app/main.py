@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic.json_schema import models_json_schema
 
-from app import errors, schemas, security
+from app import errors, security
+from app.schemas import answers as an
 from app.serving import sources
 from app.classroom import routes as classroom
 from app.config import Settings
@@ -81,7 +82,7 @@ def document_events(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = build()
-            _, defs = models_json_schema([(m, "serialization") for m in (schemas.TokenEvent, schemas.DoneEvent)],
+            _, defs = models_json_schema([(m, "serialization") for m in (an.TokenEvent, an.DoneEvent)],
                                          ref_template="#/components/schemas/{model}")
             components = spec.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in defs["$defs"].items():

@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from app import schemas as s
-from app.classroom import codes, routes as class_routes
+from app.schemas import answers as an, requests as rq
+from app.classroom import codes, event_routes
 from app.classroom.limits import GUESSES, ClientLimits, Rate
 from app.classroom.join_url import base_url, loopback_only, start_command
 from app.classroom.state import (Bar, GuessError, Option, Played, Session, class_prob, losses, match_guess,
@@ -68,9 +68,9 @@ def options(body: str) -> list[int]:
     return [int(x) for x in re.findall(r'name="option" value="(\d+)"', body)]
 
 
-def distribution(engine: Engine, ids: list[int], targets: list[int]) -> dict[int, s.Target]:
+def distribution(engine: Engine, ids: list[int], targets: list[int]) -> dict[int, an.Target]:
     async def run():
-        return await engine.next_token(s.NextTokenRequest(ids=ids, n=1, targets=targets))
+        return await engine.next_token(rq.NextTokenRequest(ids=ids, n=1, targets=targets))
     return {t.id: t for t in anyio.run(run).targets}
 
 
@@ -527,8 +527,8 @@ def test_the_teacher_follows_too_and_strangers_are_refused(live: str):
 
 
 def test_a_closed_phone_frees_its_place_after_a_grace_and_a_reconnect_keeps_it(live: str, monkeypatch):
-    monkeypatch.setattr(class_routes, "GRACE_S", 0.5)
-    monkeypatch.setattr(class_routes, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(event_routes, "GRACE_S", 0.5)
+    monkeypatch.setattr(event_routes, "HEARTBEAT_S", 0.2)
     teacher, code = live_start(live)
     phone = live_join(live, code)
     with phone.stream("GET", f"/class/{code}/events") as stream:

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from fastapi.testclient import TestClient
 
-from app import schemas as s
+from app.schemas import requests as rq
 from app.config import Settings
 from app.serving.engine import Engine
 from app.views.stepper import format_steps, parse_steps
@@ -42,7 +42,7 @@ def history(body: str) -> list[str]:
 
 
 async def top_id(engine: Engine, ids: list[int]) -> int:
-    return (await engine.next_token(s.NextTokenRequest(ids=ids, n=1))).before[0].id
+    return (await engine.next_token(rq.NextTokenRequest(ids=ids, n=1))).before[0].id
 
 
 def test_steps_round_trip(engine: Engine):

@@ -21,7 +21,7 @@ from live_server import serve
 from llama_server import LlamaServer, llama_server, needed
 from test_remote import said, stepper  # the stepper's form, on model=remote
 
-from app import schemas as s
+from app.schemas import requests as rq
 from app.config import Settings
 from app.serving.engine import Engine
 from app.main import create_app
@@ -253,7 +253,7 @@ def test_llamacpp_and_deep_dive_agree_on_the_same_model(server: LlamaServer, deq
             ids = [t for t in httpx.post(f"{server.url}/tokenize", json={"content": prompt, "add_special": True})
                    .json()["tokens"]]
             theirs = {w["id"]: math.exp(w["logprob"]) for w in native_top(server, ids)}
-            mine = anyio.run(engine.next_token, s.NextTokenRequest(ids=ids, n=5)).before
+            mine = anyio.run(engine.next_token, rq.NextTokenRequest(ids=ids, n=5)).before
             agree += mine[0].id == next(iter(theirs))
             for c in mine:
                 if c.id in theirs:

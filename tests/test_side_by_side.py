@@ -13,7 +13,7 @@ import anyio
 import pytest
 from fastapi.testclient import TestClient
 
-from app import schemas as s
+from app.schemas import requests as rq
 from app.config import Settings
 from app.main import create_app
 from app.templating import pct
@@ -36,7 +36,7 @@ def client(tiny_checkpoint, tmp_path_factory) -> Iterator[TestClient]:
 
 def top_of(client: TestClient, key: str, text: str, n: int) -> list[tuple[str, float]]:
     engine = client.app.state.sources.get(key).engine
-    r = anyio.run(engine.next_token, s.NextTokenRequest(text=text, n=n))
+    r = anyio.run(engine.next_token, rq.NextTokenRequest(text=text, n=n))
     return [(c.text, c.prob) for c in r.before]
 
 
@@ -105,7 +105,7 @@ def test_the_playground_writes_with_both_models(client: TestClient, tiny_model: 
 def test_the_training_page_scores_with_the_chosen_model(client: TestClient) -> None:
     text = "Once upon a time there was a cat."
     engine = client.app.state.sources.get("second").engine
-    r = anyio.run(engine.score, s.ScoreRequest(text=text, prepend_eos=True))
+    r = anyio.run(engine.score, rq.ScoreRequest(text=text, prepend_eos=True))
     body = client.post("/partials/loss", data={"text": text, "model": "second"}).text
     assert re.search(r'data-stat="mean-loss">([^<]*)', body).group(1) == f"{r.mean_loss:.2f}"
 
@@ -131,5 +131,5 @@ def test_internals_looks_inside_the_model_the_link_names(client: TestClient) -> 
     # the same prompt's logit lens differs between the two models: each partial ran the model it names
     lens = [client.post("/partials/forward", data={"prompt": PROMPT, "model": key}).text for key in ("second", "local")]
     assert lens[0] != lens[1]
-    expected = anyio.run(tiny.activations, s.ActivationsRequest(text=PROMPT, logit_lens=3, neurons=5))
+    expected = anyio.run(tiny.activations, rq.ActivationsRequest(text=PROMPT, logit_lens=3, neurons=5))
     assert all(f"“{top[0].text}”" in lens[0] for top in expected.logit_lens[-1].top)

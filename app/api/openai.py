@@ -17,7 +17,7 @@ from itertools import accumulate
 from fastapi import APIRouter, Depends
 from starlette.responses import StreamingResponse
 
-from app import schemas as s
+from app.schemas import answers as an, requests as rq
 from app.deps import EngineDep
 from app.serving.engine import Engine
 from app.serving.streaming import Generation
@@ -44,7 +44,7 @@ class Collector:
         self.offset = prompt_chars  # OpenAI's text_offset counts from the start of the prompt
         self.text = ""
 
-    def logprobs(self, ev: s.TokenEvent) -> o.Logprobs | None:
+    def logprobs(self, ev: an.TokenEvent) -> o.Logprobs | None:
         if self.want is None:
             return None
         top = {c.text: logprob(c.prob) for c in ev.before[:self.want]} if self.want else None
@@ -84,7 +84,7 @@ def models(engine: EngineDep) -> o.ModelList:
                                   "type": "object", "required": ["data"],
                                   "properties": {"data": {"type": "string", "description":
                                                           "a Completion chunk as JSON, or [DONE]"}}}}}},
-                        **s.error_responses(o.OpenAIError, 413, 415, 422, 503)})
+                        **an.error_responses(o.OpenAIError, 413, 415, 422, 503)})
 async def completions(req: o.CompletionRequest, engine: EngineDep) -> o.Completion | StreamingResponse:
     """prompt, max_tokens, temperature, top_p, seed, stop, stream and logprobs as in OpenAI's API;
     top_k as in vLLM. max_tokens over the server's cap is refused; a completion that reaches the
@@ -107,7 +107,7 @@ async def completions(req: o.CompletionRequest, engine: EngineDep) -> o.Completi
 
     logprobs, done = echo_logprobs, None
     async for ev in gen:
-        if isinstance(ev, s.TokenEvent):
+        if isinstance(ev, an.TokenEvent):
             logprobs = merge(logprobs, collector.logprobs(ev))
             collector.add(ev.text)
         else:
@@ -132,14 +132,14 @@ async def echoed(engine: Engine, prompt: str | list[int], want: int | None) -> t
         offsets = [t.start for t in spans]
     else:  # ids that tokenize differently once decoded: each token's own text lengths
         offsets = list(accumulate((len(engine.decode([i])) for i in ids[:-1]), initial=0))
-    predictions = (await engine.score(s.ScoreRequest(ids=ids))).predictions if len(ids) >= 2 else []
+    predictions = (await engine.score(rq.ScoreRequest(ids=ids))).predictions if len(ids) >= 2 else []
     top = [None, *({p.top_text: logprob(p.top_prob)} for p in predictions)][:len(ids)] if want else None
     return text, o.Logprobs(tokens=[engine.texts[i] for i in ids],
                             token_logprobs=[None, *(-p.loss for p in predictions)][:len(ids)],
                             top_logprobs=top, text_offset=offsets)
 
 
-def usage_of(done: s.DoneEvent) -> o.Usage:
+def usage_of(done: an.DoneEvent) -> o.Usage:
     return o.Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
                    total_tokens=done.prompt_tokens + done.completion_tokens)
 
@@ -150,7 +150,7 @@ async def chunks(gen: Generation, collector: Collector, meta: dict, usage: bool)
         return sse(c.model_dump_json())
 
     async for ev in gen:
-        if isinstance(ev, s.TokenEvent):
+        if isinstance(ev, an.TokenEvent):
             yield chunk(ev.text, collector.logprobs(ev), None)
             collector.add(ev.text)
         elif ev.finish_reason in ("timeout", "error"):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.schemas import Seed, StopText, Strict, Text, TokenId, TopK, TopP
+from app.schemas.fields import Seed, StopText, Strict, Text, TokenId, TopK, TopP
 
 
 class OpenAIErrorBody(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
-from app import schemas as s
+from app.schemas import answers as an, fields as fl, requests as rq
 from app.deps import EngineDep
 from app.serving.streaming import EventStream, generation_events
 from app.errors import require_json
@@ -25,8 +25,8 @@ async def json_response(model: BaseModel) -> Response:
 
 JSON_BODY = [Depends(require_json)]
 MODEL_JSON_BODY = [*JSON_BODY, ModelTurn]  # a JSON body, then a turn on the model
-ERRORS = s.error_responses(s.ApiError, 413, 415, 422)
-MODEL_ERRORS = s.error_responses(s.ApiError, 413, 415, 422, 503)
+ERRORS = an.error_responses(an.ApiError, 413, 415, 422)
+MODEL_ERRORS = an.error_responses(an.ApiError, 413, 415, 422, 503)
 
 
 @router.get("/healthz", tags=["health"], summary="Liveness check")
@@ -34,72 +34,72 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/api/model", tags=["model"], response_model=s.ModelInfo, summary="The loaded model")
-def model_info(engine: EngineDep) -> s.ModelInfo:
+@router.get("/api/model", tags=["model"], response_model=an.ModelInfo, summary="The loaded model")
+def model_info(engine: EngineDep) -> an.ModelInfo:
     """Name, source, parameter count by part, shape (layers, heads, width, context, vocabulary)
     and the model card's summary."""
     return engine.info()
 
 
-@router.post("/api/tokenize", tags=["tokens"], response_model=s.TokenizeResponse, dependencies=JSON_BODY,
+@router.post("/api/tokenize", tags=["tokens"], response_model=an.TokenizeResponse, dependencies=JSON_BODY,
              responses=ERRORS, summary="Split a text into tokens")
-async def tokenize(req: s.TokenizeRequest, engine: EngineDep) -> Response:
+async def tokenize(req: rq.TokenizeRequest, engine: EngineDep) -> Response:
     """Each token's id, text, bytes and the characters of the input it covers, and the counts."""
     return await json_response(await engine.tokenize(req.text))
 
 
-@router.post("/api/detokenize", tags=["tokens"], response_model=s.DetokenizeResponse, dependencies=JSON_BODY,
+@router.post("/api/detokenize", tags=["tokens"], response_model=an.DetokenizeResponse, dependencies=JSON_BODY,
              responses=ERRORS, summary="Turn token ids back into text")
-async def detokenize(req: s.DetokenizeRequest, engine: EngineDep) -> Response:
+async def detokenize(req: rq.DetokenizeRequest, engine: EngineDep) -> Response:
     return await json_response(await engine.detokenize(req.ids))
 
 
-@router.post("/api/bpe", tags=["tokens"], response_model=s.BpeResponse, dependencies=JSON_BODY,
+@router.post("/api/bpe", tags=["tokens"], response_model=an.BpeResponse, dependencies=JSON_BODY,
              responses=ERRORS, summary="The byte-pair merges that tokenize a text, step by step")
-async def bpe(req: s.BpeRequest, engine: EngineDep) -> Response:
+async def bpe(req: rq.BpeRequest, engine: EngineDep) -> Response:
     """The text is split by GPT-2's regex into pretokens, each starts as single bytes, and the
     merge with the lowest rank is applied everywhere it fits, until no merge applies."""
     return await json_response(await engine.bpe(req.text))
 
 
-@router.get("/api/vocab", tags=["tokens"], response_model=s.VocabPage, responses=s.error_responses(s.ApiError, 422),
+@router.get("/api/vocab", tags=["tokens"], response_model=an.VocabPage, responses=an.error_responses(an.ApiError, 422),
             summary="Browse and search the vocabulary")
 async def vocab(engine: EngineDep,
                 q: Annotated[str, Query(max_length=100, description="text the entry contains (case-sensitive), "
                                                                     "or an id", examples=["ing"])] = "",
                 offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
-    return await json_response(await engine.vocab(s.whole_characters(q), offset, limit))
+    return await json_response(await engine.vocab(fl.whole_characters(q), offset, limit))
 
 
-@router.post("/api/next-token", tags=["model"], response_model=s.NextTokenResponse, dependencies=MODEL_JSON_BODY,
+@router.post("/api/next-token", tags=["model"], response_model=an.NextTokenResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="The distribution over the next token")
-async def next_token(req: s.NextTokenRequest, engine: EngineDep) -> Response:
+async def next_token(req: rq.NextTokenRequest, engine: EngineDep) -> Response:
     """The top-n tokens with probability and logit, before and after temperature, top-k and top-p;
     the entropy; and the rank and probability of any tokens named in `targets`. With `interventions`,
     the distribution of the model with those heads, neurons, attentions or MLPs switched off."""
     return await json_response(await engine.next_token(req))
 
 
-@router.post("/api/score", tags=["model"], response_model=s.ScoreResponse, dependencies=MODEL_JSON_BODY,
+@router.post("/api/score", tags=["model"], response_model=an.ScoreResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="How well the model predicts each token of a text")
-async def score(req: s.ScoreRequest, engine: EngineDep) -> Response:
+async def score(req: rq.ScoreRequest, engine: EngineDep) -> Response:
     """Training is next-token classification: each actual next token's probability and loss
     (−ln p) under the model, their mean (the training loss) and the perplexity."""
     return await json_response(await engine.score(req))
 
 
-@router.post("/api/activations", tags=["model"], response_model=s.ActivationsResponse, dependencies=MODEL_JSON_BODY,
+@router.post("/api/activations", tags=["model"], response_model=an.ActivationsResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="Inside one forward pass: what the caller selects")
-async def activations(req: s.ActivationsRequest, engine: EngineDep) -> Response:
+async def activations(req: rq.ActivationsRequest, engine: EngineDep) -> Response:
     """Residual-stream norms per state and position; attention patterns of chosen layers and heads;
     the top MLP neurons per layer and position; the logit lens. Only what is asked for is sent."""
     return await json_response(await engine.activations(req))
 
 
-@router.post("/api/patch", tags=["model"], response_model=s.PatchResponse, dependencies=MODEL_JSON_BODY,
+@router.post("/api/patch", tags=["model"], response_model=an.PatchResponse, dependencies=MODEL_JSON_BODY,
              responses=MODEL_ERRORS, summary="Activation patching: where a prompt keeps what decides the answer")
-async def patch(req: s.PatchRequest, engine: EngineDep) -> Response:
+async def patch(req: rq.PatchRequest, engine: EngineDep) -> Response:
     """Runs the corrupted prompt with the clean prompt's residual stream written in where it enters each
     block, at each position, one cell at a time, and reports logit(right) − logit(wrong) at the last
     position for every (block, position). A cell near the clean value marks where the information that
@@ -135,7 +135,7 @@ GENERATE_EVENT = {
                               "content": {"text/event-stream": {"itemSchema": GENERATE_EVENT,
                                                                 "example": SSE_EXAMPLE}}},
                         **MODEL_ERRORS})
-async def generate(req: s.GenerateRequest, engine: EngineDep) -> StreamingResponse:
+async def generate(req: rq.GenerateRequest, engine: EngineDep) -> StreamingResponse:
     """One event per token (step, id, text, probability, top alternatives), then a final event
     with the finish reason ("length", "eos", "stop"), token counts and timings. Joined, the
     events' `text` fields (the done event's too) are the decoded output up to any stop text.

@@ -17,7 +17,7 @@ import anyio
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
-from app import schemas as s
+from app.schemas import requests as rq
 from app.demo import DEFAULT_INFERENCE_PROMPT, DEFAULT_INTERNALS_PROMPT, DEFAULT_LOSS_TEXT, DEFAULT_TOKENIZER_TEXT
 from app.deps import EngineDep
 from app.serving.engine import Engine
@@ -103,8 +103,8 @@ async def attention_table(engine: Engine, prompt: str, layer: str | None, head: 
     info = engine.info()
     L = whole(layer, "layer", info.n_layer - 1, 0, info.n_layer - 1)
     H = whole(head, "head", 0, 0, info.n_head - 1)
-    r = await engine.activations(s.ActivationsRequest(
-        text=some_text(prompt, "prompt"), residual_norms=False, attention=[s.AttentionSelect(layer=L, heads=[H])]))
+    r = await engine.activations(rq.ActivationsRequest(
+        text=some_text(prompt, "prompt"), residual_norms=False, attention=[rq.AttentionSelect(layer=L, heads=[H])]))
     pattern = next(a.pattern for a in r.attention or [] if a.layer == L and a.head == H)
     n = len(r.tokens)
     header = ["position", "token", *(f"key {k}" for k in range(n))]
@@ -119,7 +119,7 @@ async def attention_csv(engine: EngineDep, prompt: str = DEFAULT_INTERNALS_PROMP
 
 
 async def lens_table(engine: Engine, prompt: str) -> Table:
-    r = await engine.activations(s.ActivationsRequest(text=some_text(prompt, "prompt"), residual_norms=False,
+    r = await engine.activations(rq.ActivationsRequest(text=some_text(prompt, "prompt"), residual_norms=False,
                                                       logit_lens=1))
     rows = ([state.label, p, r.tokens[p].text, top[0].text, num(top[0].prob)]
             for state in r.logit_lens or [] for p, top in enumerate(state.top))

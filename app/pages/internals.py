@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.views import copying
-from app import schemas as s
+from app.schemas import answers as an, requests as rq
 from app.views.ablation import ablate_view
 from app.views.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
@@ -40,7 +40,7 @@ SHADES = 10    # lens cells shade-0 … shade-9 by probability; neuron bars bar-
 EMPTY_PROMPT = "Type a prompt above to look inside."
 
 
-def architecture(info: s.ModelInfo) -> dict:
+def architecture(info: an.ModelInfo) -> dict:
     """Per-part parameter counts of one block and the final norm, from the totals by part and the final norm's
     own count (every block has the same shape)."""
     L, p = info.n_layer, info.parameters
@@ -63,7 +63,7 @@ def position(value: str) -> int:
         return -1
 
 
-def lens_cell(top: list[s.LensToken], next_id: int | None) -> dict:
+def lens_cell(top: list[an.LensToken], next_id: int | None) -> dict:
     best = top[0]
     hit = best.id == next_id
     title = " · ".join(f"“{c.text}” {pct(c.prob)}" for c in top)
@@ -72,7 +72,7 @@ def lens_cell(top: list[s.LensToken], next_id: int | None) -> dict:
             "title": title + (" · matches the next token of the prompt" if hit else "")}
 
 
-def neuron_rows(layers: list[s.LayerNeurons], p: int) -> list[dict]:
+def neuron_rows(layers: list[an.LayerNeurons], p: int) -> list[dict]:
     """The top neurons of each block at position p; bars are tenths of the largest activation there."""
     most = max([n.value for layer in layers for n in layer.top[p]] + [1e-9])
     return [{"layer": layer.layer,
@@ -81,7 +81,7 @@ def neuron_rows(layers: list[s.LayerNeurons], p: int) -> list[dict]:
             for layer in layers]
 
 
-def norms_map(tokens: list[s.Piece], r: s.ResidualNorms) -> dict:
+def norms_map(tokens: list[an.Piece], r: an.ResidualNorms) -> dict:
     """The residual stream's length at each state (a row) and token (a column)."""
     values = [v for row in r.norms for v in row]
     lo, hi = min(values), max(values)
@@ -92,7 +92,7 @@ def norms_map(tokens: list[s.Piece], r: s.ResidualNorms) -> dict:
             "idle": f"Lightest {lo:.1f}, darkest {hi:.1f}. Hover over a cell, or focus the chart and use the arrow keys."}
 
 
-def attention_maps(tokens: list[s.Piece], patterns: list[s.AttentionPattern]) -> list[dict]:
+def attention_maps(tokens: list[an.Piece], patterns: list[an.AttentionPattern]) -> list[dict]:
     """Each head's attention pattern of one block as a heatmap: a row per query, a cell per earlier key, shaded by
     the square root so that small weights stay visible (the head's thumbnail shows the same cells). A cell's readout
     gives its weight without "1 in N": a long prompt's maps hold a few hundred thousand of them."""
@@ -100,7 +100,7 @@ def attention_maps(tokens: list[s.Piece], patterns: list[s.AttentionPattern]) ->
     names = token_names(tokens)
     number = (lambda v: f"{v:.2f}".lstrip("0") if v >= 0.005 else "") if len(tokens) <= 12 else None
 
-    def one(a: s.AttentionPattern) -> dict:
+    def one(a: an.AttentionPattern) -> dict:
         w = a.pattern
         return {"head": a.head, "map": heatmap(
             labels, labels, lambda q, k: w[q][k] if k <= q else None, math.sqrt, lambda v: pct(v, short=True),
@@ -109,7 +109,7 @@ def attention_maps(tokens: list[s.Piece], patterns: list[s.AttentionPattern]) ->
     return [one(a) for a in sorted(patterns, key=lambda a: a.head)]
 
 
-def token_names(tokens: list[s.Piece]) -> list[str]:
+def token_names(tokens: list[an.Piece]) -> list[str]:
     return [f"“{t.text}” (position {i})" for i, t in enumerate(tokens)]
 
 
@@ -117,8 +117,8 @@ async def forward_context(engine: Engine, prompt: str, pos: int, layer: int) -> 
     """What the partial shows of the prompt's forward pass, at position pos (-1, or one past the end: the last),
     with the attention of block `layer` (clamped to the model's). Raises InputError or Busy as the engine does."""
     layer = max(0, min(engine.info().n_layer - 1, layer))
-    r = await engine.activations(s.ActivationsRequest(text=prompt, logit_lens=LENS_TOP, neurons=NEURONS,
-                                                      attention=[s.AttentionSelect(layer=layer)]))
+    r = await engine.activations(rq.ActivationsRequest(text=prompt, logit_lens=LENS_TOP, neurons=NEURONS,
+                                                      attention=[rq.AttentionSelect(layer=layer)]))
     ids = [t.id for t in r.tokens]
     n = len(ids)
     chosen = pos if 0 <= pos < n else n - 1

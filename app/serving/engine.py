@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import torch
 
-from app import schemas as s
+from app.schemas import answers as an, requests as rq
 from app.config import Settings
 from app.serving.model_thread import ModelThread
 from app.problems import Busy, InputError
@@ -79,12 +79,12 @@ class Engine:
 
     # ---- the model ----
 
-    def info(self) -> s.ModelInfo:
+    def info(self) -> an.ModelInfo:
         return self._info
 
-    def _model_info(self) -> s.ModelInfo:
+    def _model_info(self) -> an.ModelInfo:
         cfg = self.config
-        return s.ModelInfo(
+        return an.ModelInfo(
             name=self.loaded.name, source=str(self.loaded.source), parameters=self.loaded.model.num_parameters(),
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_ctx=cfg.n_ctx,
             vocab_size=cfg.vocab_size, dtype=str(self.loaded.dtype).removeprefix("torch."),
@@ -94,20 +94,20 @@ class Engine:
 
     # ---- tokens: no model, ordinary thread pool ----
 
-    async def tokenize(self, text: str) -> s.TokenizeResponse:
+    async def tokenize(self, text: str) -> an.TokenizeResponse:
         self.check_text(text)
         return await anyio.to_thread.run_sync(self._tokenize, text)
 
-    def _tokenize(self, text: str) -> s.TokenizeResponse:
+    def _tokenize(self, text: str) -> an.TokenizeResponse:
         tokens = self.tokenizer.tokens(text)
         n_bytes = len(text.encode("utf-8", errors="surrogatepass"))
-        return s.TokenizeResponse(
-            tokens=[s.SpanToken(id=t.id, text=t.text, bytes=list(t.bytes), partial=t.partial,
+        return an.TokenizeResponse(
+            tokens=[an.SpanToken(id=t.id, text=t.text, bytes=list(t.bytes), partial=t.partial,
                                 start=t.start, end=t.end) for t in tokens],
-            counts=s.Counts(characters=len(text), bytes=n_bytes, tokens=len(tokens),
+            counts=an.Counts(characters=len(text), bytes=n_bytes, tokens=len(tokens),
                             characters_per_token=round(len(text) / len(tokens), 3) if tokens else 0.0))
 
-    async def detokenize(self, ids: list[int]) -> s.DetokenizeResponse:
+    async def detokenize(self, ids: list[int]) -> an.DetokenizeResponse:
         self.check_ids(ids)
         unused = next((i for i in ids if i in self.unused), None)
         if unused is not None:
@@ -115,55 +115,55 @@ class Engine:
                              "uses, so it has no text: leave it out")
         return await anyio.to_thread.run_sync(self._detokenize, ids)
 
-    def _detokenize(self, ids: list[int]) -> s.DetokenizeResponse:
-        return s.DetokenizeResponse(text=self.tokenizer.decode(ids), tokens=[self.token_out(i) for i in ids])
+    def _detokenize(self, ids: list[int]) -> an.DetokenizeResponse:
+        return an.DetokenizeResponse(text=self.tokenizer.decode(ids), tokens=[self.token_out(i) for i in ids])
 
-    async def bpe(self, text: str) -> s.BpeResponse:
+    async def bpe(self, text: str) -> an.BpeResponse:
         size = len(text.encode("utf-8", errors="surrogatepass"))
         if size > MAX_HISTORY_BYTES:
             raise InputError(f"The text is {size:,} UTF-8 bytes; the merge history is shown for at most "
                              f"{MAX_HISTORY_BYTES:,}: shorten it", 413)
         return await anyio.to_thread.run_sync(self._bpe, text)
 
-    def _bpe(self, text: str) -> s.BpeResponse:
+    def _bpe(self, text: str) -> an.BpeResponse:
         h = self.tokenizer.bpe_history(text)
         steps, before, seen = [], h.initial, set()
         for n, m in enumerate(h.steps):
-            changes = [s.Change(pretoken=i, symbols=list(new)) for i, (old, new) in enumerate(zip(before, m.symbols))
+            changes = [an.Change(pretoken=i, symbols=list(new)) for i, (old, new) in enumerate(zip(before, m.symbols))
                        if old != new]
             before = m.symbols
-            steps.append(s.MergeStep(step=n + 1, token_id=m.token_id, left=self.piece_text(m.left),
+            steps.append(an.MergeStep(step=n + 1, token_id=m.token_id, left=self.piece_text(m.left),
                                      right=self.piece_text(m.right), merged=self.texts[m.token_id],
                                      count=m.count, changes=changes))
         for word in h.initial:
             seen.update(word)
         seen.update(m.token_id for m in h.steps)
-        return s.BpeResponse(pretokens=list(h.pretokens), initial=[list(w) for w in h.initial], steps=steps,
-                             tokens=h.final, pieces=[s.Piece(id=i, text=self.texts[i]) for i in sorted(seen)])
+        return an.BpeResponse(pretokens=list(h.pretokens), initial=[list(w) for w in h.initial], steps=steps,
+                             tokens=h.final, pieces=[an.Piece(id=i, text=self.texts[i]) for i in sorted(seen)])
 
-    async def vocab(self, query: str = "", offset: int = 0, limit: int = 50) -> s.VocabPage:
+    async def vocab(self, query: str = "", offset: int = 0, limit: int = 50) -> an.VocabPage:
         total, entries = await anyio.to_thread.run_sync(self.tokenizer.search, query, offset, limit)
-        return s.VocabPage(query=query, total=total, offset=offset, limit=limit,
-                           items=[s.VocabEntryOut(id=e.id, text=e.text, bytes=list(e.bytes), partial=e.partial)
+        return an.VocabPage(query=query, total=total, offset=offset, limit=limit,
+                           items=[an.VocabEntryOut(id=e.id, text=e.text, bytes=list(e.bytes), partial=e.partial)
                                   for e in entries])
 
     # ---- model work: queued on the model thread ----
 
-    async def next_token(self, req: s.NextTokenRequest,
-                         patch: interventions.Patch | None = None) -> s.NextTokenResponse:
+    async def next_token(self, req: rq.NextTokenRequest,
+                         patch: interventions.Patch | None = None) -> an.NextTokenResponse:
         """The distribution after the input, with req's parts switched off and `patch` written in (stream_patch)."""
         ids = await self.input_ids(req)
         targets = [self.target_id(t) for t in req.targets]
         params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
         ivs = self.changes(req.interventions, patch)
         r = await self.run(analysis.next_token, self.loaded.model, ids, params, req.n, targets, ivs)
-        return await off_loop(lambda: s.NextTokenResponse(
+        return await off_loop(lambda: an.NextTokenResponse(
             prompt_tokens=len(ids), before=self.candidates(r["before"]), after=self.candidates(r["after"]),
             mass=r["mass"], entropy=r["entropy"], entropy_after=r["entropy_after"], support=r["support"],
-            targets=[s.Target(text=self.texts[t["id"]], **t) for t in r["targets"]]))
+            targets=[an.Target(text=self.texts[t["id"]], **t) for t in r["targets"]]))
 
     async def chosen(self, ids: list[int], start: int, params: SamplingParams,
-                     off: Sequence[s.InterventionIn] = (), patch: interventions.Patch | None = None) -> list[dict]:
+                     off: Sequence[rq.InterventionIn] = (), patch: interventions.Patch | None = None) -> list[dict]:
         """The model's own and the warped probability of each token appended after position `start`
         (with the parts `off` switched off and `patch` written in)."""
         self.check_ids(ids)
@@ -171,21 +171,21 @@ class Engine:
         return await self.run(analysis.chosen, self.loaded.model, ids, start, params, self.changes(off, patch))
 
     async def draw(self, ids: list[int], params: SamplingParams, seed: int,
-                   off: Sequence[s.InterventionIn] = (), patch: interventions.Patch | None = None) -> int:
+                   off: Sequence[rq.InterventionIn] = (), patch: interventions.Patch | None = None) -> int:
         """One token drawn after ids by a generator seeded with `seed`, with the parts `off` switched off and
         `patch` written in."""
         self.check_ids(ids)
         self.check_context(len(ids))
         return await self.run(analysis.draw, self.loaded.model, ids, params, seed, self.changes(off, patch))
 
-    async def score_prefix(self, text: str) -> tuple[s.ScoreResponse, int, int]:
+    async def score_prefix(self, text: str) -> tuple[an.ScoreResponse, int, int]:
         """Each token's loss from the start token on (so the first counts), scoring at most what the context holds;
         and the text's length and that room, in tokens."""
         ids = await self.encode(text)
         room = self.info().n_ctx - 1
-        return await self.score(s.ScoreRequest(ids=ids[:room], prepend_eos=True)), len(ids), room
+        return await self.score(rq.ScoreRequest(ids=ids[:room], prepend_eos=True)), len(ids), room
 
-    async def score(self, req: s.ScoreRequest) -> s.ScoreResponse:
+    async def score(self, req: rq.ScoreRequest) -> an.ScoreResponse:
         ids = await self.input_ids(req, reserve=int(req.prepend_eos))
         if req.prepend_eos:
             if self.start_id is None:
@@ -196,12 +196,12 @@ class Engine:
             raise InputError("Scoring needs at least two tokens (the first has nothing before it to predict it); "
                              "give a longer text or set prepend_eos")
         r = await self.run(analysis.score, self.loaded.model, ids, self.interventions(req.interventions))
-        return await off_loop(lambda: s.ScoreResponse(
+        return await off_loop(lambda: an.ScoreResponse(
             tokens=self.pieces(ids), mean_loss=r["mean_loss"], perplexity=r["perplexity"],
             predictions=[{**p, "text": self.texts[p["id"]], "top_text": self.texts[p["top_id"]]}
                          for p in r["predictions"]]))
 
-    async def activations(self, req: s.ActivationsRequest) -> s.ActivationsResponse:
+    async def activations(self, req: rq.ActivationsRequest) -> an.ActivationsResponse:
         ids = await self.input_ids(req)
         n, L, H = len(ids), self.config.n_layer, self.config.n_head
         bad = [p for p in req.positions or [] if p >= n]
@@ -231,11 +231,11 @@ class Engine:
                            logit_lens=req.logit_lens, interventions=self.interventions(req.interventions))
         lens = [{"label": state["label"], "top": [self.candidates(row) for row in state["top"]]}
                 for state in r.get("logit_lens", [])]
-        return await off_loop(lambda: s.ActivationsResponse(
+        return await off_loop(lambda: an.ActivationsResponse(
             tokens=self.pieces(ids), positions=r["positions"], residual_norms=r.get("residual_norms"),
             attention=r.get("attention"), neurons=r.get("neurons"), logit_lens=lens if "logit_lens" in r else None))
 
-    def interventions(self, given: Sequence[s.InterventionIn]) -> list[interventions.Intervention]:
+    def interventions(self, given: Sequence[rq.InterventionIn]) -> list[interventions.Intervention]:
         """A request's interventions, checked against this model's blocks, heads and neurons."""
         ivs = [interventions.Intervention(i.kind, i.block, i.index, i.mode) for i in given]
         why = interventions.problem(self.loaded.model, ivs)
@@ -243,7 +243,7 @@ class Engine:
             raise InputError(why)
         return ivs
 
-    async def lens_probs(self, ids: list[int], tokens: list[int], off: Sequence[s.InterventionIn] = ()) -> list[float]:
+    async def lens_probs(self, ids: list[int], tokens: list[int], off: Sequence[rq.InterventionIn] = ()) -> list[float]:
         """The logit lens at the last token with the parts `off` switched off: each state's probability of
         tokens[state] (len(tokens) = blocks + 1)."""
         self.check_ids(ids)
@@ -252,7 +252,7 @@ class Engine:
             raise InputError(f"The logit lens has {self.config.n_layer + 1} states; {len(tokens)} tokens were given")
         return await self.run(analysis.lens_probs, self.loaded.model, ids, tokens, self.interventions(off))
 
-    def changes(self, off: Sequence[s.InterventionIn],
+    def changes(self, off: Sequence[rq.InterventionIn],
                 patch: interventions.Patch | None) -> list[interventions.Intervention | interventions.Patch]:
         return [*self.interventions(off), *([patch] if patch else [])]
 
@@ -272,7 +272,7 @@ class Engine:
                              f"prompt {tokens}: choose a token both have, 0 to {min(len(ids), tokens) - 1}")
         return await self.run(interventions.stream_patch, self.loaded.model, ids, block, position)
 
-    async def patch(self, req: s.PatchRequest) -> s.PatchResponse:
+    async def patch(self, req: rq.PatchRequest) -> an.PatchResponse:
         """Activation patching: the corrupted prompt run with the clean one's residual stream written in at
         each (block, position), scored by the logit difference of the two answers."""
         clean, corrupted = await self.encode(req.clean), await self.encode(req.corrupted)
@@ -293,7 +293,7 @@ class Engine:
                              "right answer first")
         r = await self.run(interventions.patch_grid, self.loaded.model, clean, corrupted, right, wrong)
         rnd = lambda rows: [[analysis.rounded(v) for v in row] for row in rows]  # noqa: E731
-        return s.PatchResponse(clean_tokens=self.pieces(clean), corrupted_tokens=self.pieces(corrupted),
+        return an.PatchResponse(clean_tokens=self.pieces(clean), corrupted_tokens=self.pieces(corrupted),
                                answers=self.pieces([right, wrong]), clean=analysis.rounded(r["clean"]),
                                corrupted=analysis.rounded(r["corrupted"]), grid=rnd(r["grid"]),
                                normalised=rnd(r["normalised"]))
@@ -420,7 +420,7 @@ class Engine:
                     parts.append({"text": piece, "special": t.special, "id": t.id if t.special else None})
         return ids, parts
 
-    async def input_ids(self, req: s.TextOrIds, reserve: int = 0) -> list[int]:
+    async def input_ids(self, req: rq.TextOrIds, reserve: int = 0) -> list[int]:
         """A request's input as ids, checked: at least one token, no more than the context holds."""
         ids = req.ids if req.ids is not None else await self.encode(req.text)
         self.check_ids(ids)
@@ -439,9 +439,9 @@ class Engine:
                              "name a text that is exactly one token, or give its id")
         return ids[0]
 
-    def token_out(self, id: int) -> s.TokenOut:
+    def token_out(self, id: int) -> an.TokenOut:
         e = self.tokenizer.lookup(id)
-        return s.TokenOut(id=e.id, text=e.text, bytes=list(e.bytes), partial=e.partial)
+        return an.TokenOut(id=e.id, text=e.text, bytes=list(e.bytes), partial=e.partial)
 
     @property
     def own_tokenizer(self) -> HFTokenizer | None:
@@ -460,19 +460,19 @@ class Engine:
     def piece_text(self, data: bytes) -> str:
         return data.decode("utf-8", errors="backslashreplace")
 
-    def pieces(self, ids: Sequence[int]) -> list[s.Piece]:
-        return [s.Piece(id=i, text=self.texts[i]) for i in ids]
+    def pieces(self, ids: Sequence[int]) -> list[an.Piece]:
+        return [an.Piece(id=i, text=self.texts[i]) for i in ids]
 
     def candidates(self, cands: list[dict]) -> list[dict]:
         """Token dicts with their text added (dicts: the response model validates them in one pass)."""
         return [{**c, "text": self.texts[c["id"]]} for c in cands]
 
-    def step_candidates(self, cands: Sequence[Any]) -> list[s.Candidate]:
-        return [s.Candidate(id=c.id, text=self.texts[c.id], prob=analysis.rounded(c.prob),
+    def step_candidates(self, cands: Sequence[Any]) -> list[an.Candidate]:
+        return [an.Candidate(id=c.id, text=self.texts[c.id], prob=analysis.rounded(c.prob),
                             logit=analysis.rounded(c.logit)) for c in cands]
 
-    def token_event(self, n: int, step: Step, text: str) -> s.TokenEvent:
-        return s.TokenEvent(step=n, id=step.id, text=text, piece=self.texts[step.id],
+    def token_event(self, n: int, step: Step, text: str) -> an.TokenEvent:
+        return an.TokenEvent(step=n, id=step.id, text=text, piece=self.texts[step.id],
                             prob=analysis.rounded(step.prob), raw_prob=analysis.rounded(step.raw_prob),
                             entropy=analysis.rounded(step.entropy),
                             before=self.step_candidates(step.before), after=self.step_candidates(step.after))
@@ -483,10 +483,10 @@ async def off_loop(build: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(build)
 
 
-def card_summary(card: ModelCard | None) -> s.CardSummary | None:
+def card_summary(card: ModelCard | None) -> an.CardSummary | None:
     """The few figures of a model card the API and the pages show."""
     if card is None:
         return None
-    return s.CardSummary(description=card.description, training_tokens=card.training_tokens,
+    return an.CardSummary(description=card.description, training_tokens=card.training_tokens,
                          training_steps=card.training_steps, validation_loss=card.validation_loss,
                          baselines=card.baselines, corpus=[c.name for c in card.corpus], licences=card.licences)

@@ -21,7 +21,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
-from app import schemas as s
+from app.schemas import answers as an, requests as rq
 from app.config import Settings
 from app.serving.engine import Engine
 from app.serving.remote import Finished, RemoteError, RemoteModel
@@ -86,11 +86,11 @@ class PromptParts(BaseModel):
     parts: list[dict]
 
 
-class SourceDone(s.DoneEvent):
+class SourceDone(an.DoneEvent):
     prompt_tokens: int | None  # a model server may not say
 
 
-Event = PromptParts | s.TokenEvent | SourceToken | s.DoneEvent
+Event = PromptParts | an.TokenEvent | SourceToken | an.DoneEvent
 
 
 class Stream(Protocol):
@@ -122,7 +122,7 @@ class Source(Protocol):
     def steps(self, changes: Changes = NONE) -> Steps: ...
 
 
-class GenerateRequest(s.GenerateRequest):
+class GenerateRequest(rq.GenerateRequest):
     """/api/generate's request, and which model writes (a key of Sources)."""
 
     model: str = Field(MAIN, max_length=40)
@@ -149,7 +149,7 @@ class LocalSource:
         return f"{si(self.engine.info().parameters['total'])} parameters"
 
     async def next_token(self, text: str, n: int) -> list[TokenChance]:
-        r = await self.engine.next_token(s.NextTokenRequest(text=text, n=n))
+        r = await self.engine.next_token(rq.NextTokenRequest(text=text, n=n))
         return [TokenChance(c.text, c.prob) for c in r.before]
 
     async def generate(self, req: GenerateRequest) -> Stream:
@@ -277,7 +277,7 @@ class RemoteStream:
         total = time.perf_counter() - started
         yield SourceDone(finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=count, text="",
                           message=message,
-                          timings=s.Timings(first_token_ms=None if first is None else round((first - started) * 1000, 1),
+                          timings=an.Timings(first_token_ms=None if first is None else round((first - started) * 1000, 1),
                                             total_ms=round(total * 1000, 1),
                                             tokens_per_second=round(count / total, 2) if total > 0 else 0.0))
 
@@ -356,7 +356,7 @@ async def as_sse(stream: Stream) -> AsyncIterator[str]:
     """A stream as /api/generate sends it: `event: prompt` (a chat prompt's parts), `event: token`s, `event: done`."""
     async for ev in stream:
         yield sse(ev.model_dump_json(), "prompt" if isinstance(ev, PromptParts)
-                  else "done" if isinstance(ev, s.DoneEvent) else "token")
+                  else "done" if isinstance(ev, an.DoneEvent) else "token")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Protocol
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app import schemas as s
+from app.schemas import answers as an
 from model.decode.sampling import SamplingParams, Step, Utf8Stream
 
 
@@ -58,7 +58,7 @@ class Generation:
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int,
                  seed: int | None, n_top: int, stop: Sequence[str], *, on_cancel: Callable[[Generation], None],
-                 event: Callable[[int, Step, str], s.TokenEvent], token_bytes: Callable[[int], bytes],
+                 event: Callable[[int, Step, str], an.TokenEvent], token_bytes: Callable[[int], bytes],
                  timeout_s: float, eos_id: int | None):
         self.on_cancel = on_cancel      # tells the model thread to stop working on this stream
         self.event = event              # (n, step, text) -> the event a consumer sees
@@ -90,7 +90,7 @@ class Generation:
             self._done = True
             self.on_cancel(self)
 
-    async def __aiter__(self) -> AsyncIterator[s.TokenEvent | s.DoneEvent]:
+    async def __aiter__(self) -> AsyncIterator[an.TokenEvent | an.DoneEvent]:
         texts = TextStream(self.stop)
         first: float | None = None
         count, reason, message = 0, "length", None
@@ -120,10 +120,10 @@ class Generation:
         finally:
             self.cancel()
         total = time.perf_counter() - self._started
-        yield s.DoneEvent(
+        yield an.DoneEvent(
             finish_reason=reason, prompt_tokens=len(self.prompt_ids), completion_tokens=count,
             text=texts.flush(), message=message,
-            timings=s.Timings(first_token_ms=None if first is None else round((first - self._started) * 1000, 1),
+            timings=an.Timings(first_token_ms=None if first is None else round((first - self._started) * 1000, 1),
                               total_ms=round(total * 1000, 1),
                               tokens_per_second=round(count / total, 2) if total > 0 else 0.0))
 
@@ -157,4 +157,4 @@ def sse(data: str, event: str | None = None) -> str:
 
 async def generation_events(gen: Generation) -> AsyncIterator[str]:
     async for ev in gen:
-        yield sse(ev.model_dump_json(), "token" if isinstance(ev, s.TokenEvent) else "done")
+        yield sse(ev.model_dump_json(), "token" if isinstance(ev, an.TokenEvent) else "done")

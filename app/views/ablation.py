@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from app import schemas as s
+from app.schemas import answers as an, requests as rq
 from app.serving.engine import Engine
 from app.problems import InputError
 from app.problems import sentence
@@ -25,14 +25,14 @@ LETTER = {v: k for k, v in KIND.items()}
 MAX_TEXT = 4000  # characters of an off field
 
 
-def parse_off(text: str) -> list[s.InterventionIn] | None:
+def parse_off(text: str) -> list[rq.InterventionIn] | None:
     """The parts an off field names, in its order, each once; None when the field is not such a list."""
     text = text.strip()
     if not text:
         return []
     if len(text) > MAX_TEXT:
         return None
-    out: list[s.InterventionIn] = []
+    out: list[rq.InterventionIn] = []
     for item in text.split(","):
         m = ITEM.fullmatch(item.strip())
         if not m:
@@ -40,23 +40,23 @@ def parse_off(text: str) -> list[s.InterventionIn] | None:
         letter, block, index, mean = m.groups()
         if (index is None) != (letter in "am"):  # heads and neurons need an index, attn and mlp take none
             return None
-        iv = s.InterventionIn(kind=KIND[letter], block=int(block), index=None if index is None else int(index),
+        iv = rq.InterventionIn(kind=KIND[letter], block=int(block), index=None if index is None else int(index),
                               mode="mean" if mean else "zero")
         if all(key(o) != key(iv) for o in out):
             out.append(iv)
     return out
 
 
-def key(iv: s.InterventionIn) -> str:
+def key(iv: rq.InterventionIn) -> str:
     """The item naming a part, without its mode."""
     return f"{LETTER[iv.kind]}{iv.block}" + ("" if iv.index is None else f".{iv.index}")
 
 
-def format_off(ivs: list[s.InterventionIn]) -> str:
+def format_off(ivs: list[rq.InterventionIn]) -> str:
     return ",".join(key(iv) + (":mean" if iv.mode == "mean" else "") for iv in ivs)
 
 
-def toggle(ivs: list[s.InterventionIn], item: str, mode: str) -> list[s.InterventionIn]:
+def toggle(ivs: list[rq.InterventionIn], item: str, mode: str) -> list[rq.InterventionIn]:
     """The set with the part `item` names switched off (in `mode`), or back on if it was off."""
     parsed = parse_off(item)
     if not parsed or len(parsed) != 1:
@@ -67,7 +67,7 @@ def toggle(ivs: list[s.InterventionIn], item: str, mode: str) -> list[s.Interven
     return [*ivs, part.model_copy(update={"mode": "mean" if mode == "mean" else "zero"})]
 
 
-def describe(iv: s.InterventionIn) -> str:
+def describe(iv: rq.InterventionIn) -> str:
     what = {"head": f"head {iv.index}", "neuron": f"neuron {iv.index}", "attn": "attention", "mlp": "MLP"}[iv.kind]
     return f"block {iv.block} {what}" + (" (mean)" if iv.mode == "mean" else "")
 
@@ -77,7 +77,7 @@ def describe(iv: s.InterventionIn) -> str:
 BARS = 8  # the model's most likely tokens shown, and any the switched-off model puts in its own top BARS
 
 
-def grid(info: s.ModelInfo, ivs: list[s.InterventionIn]) -> list[dict]:
+def grid(info: an.ModelInfo, ivs: list[rq.InterventionIn]) -> list[dict]:
     """One row per block: its heads and its attention and MLP as parts to switch, each marked when off."""
     off = {key(iv) for iv in ivs}
     rows = []
@@ -88,7 +88,7 @@ def grid(info: s.ModelInfo, ivs: list[s.InterventionIn]) -> list[dict]:
     return rows
 
 
-def bar_rows(plain: s.NextTokenResponse, off: s.NextTokenResponse, extra: s.NextTokenResponse | None) -> list[dict]:
+def bar_rows(plain: an.NextTokenResponse, off: an.NextTokenResponse, extra: an.NextTokenResponse | None) -> list[dict]:
     """The tokens either model ranks in its top BARS, with both probabilities and the change."""
     now = {c.id: c.prob for c in off.before} | {t.id: t.prob for t in off.targets}
     before = {c.id: (c.text, c.prob) for c in plain.before}
@@ -104,7 +104,7 @@ def bar_rows(plain: s.NextTokenResponse, off: s.NextTokenResponse, extra: s.Next
     return rows
 
 
-def lens_rows(plain: s.ActivationsResponse, off: s.ActivationsResponse, then: list[float]) -> list[dict]:
+def lens_rows(plain: an.ActivationsResponse, off: an.ActivationsResponse, then: list[float]) -> list[dict]:
     """The logit lens at the last position: each state's top guess, unchanged and with the set off, and the change
     of the unchanged guess's probability (`then`: its probability in each state with the set off)."""
     rows = []
@@ -114,20 +114,20 @@ def lens_rows(plain: s.ActivationsResponse, off: s.ActivationsResponse, then: li
     return rows
 
 
-async def ablate_context(engine: Engine, prompt: str, ivs: list[s.InterventionIn]) -> dict:
+async def ablate_context(engine: Engine, prompt: str, ivs: list[rq.InterventionIn]) -> dict:
     """Everything the partial shows for the prompt with the set switched off. Raises InputError as the engine does."""
-    plain = await engine.next_token(s.NextTokenRequest(text=prompt, n=BARS))
+    plain = await engine.next_token(rq.NextTokenRequest(text=prompt, n=BARS))
     last = [plain.prompt_tokens - 1]
-    lens = s.ActivationsRequest(text=prompt, positions=last, residual_norms=False, logit_lens=1)
+    lens = rq.ActivationsRequest(text=prompt, positions=last, residual_norms=False, logit_lens=1)
     plain_lens = await engine.activations(lens)
     if not ivs:
         return {"rows": bar_rows(plain, plain, None),
                 "lens": lens_rows(plain_lens, plain_lens, [a.top[-1][0].prob for a in plain_lens.logit_lens or []]),
                 "last": plain_lens.tokens[-1].text}
-    off = await engine.next_token(s.NextTokenRequest(text=prompt, n=BARS, targets=[c.id for c in plain.before],
+    off = await engine.next_token(rq.NextTokenRequest(text=prompt, n=BARS, targets=[c.id for c in plain.before],
                                                      interventions=ivs))
     risen = [c.id for c in off.before if c.id not in {p.id for p in plain.before}]
-    extra = await engine.next_token(s.NextTokenRequest(text=prompt, n=1, targets=risen)) if risen else None
+    extra = await engine.next_token(rq.NextTokenRequest(text=prompt, n=1, targets=risen)) if risen else None
     off_lens = await engine.activations(lens.model_copy(update={"interventions": ivs}))
     then = await engine.lens_probs([t.id for t in plain_lens.tokens],
                                    [a.top[-1][0].id for a in plain_lens.logit_lens or []], ivs)

@@ -5,7 +5,7 @@ app/pages/patching.py). The numbers are Engine.patch's, the ones POST /api/patch
 
 from __future__ import annotations
 
-from app import schemas as s
+from app.schemas import requests as rq
 from app.demo import PATCH_PRESETS, lacking
 from app.serving.engine import Engine
 from app.templating import or_message
@@ -25,7 +25,7 @@ def shade(v: float) -> str:
 
 
 async def grid_context(engine: Engine, clean: str, corrupted: str, right: str, wrong: str) -> dict:
-    r = await engine.patch(s.PatchRequest(clean=clean, corrupted=corrupted, answers=[right, wrong]))
+    r = await engine.patch(rq.PatchRequest(clean=clean, corrupted=corrupted, answers=[right, wrong]))
     columns = [{"clean": a.text, "corrupted": b.text, "differs": a.id != b.id}
                for a, b in zip(r.clean_tokens, r.corrupted_tokens)]
     rows = [{"block": b, "cells": [{"value": v, "norm": n, "shade": shade(n)} for v, n in zip(values, norms)]}

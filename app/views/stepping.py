@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.views import ablation
-from app import schemas as s
+from app.schemas import answers as an, requests as rq
 from app.serving.engine import Engine
 from app.problems import InputError
 from model.probes.interventions import Patch
@@ -127,7 +127,7 @@ def rest(covered: float) -> float:
     return 0.0 if covered > 1 - 1e-6 else 1 - covered  # no float dust
 
 
-def bars_of(dist: s.NextTokenResponse, dice: Dice, vocab: int) -> dict:
+def bars_of(dist: an.NextTokenResponse, dice: Dice, vocab: int) -> dict:
     """The bars: each of the model's top tokens with its chance now, and the rest of the vocabulary."""
     used = {c.id: c.prob for c in dist.after}
     rows = [{"rank": i + 1, "id": c.id, "text": c.text, "model": c.prob, "now": used.get(c.id, 0.0),
@@ -143,7 +143,7 @@ async def sample(engine: Engine, ids: list[int], dice: Dice, seed: int) -> int |
     gen = await engine.generate(ids, 1, dice.params, seed=seed, n_top=0)
     token, reason = None, "length"
     async for event in gen:
-        if isinstance(event, s.TokenEvent):
+        if isinstance(event, an.TokenEvent):
             token = event.id
         else:
             reason = event.finish_reason
@@ -153,11 +153,11 @@ async def sample(engine: Engine, ids: list[int], dice: Dice, seed: int) -> int |
 
 
 async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: int | None, seed: int,
-               off: list[s.InterventionIn] | None = None, patch: Patch | None = None) -> int | str:
+               off: list[rq.InterventionIn] | None = None, patch: Patch | None = None) -> int | str:
     """The token an action chooses to follow ids (with the parts `off` switched off and `patch` written in), or a
     sentence saying why none joins the text."""
     if action == "greedy":
-        req = s.NextTokenRequest(ids=ids, n=1, interventions=off or [])
+        req = rq.NextTokenRequest(ids=ids, n=1, interventions=off or [])
         chosen: int | str = (await engine.next_token(req, patch)).before[0].id
     elif action == "sample" and (off or patch):
         chosen = await engine.draw(ids, dice.params, seed, off or [], patch)
@@ -173,7 +173,7 @@ async def take(engine: Engine, ids: list[int], dice: Dice, action: str, pick: in
     return chosen
 
 
-def switched_off(engine: Engine, off: str) -> list[s.InterventionIn]:
+def switched_off(engine: Engine, off: str) -> list[rq.InterventionIn]:
     """The parts an off field switches off, checked against the model; InputError says what is wrong."""
     ivs = ablation.parse_off(off)
     if ivs is None:
@@ -204,7 +204,7 @@ class LocalSteps:
         self.engine = engine
         self.changes = changes
         self.prompt_ids: list[int] = []
-        self.ivs: list[s.InterventionIn] = []
+        self.ivs: list[rq.InterventionIn] = []
         self.patch: Patch | None = None
 
     def read(self, written: str) -> int | None:
@@ -243,7 +243,7 @@ class LocalSteps:
         """The bars, each step's chance under the settings it was taken with (one pass per distinct settings,
         usually one), the distribution's figures and what the link changes."""
         engine, ids = self.engine, self.prompt_ids + tokens
-        dist = await engine.next_token(s.NextTokenRequest(ids=ids, n=dice.n, temperature=dice.temperature,
+        dist = await engine.next_token(rq.NextTokenRequest(ids=ids, n=dice.n, temperature=dice.temperature,
                                                           top_k=dice.top_k, top_p=dice.top_p,
                                                           interventions=self.ivs), self.patch)
         params = [u.params if u else dice.params for u in unders]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from app.classroom import routes as class_routes
+from app.classroom import event_routes
 from app.config import Settings
 from app.serving.engine import Engine
 from app.main import create_app
@@ -52,7 +52,7 @@ def class_url(tiny_checkpoint: Path, redis: RedisServer) -> Iterator[str]:
 @pytest.mark.parametrize("outage_s", [1, 8])
 def test_the_class_follows_again_after_redis_was_away(browser: Browser, class_url: str, redis: RedisServer,
                                                       sizes: dict, outage_s: int, monkeypatch) -> None:
-    monkeypatch.setattr(class_routes, "GRACE_S", 3.0)  # a phone that did not come back would lose its place
+    monkeypatch.setattr(event_routes, "GRACE_S", 3.0)  # a phone that did not come back would lose its place
     problems: list[str] = []
 
     def open_page(size: str) -> Page:

@@ -1,62 +1,12 @@
-"""The JSON shapes of the API: every request checked here before it reaches the engine.
-
-Requests forbid unknown fields and non-finite numbers. Limits that depend on the
-server's settings or on the loaded model (text size, context length) are
-checked by the engine, which says what was too big and what is allowed.
+"""What the API answers: each route's response, the events of a generation stream, and the error body every
+refusal shares.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-
-from model.probes.interventions import MAX_INTERVENTIONS
-
-# above every loaded model's vocabulary (GPT-2's 50,257, Llama 3's 128,256, Qwen2's 151,936): the engine
-# checks ids against the loaded model's own and says its range
-VOCAB = 262_144
-
-
-def whole_characters(text: str) -> str:
-    """JSON can spell a lone UTF-16 surrogate ("\\ud800"), which no UTF-8 text holds: make it U+FFFD."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-Text = Annotated[str, AfterValidator(whole_characters)]
-
-TokenId = Annotated[int, Field(ge=0, lt=VOCAB, description="a token id of the loaded model (GPT-2: 0 to 50,256)")]
-Prob = Annotated[float, Field(ge=0, le=1)]
-Temperature = Annotated[float, Field(ge=0, le=10, allow_inf_nan=False,
-                                     description="divides the logits: below 1 sharpens, above 1 flattens; 0 is greedy")]
-TopK = Annotated[int, Field(ge=0, le=VOCAB, description="keep the k most likely tokens; 0 keeps all")]
-# from 1e-6: the cut compares in float32, where a smaller p is 0 and would keep nothing
-TopP = Annotated[float, Field(ge=1e-6, le=1, allow_inf_nan=False,
-                              description="keep the fewest most likely tokens whose probability reaches p "
-                                          "(0.000001 to 1; 1 keeps all)")]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="makes sampling repeatable")]
-StopText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(whole_characters)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextOrIds(Strict):
-    """Input given as text (tokenized by the server) or as token ids, not both."""
-
-    text: Text | None = Field(None, description="the input text; typed special tokens are ordinary text")
-    ids: list[TokenId] | None = Field(None, description="the input as token ids, instead of text")
-
-    @model_validator(mode="after")
-    def _one_input(self) -> "TextOrIds":
-        if (self.text is None) == (self.ids is None):
-            raise ValueError("Give the input either as text or as ids (exactly one of the two)")
-        return self
+from pydantic import BaseModel, ConfigDict, Field
 
 
 # ---- errors ----
@@ -73,6 +23,13 @@ class ApiError(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"message": "prompt is 1,300 tokens; this model reads at most 1,024.", "detail": None}]})
+
+
+def error_responses(model: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses a route documents, all with the same body shape."""
+    meaning = {413: "too large: body, text or selection", 415: "not JSON", 422: "invalid input",
+               503: "the server is busy; try again shortly"}
+    return {c: {"model": model, "description": meaning[c]} for c in codes}
 
 
 # ---- model ----
@@ -136,11 +93,6 @@ class SpanToken(TokenOut):
     end: int = Field(description="one past its last character (start == end: it only continues a character)")
 
 
-class TokenizeRequest(Strict):
-    text: Text = Field(description="any text; special tokens typed in it (<|endoftext|>) are ordinary text",
-                      examples=["Hello world! Tokenizers split text into pieces."])
-
-
 class Counts(BaseModel):
     characters: int
     bytes: int = Field(description="UTF-8 bytes")
@@ -160,10 +112,6 @@ class TokenizeResponse(BaseModel):
         "counts": {"characters": 11, "bytes": 11, "tokens": 2, "characters_per_token": 5.5}}]})
 
 
-class DetokenizeRequest(Strict):
-    ids: list[TokenId] = Field(examples=[[15496, 995, 0]])
-
-
 class DetokenizeResponse(BaseModel):
     text: str = Field(description="the decoded text; bytes that form no character become U+FFFD")
     tokens: list[TokenOut]
@@ -172,10 +120,6 @@ class DetokenizeResponse(BaseModel):
         "text": "Hello world", "tokens": [
             {"id": 15496, "text": "Hello", "bytes": [72, 101, 108, 108, 111], "partial": False},
             {"id": 995, "text": " world", "bytes": [32, 119, 111, 114, 108, 100], "partial": False}]}]})
-
-
-class BpeRequest(Strict):
-    text: Text = Field(description="a short text (up to 2,000 UTF-8 bytes)", examples=["lower lowest"])
 
 
 class Piece(BaseModel):
@@ -223,46 +167,7 @@ class VocabPage(BaseModel):
                   {"id": 654, "text": "ings", "bytes": [105, 110, 103, 115], "partial": False}]}]})
 
 
-# ---- interventions ----
-
-class InterventionIn(Strict):
-    """One part of the model switched off for this request."""
-
-    kind: Literal["head", "neuron", "attn", "mlp"] = Field(
-        description="head: one attention head (a query head, alone even where heads share keys and values); "
-                    "neuron: one MLP hidden unit; attn / mlp: a block's whole attention or MLP")
-    block: int = Field(ge=0, le=1000, description="the block, from 0")
-    index: int | None = Field(None, ge=0, le=1_000_000,
-                              description="the head or the neuron, from 0; leave out for attn and mlp")
-    mode: Literal["zero", "mean"] = Field(
-        "zero", description="zero: write 0; mean: write its mean over the prompt's positions")
-
-
-def intervention_field() -> Any:
-    return Field(default_factory=list, max_length=MAX_INTERVENTIONS,
-                 description=f"parts of the model to switch off for this request (at most {MAX_INTERVENTIONS}); "
-                             "empty: the model as it is",
-                 examples=[[{"kind": "head", "block": 1, "index": 3}, {"kind": "neuron", "block": 0, "index": 42,
-                                                                       "mode": "mean"}]])
-
-
 # ---- next token ----
-
-class NextTokenRequest(TextOrIds):
-    temperature: Temperature = 1.0
-    top_k: TopK = 0
-    top_p: TopP = 1.0
-    n: int = Field(10, ge=1, le=VOCAB, description="how many of the most likely tokens to list")
-    targets: list[TokenId | Annotated[str, Field(min_length=1, max_length=100), AfterValidator(whole_characters)]] = Field(
-        default_factory=list, max_length=20,
-        description="tokens to report on whatever their rank: ids, or texts that are exactly one token")
-    interventions: list[InterventionIn] = intervention_field()
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"text": "The cat sat on the", "temperature": 0.8, "top_k": 40, "n": 5, "targets": [" mat", 3797]},
-        {"text": "The cat sat on the", "n": 5, "interventions": [{"kind": "head", "block": 0, "index": 1},
-                                                                {"kind": "mlp", "block": 2}]}]})
-
 
 class Candidate(BaseModel):
     id: int
@@ -304,16 +209,6 @@ class NextTokenResponse(BaseModel):
 
 # ---- score ----
 
-class ScoreRequest(TextOrIds):
-    prepend_eos: bool = Field(False, description="start from the model's start-of-text token (GPT-2's <|endoftext|>), so the first "
-                                            "token is scored too")
-    interventions: list[InterventionIn] = intervention_field()
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"text": "Once upon a time there was a cat."},
-        {"text": "Once upon a time there was a cat.", "interventions": [{"kind": "attn", "block": 0}]}]})
-
-
 class Prediction(BaseModel):
     position: int = Field(description="the token's position; it is predicted from the tokens before it")
     id: int
@@ -340,28 +235,6 @@ class ScoreResponse(BaseModel):
 
 
 # ---- activations ----
-
-class AttentionSelect(Strict):
-    layer: int = Field(ge=0, le=1000)
-    heads: list[Annotated[int, Field(ge=0, le=1000)]] | None = Field(None, max_length=1000,
-                                                                     description="null means every head")
-
-
-class ActivationsRequest(TextOrIds):
-    positions: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(
-        None, max_length=100_000, description="positions to report; null means all")
-    residual_norms: bool = True
-    attention: list[AttentionSelect] = Field(default_factory=list, max_length=1000)
-    neurons: int = Field(0, ge=0, le=50, description="top MLP neurons per layer and position; 0 for none")
-    logit_lens: int = Field(0, ge=0, le=20, description="top tokens per state and position; 0 for none")
-    interventions: list[InterventionIn] = intervention_field()
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"text": "The Eiffel Tower is in", "attention": [{"layer": 0, "heads": [0, 1]}], "neurons": 3,
-         "logit_lens": 3},
-        {"text": "The Eiffel Tower is in", "logit_lens": 3, "residual_norms": False,
-         "interventions": [{"kind": "head", "block": 1, "index": 0, "mode": "mean"}]}]})
-
 
 class ResidualNorms(BaseModel):
     labels: list[str] = Field(description="the residual stream's states: after the embeddings, after each block")
@@ -406,23 +279,6 @@ class ActivationsResponse(BaseModel):
 
 # ---- activation patching ----
 
-Answer = TokenId | Annotated[str, Field(min_length=1, max_length=100), AfterValidator(whole_characters)]
-
-
-class PatchRequest(Strict):
-    clean: Text = Field(description="the prompt whose residual stream is patched in")
-    corrupted: Text = Field(description="the prompt that is run, with the same number of tokens as clean")
-    answers: list[Answer] = Field(min_length=2, max_length=2,
-                                  description="[right, wrong]: two tokens, as texts of exactly one token or ids; "
-                                              "the grid shows logit(right) - logit(wrong)")
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"clean": "When Mary and John went to the store, John gave a drink to",
-         "corrupted": "When Mary and John went to the store, Mary gave a drink to", "answers": [" Mary", " John"]},
-        {"clean": "The Eiffel Tower is in the city of", "corrupted": "The Colosseum is in the city of",
-         "answers": [" Paris", " Rome"]}]})
-
-
 class PatchResponse(BaseModel):
     clean_tokens: list[Piece]
     corrupted_tokens: list[Piece]
@@ -441,26 +297,7 @@ class PatchResponse(BaseModel):
         "clean": 2.4, "corrupted": -1.1, "grid": [[-1.1]], "normalised": [[0.0]]}]})
 
 
-# ---- generation ----
-
-class GenerateRequest(Strict):
-    prompt: Text = Field("", description="the text to continue; empty starts from the start-of-text token "
-                                       "(GPT-2's <|endoftext|>)")
-    max_new_tokens: int = Field(64, ge=1, description="at most this many tokens (capped by the server's limit, "
-                                                      "and by the context: generation ends with reason "
-                                                      "\"length\" at the context's end)")
-    temperature: Temperature = 1.0
-    top_k: TopK = 0
-    top_p: TopP = 1.0
-    seed: Seed | None = None
-    stop: list[StopText] = Field(default_factory=list, max_length=8,
-                                 description="generation ends before the first of these texts")
-    n_top: int = Field(5, ge=0, le=20, description="alternatives listed with each token")
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"prompt": "Once upon a time", "max_new_tokens": 32, "temperature": 0.8, "top_k": 40, "seed": 1,
-         "stop": ["\n\n"]}]})
-
+# ---- generation: the events of a stream ----
 
 class TokenEvent(BaseModel):
     """data of an `event: token`: one sampled token."""
@@ -494,10 +331,3 @@ class DoneEvent(BaseModel):
     text: str = Field(description="text held back until the end (at most a few characters); append it too")
     timings: Timings
     message: str | None = Field(None, description="what went wrong, with finish_reason \"timeout\" or \"error\"")
-
-
-def error_responses(model: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error responses a route documents, all with the same body shape."""
-    meaning = {413: "too large: body, text or selection", 415: "not JSON", 422: "invalid input",
-               503: "the server is busy; try again shortly"}
-    return {c: {"model": model, "description": meaning[c]} for c in codes}
