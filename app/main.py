@@ -62,7 +62,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, s
     for page in (overview, data, tokenizer, training, playground):
         app.include_router(page.router)
     app.include_router(live.router)
-    app.include_router(live.api)
     app.include_router(internals.router)
     app.include_router(internals.styles)
     app.include_router(ablate.router)

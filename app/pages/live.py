@@ -5,7 +5,8 @@
     POST /training/live/continue   minutes: train on from the same step
     GET  /training/live/events     Server-Sent Events: `state` and `progress`, HTML for the page's two parts
     GET  /training/live/checkpoint.zip   the last sitting's weights, tokenizer and card
-    GET  /api/training/live        the same numbers as JSON
+
+Its numbers as JSON: GET /api/training/live (app/api/routes.py).
 
 While a class session runs on this server only a teacher's browser starts, stops or continues a run; a run started
 from a teacher's browser is that class's: only that browser stops, continues or replaces it, and the class's phones
@@ -23,7 +24,6 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
 
 from app.classroom.codes import normal_code
 from app.classroom.teacher import teacher_session
@@ -36,7 +36,6 @@ from app.views import live as view
 from model.training import live as training
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter()
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "model" / "samples"
 TEXTS = {  # key -> (as the page names it, file, documents split at <|endoftext|> lines)
@@ -194,49 +193,6 @@ async def events(request: Request, live: LiveDep, sources: SourcesDep, watching:
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-
-class LivePoint(BaseModel):
-    step: int
-    tokens: int = Field(description="bytes seen")
-    train_loss: float = Field(description="mean training loss of the steps since the point before (nats per byte)")
-    val_loss: float | None = Field(description="on the held-out tenth of the text, every 50 steps and where a "
-                                               "sitting ends")
-    elapsed_s: float = Field(description="training time so far (a paused run's clock stands still)")
-    tokens_per_s: float
-
-
-class LiveSample(BaseModel):
-    step: int
-    text: str = Field(description="written from nothing with the same dice at every step (temperature 0.8)")
-
-
-class LiveRunInfo(BaseModel):
-    """The live run as the Training page shows it."""
-
-    state: str = Field(description="training, paused or failed; `idle` when no run has started")
-    why: str | None = Field(None, description="why it paused: stopped, time or steps")
-    text: str | None = None
-    size: str | None = None
-    who: str | None = None
-    parameters: int | None = None
-    baselines: dict[str, float] = Field({}, description="uniform: ln 257; unigram: byte frequencies alone")
-    points: list[LivePoint] = []
-    samples: list[LiveSample] = []
-    model: str | None = Field(None, description="the name the last sitting's weights go by as the model `live`")
-
-
-@api.get("/api/training/live", response_model=LiveRunInfo, tags=["training"], summary="The live training run")
-async def run_info(live: LiveDep, sources: SourcesDep) -> LiveRunInfo:
-    """The live run's state, curve and samples (the Training page's numbers)."""
-    job = live.job
-    if job is None or job.state == "closed":
-        return LiveRunInfo(state="idle")
-    loaded = sources.all.get(LIVE)
-    return LiveRunInfo(state=job.state, why=job.why, text=job.plan.text_name, size=job.plan.size, who=job.who,
-                       parameters=job.ready.get("parameters"), baselines=job.ready.get("baselines", {}),
-                       points=job.points, samples=sorted(job.samples, key=lambda s: s["step"]),
-                       model=loaded.name if loaded is not None else None)
 
 
 @router.get("/training/live/checkpoint.zip")
