@@ -176,6 +176,7 @@ def test_the_phones_watch_the_model_their_teacher_trains(classroom: tuple[Page, 
     expect(phone.locator(".class-live .live-sample figcaption").first).to_have_text("after 0 steps")
     expect(phone.locator(".class-live").get_by_role("button", name="Stop")).to_have_count(0)
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # the curve fits a phone
+    phone.locator(".class-live").screenshot(path="/tmp/shots/live-phone.png")
 
     teacher.get_by_role("button", name="Stop").click()
     expect(phone.locator(".class-live #live-state")).to_contain_text("Stopped", timeout=30_000)
