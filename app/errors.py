@@ -91,8 +91,8 @@ def _detail(errors: list[dict]) -> list[dict]:
             for e in errors]
 
 
-def install(app: FastAPI, max_body_bytes: int) -> None:
-    app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
+def install(app: FastAPI, max_body_bytes: int, larger: dict[str, int] | None = None) -> None:
+    app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes, larger=larger or {})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -150,16 +150,18 @@ class GuardMiddleware:
     receive() passes through so the app still hears a client disconnect.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, larger: dict[str, int] | None = None):
         self.app = app
         self.limit = max_body_bytes
+        self.larger = larger or {}  # path -> its own limit (a pasted training text)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         path, declared = scope["path"], Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await self._too_large(path, int(declared), scope, receive, send)
+        limit = self.larger.get(path, self.limit)
+        if declared.isdigit() and int(declared) > limit:
+            return await self._too_large(path, int(declared), limit, scope, receive, send)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -167,8 +169,8 @@ class GuardMiddleware:
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.limit:
-                return await self._too_large(path, None, scope, receive, send)
+            if size > limit:
+                return await self._too_large(path, None, limit, scope, receive, send)
             if not message.get("more_body"):
                 break
         replayed = False
@@ -182,6 +184,7 @@ class GuardMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, path: str, size: int | None, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, path: str, size: int | None, limit: int, scope: Scope, receive: Receive,
+                         send: Send) -> None:
         what = f"The body is {size:,} bytes" if size is not None else "The body is too large"
-        await error_response(path, 413, f"{what}; this server accepts at most {self.limit:,}: send less")(scope, receive, send)
+        await error_response(path, 413, f"{what}; this server accepts at most {limit:,}: send less")(scope, receive, send)

@@ -15,9 +15,11 @@ from app.serving import sources
 from app.classroom import routes as classroom
 from app.config import Settings
 from app.serving.engine import Engine
+from app.serving.live import LIVE_PATH, LIVE_BODY_BYTES, LiveTraining
 from app.api import docs, openai
 from app.api import routes as api
-from app.pages import ablate, data, downloads, inference, internals, overview, patching, playground, tokenizer, training
+from app.pages import (ablate, data, downloads, inference, internals, live, overview, patching, playground, tokenizer,
+                       training)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, s
         eng.start()
         try:
             async with sources.opened(settings, eng, second) as app.state.sources:  # the models pages may choose
-                yield
+                app.state.live = LiveTraining(settings, app.state.sources)  # "Train a tiny model now"
+                try:
+                    yield
+                finally:
+                    await app.state.live.close()
         finally:
             eng.stop()
             await app.state.classes.close()
@@ -48,13 +54,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, s
         redoc_url=None,
     )
     app.state.settings = settings
-    errors.install(app, settings.max_body_bytes)
+    errors.install(app, settings.max_body_bytes, {LIVE_PATH: LIVE_BODY_BYTES})
     security.install(app, settings)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.include_router(api.router)
     app.include_router(openai.router)
     for page in (overview, data, tokenizer, training, playground):
         app.include_router(page.router)
+    app.include_router(live.router)
     app.include_router(internals.router)
     app.include_router(internals.styles)
     app.include_router(ablate.router)

@@ -48,3 +48,22 @@ def expect_http_error(r: httpx.Response, status: int, pattern: str) -> str:
     assert not message[0].islower(), message
     assert re.search(pattern, message), message
     return message
+
+
+# ---------------------------------------------------------------- a heatmap in the browser (templates/partials/_figures.html)
+
+def heatmap_cells(svg) -> int:
+    """How many cells the heatmap (a playwright Locator, one svg) draws: the texts its rows hold for the readout."""
+    return svg.evaluate("s => [...s.querySelectorAll('[data-r]')].map(g => g.dataset.v.split('|').filter(Boolean).length)"
+                        ".reduce((a, b) => a + b, 0)")
+
+
+def hover_cell(page, svg, r: int, c: int) -> None:
+    """Move the mouse to the middle of the heatmap's cell in row r, column c (where data-grid puts it)."""
+    svg.scroll_into_view_if_needed()
+    x, y = svg.evaluate("""(s, [r, c]) => {
+        const [x0, y0, size] = s.dataset.grid.split(" ").map(Number);
+        const p = new DOMPoint(x0 + (c + 0.5) * size, y0 + (r + 0.5) * size).matrixTransform(s.getScreenCTM());
+        return [p.x, p.y];
+    }""", [r, c])
+    page.mouse.move(x, y)

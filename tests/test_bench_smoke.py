@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["prefill", "decode", "decode_llama", "activations", "tokenize", "load", "soak", "classroom", "interventions",
-            "ab"]
+            "live", "ab"]
 MORE = {"ab": ["--before", str(ROOT), "activations"]}  # A/B against this same checkout
 
 

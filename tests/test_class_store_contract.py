@@ -179,12 +179,15 @@ def test_a_save_keeps_the_students_and_an_end_takes_everything(make) -> None:
 
 def test_a_full_server_says_so_and_an_ended_session_frees_its_place(make) -> None:
     async def body(store: Store) -> None:
+        assert await store.running() == 0
         for code in ("ACDEFG", "ACDEFH", "ACDEFJ"):
             await store.create(session(code))
+        assert await store.running() == 3
         with pytest.raises(StoreFull) as full:
             await store.create(session("ACDEFK"))
         assert str(full.value).startswith("This server already runs 3 class sessions")
         await store.delete("ACDEFH")
+        assert await store.running() == 2
         await store.create(session("ACDEFK"))
 
     run(make, body)

@@ -254,12 +254,20 @@ def test_each_figure_has_its_downloads(client: TestClient, page: str, png: str, 
 
 def test_page_links_carry_the_page_state(client: TestClient) -> None:
     html = client.get("/internals", params={"prompt": TRICKY, "layer": 0, "head": 2}).text
-    href = unescape(re.search(r'href="(/download/attention\.csv[^"]*)"', html).group(1))
-    assert parse_qs(urlsplit(href).query) == {"prompt": [TRICKY], "layer": ["0"], "head": ["2"]}
+    hrefs = [unescape(h) for h in re.findall(r'href="(/download/attention\.csv[^"]*)"', html)]  # a link per head
+    assert [parse_qs(urlsplit(h).query) for h in hrefs][2] == {"prompt": [TRICKY], "layer": ["0"], "head": ["2"]}
     for page, path in (("/loss", "loss"), ("/tokenizer", "compare")):
         html = client.get(page, params={"text": TRICKY}).text
         href = unescape(re.search(rf'href="(/download/{path}\.csv[^"]*)"', html).group(1))
         assert parse_qs(urlsplit(href).query) == {"text": [TRICKY]}
+    # the partial that redraws a figure sends its links again, out of band
+    for url, data, link, path in (("/partials/loss", {"text": TRICKY}, "loss-csv", "loss"),
+                                  ("/partials/compare", {"text": TRICKY}, "cmp-csv", "compare"),
+                                  ("/partials/forward", {"prompt": TRICKY}, "int-lens-csv", "lens")):
+        body = client.post(url, data=data).text
+        href = unescape(re.search(rf'<a id="{link}" class="button" href="(/download/{path}\.csv[^"]*)" hx-swap-oob="true"',
+                                  body).group(1))
+        assert parse_qs(urlsplit(href).query) == {"prompt" if path == "lens" else "text": [TRICKY]}
 
 
 def test_static_script_has_no_eval_or_remote(client: TestClient) -> None:

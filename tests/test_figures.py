@@ -27,12 +27,15 @@ def test_a_long_sides_labels_thin_out_and_grow():
     names = [f"t{i}" for i in range(61)]
     short = figures.heatmap(names[:6], names[:6], lambda r, c: 0.5 if c <= r else None, lambda v: v, str,
                             "{r} to {c}: {v}", {"r": names[:6], "c": names[:6]})
-    assert [len(row["cells"]) for row in short["grid"]] == [1, 2, 3, 4, 5, 6]  # no cell where value is None
+    assert [row["v"] for row in short["grid"]][:2] == ["0.5|||||", "0.5|0.5||||"]  # no text where value is None
+    assert [s["stroke"] for s in short["shades"]] == [figures.colour(0.5)]  # one shade: one path of 21 cells
+    assert short["shades"][0]["d"].count("h33") == 21 and short["width"] == 33
     assert len(short["rows"]) == 6 and short["rows"][0]["font"] is None
     long = figures.heatmap(names, names, lambda r, c: r / 60, lambda v: v, lambda v: f"{v:.2f}", "", {})
     assert len(long["rows"]) <= figures.LABELS and long["rows"][0]["font"] > 13  # every fourth, in a larger font
-    assert sum(len(row["cells"]) for row in long["grid"]) == 61 * 61
-    assert long["grid"][-1]["cells"][0] == (0, long["x0"], "#16296b", "1.00")  # the darkest
+    assert sum(len(row["v"].split("|")) for row in long["grid"]) == 61 * 61
+    assert long["shades"][-1]["stroke"] == "#16296b" and long["grid"][-1]["v"].startswith("1.00|")  # the darkest
+    assert long["shades"][-1]["d"].startswith(f"M{long['x0']:g} {long['y0'] + 60 * 22 + 10.5:g}h21m1 0h21")
     assert long["numbers"] == []  # cells too small to print their numbers in
     numbered = figures.heatmap(names[:2], names[:2], lambda r, c: 0.9, lambda v: v, str, "", {}, lambda v: "9")
     assert [(k["text"], k["ink"]) for k in numbered["numbers"]] == [("9", "#ffffff")] * 4  # white on the dark

@@ -110,7 +110,7 @@ def test_playground_settings_and_presets(client: TestClient) -> None:
     assert 'value="77"' in tag(html, "seed")
     assert '<option value="line" selected>' in html
     assert "loutre de mer" in html and "Human:" in html and "Tom and his dog" in html
-    assert "data-compare='[0.0, 0.7, 1.0, 1.5]'" in html
+    assert re.findall(r'aria-label="temperature [^"]*" data-temperature="([^"]*)"', html) == ["0.0", "0.7", "1.0", "1.5"]
     html = client.get("/playground", params={"seed": "<b>", "stop": "<b>"}).text
     assert 'value=""' in tag(html, "seed")
     assert '<option value="none" selected>' in html
@@ -147,9 +147,9 @@ def element(html: str, tag_name: str, id_: str) -> str:
 
 
 def lens_rows(html: str) -> list[list[str]]:
-    """The logit lens's body: for each row, the class of each cell."""
-    body = element(html, "table", "int-lens").split("<tbody>")[1]
-    return [re.findall(r'<td class="([^"]*)"', row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    """The logit lens's rows of cells: for each row, the class of each cell."""
+    lens = element(html, "svg", "int-lens")
+    return [re.findall(r'<g role="cell" class="([^"]*)"', row) for row in lens.split('class="lens-row">')[1:]]
 
 
 def activations(client: TestClient, text: str) -> dict:
@@ -161,13 +161,14 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     want = activations(client, "The cat sat on the mat")
     n = len(want["tokens"])
     body = forward(client, "The cat sat on the mat")
-    lens = element(body, "table", "int-lens")
+    lens = element(body, "svg", "int-lens")
     assert 'hx-swap-oob="true"' in lens  # the lens, select and neurons replace the page's own
-    assert len(re.findall(r"<th scope=\"col\"", lens)) == 1 + n  # a corner, then a column per token
+    assert len(re.findall(r'role="columnheader"', lens)) == 1 + n  # a corner, then a column per token
     rows = lens_rows(body)
     assert len(rows) == info["n_layer"] + 1  # after the embeddings, and after each block
     assert all(len(cells) == n for cells in rows)
-    assert re.findall(r'<th scope="row">([^<]*)</th>', lens)[-1] == "after block 1: the prediction"
+    labels = [re.sub(r"<[^>]*>", "", t) for t in re.findall(r'role="rowheader"[^>]*>(.*?)</text>', lens, re.S)]
+    assert labels[-1] == "after block 1: the prediction"
     # each cell shaded by the top guess's probability, in tenths
     for state, cells in zip(want["logit_lens"], rows):
         assert [re.search(r"shade-(\d)", c).group(1) for c in cells] == [str(min(9, int(top[0]["prob"] * 10)))
@@ -183,9 +184,9 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     # the norms heatmap: a cell per state and token, each reading out its own number
     norms = element(body, "div", "int-norms")
     assert re.findall(r'<g data-r="(\d+)"', norms) == [str(i) for i in range(info["n_layer"] + 1)]
-    values = re.findall(r'<rect [^>]*data-c="(\d+)" data-v="([^"]*)"', norms)
-    assert len(values) == len(want["residual_norms"]["labels"]) * n
-    assert values[-1] == (str(n - 1), f"{want['residual_norms']['norms'][-1][-1]:.2f}")
+    rows = [v.split("|") for v in re.findall(r'<g data-r="\d+" data-v="([^"]*)"', norms)]
+    assert [len(r) for r in rows] == [n] * len(want["residual_norms"]["labels"])
+    assert rows[-1][-1] == f"{want['residual_norms']['norms'][-1][-1]:.2f}"
     assert 'data-say="{c}, {r}: length {v}."' in norms  # the readout names the cell's token and state
     names = json.loads(unescape(re.search(r"data-names='([^']*)'", norms).group(1)))
     assert names == {"r": want["residual_norms"]["labels"], "c": [f"“{t['text']}” (position {i})"
@@ -194,7 +195,8 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     attn = element(body, "div", "int-attn")
     maps = re.findall(r'<svg class="lab-map attn-map"[^>]*data-head="(\d+)">(.*?)</svg>', attn, re.S)
     assert [int(h) for h, _ in maps] == list(range(info["n_head"]))
-    assert all(m.count("<rect ") == n * (n + 1) // 2 for _, m in maps)
+    assert all(sum(len(list(filter(None, v.split("|")))) for v in re.findall(r'data-v="([^"]*)"', m)) == n * (n + 1) // 2
+               for _, m in maps)
     assert all(f'<g class="cells" id="int-attn-cells-{h}">' in m for h, m in maps)  # the thumbnails show these
     assert len(re.findall(r'<use href="#int-attn-cells-\d+"/>', body)) == info["n_head"]
     assert 'aria-label="Attention pattern of block 1, head 0"' in attn
@@ -204,7 +206,7 @@ def test_forward_partial_draws_the_lens_neurons_and_tokens(client: TestClient) -
     css = client.get("/internals/heads.css", params={"n": info["n_head"]})
     assert css.headers["content-type"].startswith("text/css")
     assert css.text.count(":checked") == info["n_head"]
-    assert '[value="3"]:checked) .attn-map[data-head="3"]' in css.text
+    assert '[value="3"]:checked) :is(.attn-map, .attn-csv)[data-head="3"]' in css.text
 
 
 def test_forward_partial_follows_the_position(client: TestClient) -> None:
@@ -252,6 +254,9 @@ def test_forward_partial_escapes_the_prompt(client: TestClient) -> None:
     assert "<b>" not in attn and "<script" not in attn
     assert '<text class="row-label"' in attn and ">&lt;</text>" in attn
     assert 'data-say="Block 1, head 0: {r} gives {v} of its attention to {c}."' in attn
+    # and the logit lens, an SVG now: its tokens along the top and its guesses as escaped text
+    lens = element(body, "svg", "int-lens")
+    assert "<b>" not in lens and "<script" not in lens and ">&lt;</text>" in lens
     names = json.loads(unescape(re.search(r"data-names='([^']*)'", attn).group(1)))
     assert names["r"][0] == "“<” (position 0)" and "\\u003c" in attn  # JSON in an attribute: no raw "<"
 
@@ -268,12 +273,12 @@ def test_forward_partial_problems_are_messages(client: TestClient) -> None:
     # the page shows the same messages in place of the strip, and keeps empty tables for the partial to fill
     html = client.get("/internals", params={"prompt": "cat " * 300}).text
     assert "reads at most 64" in html
-    assert re.search(r'<table id="int-lens" class="lab-lens show-ws">\s*</table>', html)
+    assert re.search(r'<svg id="int-lens" class="lab-lens" role="table" aria-label="[^"]*">\s*</svg>', html)
     assert "Type a prompt" in client.get("/internals", params={"prompt": ""}).text
 
 
 def test_internals_page_renders_the_forward_pass(client: TestClient) -> None:
     html = client.get("/internals", params={"prompt": "The cat sat"}).text
-    assert len(lens_rows(html)) == 3 and 'hx-swap-oob' not in element(html, "table", "int-lens")
+    assert len(lens_rows(html)) == 3 and 'hx-swap-oob' not in element(html, "svg", "int-lens")
     assert "<caption>for “ sat” (position 2)</caption>" in html
     assert re.search(r'<textarea id="int-prompt"[^>]*hx-post="/partials/forward"', html)

@@ -130,9 +130,9 @@ def test_every_page_renders(arch: Served) -> None:
         assert r.status_code == 200, (path, r.text[-500:])
         assert arch.engine.info().name in r.text
     internals = arch.client.get("/internals").text
-    lens = re.search(r'<table id="int-lens".*?</table>', internals, re.S).group(0)
+    lens = re.search(r'<svg id="int-lens".*?</svg>', internals, re.S).group(0)
     # the forward pass rendered, not a message in its place: the embeddings, then each block
-    assert lens.count('<tr><th scope="row">') == arch.engine.config.n_layer + 1
+    assert lens.count('role="rowheader"') == arch.engine.config.n_layer + 1
 
 
 @on(ARCHS)

@@ -11,6 +11,8 @@ from starlette.responses import Response, StreamingResponse
 
 from app.schemas import answers as an, fields as fl, requests as rq
 from app.deps import EngineDep
+from app.serving.live import LiveDep
+from app.serving.sources import LIVE, SourcesDep
 from app.serving.streaming import EventStream, generation_events
 from app.errors import require_json
 from app.security import ModelTurn
@@ -145,3 +147,16 @@ async def generate(req: rq.GenerateRequest, engine: EngineDep) -> StreamingRespo
     gen = await engine.generate(req.prompt, req.max_new_tokens, params, seed=req.seed, stop=req.stop,
                                 n_top=req.n_top)
     return EventStream(gen, generation_events(gen))
+
+
+@router.get("/api/training/live", response_model=an.LiveRunInfo, tags=["training"], summary="The live training run")
+async def run_info(live: LiveDep, sources: SourcesDep) -> an.LiveRunInfo:
+    """The live run's state, curve and samples (the Training page's numbers)."""
+    job = live.job
+    if job is None or job.state == "closed":
+        return an.LiveRunInfo(state="idle")
+    loaded = sources.all.get(LIVE)
+    return an.LiveRunInfo(state=job.state, why=job.why, text=job.plan.text_name, size=job.plan.size, who=job.who,
+                          parameters=job.ready.get("parameters"), baselines=job.ready.get("baselines", {}),
+                          points=job.points, samples=sorted(job.samples, key=lambda s: s["step"]),
+                          model=loaded.name if loaded is not None else None)

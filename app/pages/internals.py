@@ -22,7 +22,7 @@ from app.views.ablation import ablate_view
 from app.views.copying import CLEAR, CopyingFacts
 from app.demo import DEFAULT_INTERNALS_PROMPT
 from app.serving.engine import Engine
-from app.views.figures import heatmap, shown
+from app.views.figures import LENS_CHARS, heatmap, lens_grid, shown
 from app.views.patching import defaults as patch_defaults
 from app.views.patching import patch_view
 from app.serving.sources import InsideDep
@@ -67,7 +67,8 @@ def lens_cell(top: list[an.LensToken], next_id: int | None) -> dict:
     best = top[0]
     hit = best.id == next_id
     title = " · ".join(f"“{c.text}” {pct(c.prob)}" for c in top)
-    return {"token": best.text, "prob": best.prob, "hit": hit, "shade": min(SHADES - 1, max(0, int(best.prob * SHADES))),
+    return {"token": shown(best.text, LENS_CHARS - 2 if hit else LENS_CHARS),  # a hit's ✓ takes two characters
+            "prob": best.prob, "hit": hit, "shade": min(SHADES - 1, max(0, int(best.prob * SHADES))),
             "title": title + (" · matches the next token of the prompt" if hit else "")}
 
 
@@ -93,7 +94,8 @@ def norms_map(tokens: list[an.Piece], r: an.ResidualNorms) -> dict:
 
 def attention_maps(tokens: list[an.Piece], patterns: list[an.AttentionPattern]) -> list[dict]:
     """Each head's attention pattern of one block as a heatmap: a row per query, a cell per earlier key, shaded by
-    the square root so that small weights stay visible (the head's thumbnail shows the same cells)."""
+    the square root so that small weights stay visible (the head's thumbnail shows the same cells). A cell's readout
+    gives its weight without "1 in N": a long prompt's maps hold a few hundred thousand of them."""
     labels = [shown(t.text, 12) for t in tokens]
     names = token_names(tokens)
     number = (lambda v: f"{v:.2f}".lstrip("0") if v >= 0.005 else "") if len(tokens) <= 12 else None
@@ -101,7 +103,7 @@ def attention_maps(tokens: list[an.Piece], patterns: list[an.AttentionPattern]) 
     def one(a: an.AttentionPattern) -> dict:
         w = a.pattern
         return {"head": a.head, "map": heatmap(
-            labels, labels, lambda q, k: w[q][k] if k <= q else None, math.sqrt, pct,
+            labels, labels, lambda q, k: w[q][k] if k <= q else None, math.sqrt, lambda v: pct(v, short=True),
             f"Block {a.layer}, head {a.head}: {{r}} gives {{v}} of its attention to {{c}}.", {"r": names, "c": names},
             number)}
     return [one(a) for a in sorted(patterns, key=lambda a: a.head)]
@@ -124,6 +126,7 @@ async def forward_context(engine: Engine, prompt: str, pos: int, layer: int) -> 
              "cells": [lens_cell(top, ids[q + 1] if q + 1 < n else None) for q, top in enumerate(state.top)]}
             for state in r.logit_lens or []]
     return {"tokens": r.tokens, "pos": chosen if chosen == pos else -1, "chosen": chosen, "lens": lens,
+            "lens_grid": lens_grid([t.text for t in r.tokens], [state["label"] for state in lens]),
             "neurons": neuron_rows(r.neurons or [], chosen), "layer": layer,
             "norms": norms_map(r.tokens, r.residual_norms) if r.residual_norms else None,
             "heads": attention_maps(r.tokens, r.attention or [])}
@@ -171,7 +174,7 @@ async def forward_partial(request: Request, inside: InsideDep, prompt: Text = ""
     if "error" in forward:  # the message, and no figures of an earlier prompt beside it
         return partial(request, "partials/_forward.html", f=None, text=sentence(forward["error"]),
                        kind=forward["kind"], n_head=info.n_head, layer=block, head=position(head))
-    return partial(request, "partials/_forward.html", f=forward, head=position(head))
+    return partial(request, "partials/_forward.html", f=forward, head=position(head), prompt=prompt)
 
 
 # ---------------------------------------------------------------- which head shows (runs no model)
@@ -184,7 +187,7 @@ MOST_HEADS = 256
 async def heads_css(n: int = Query(12, ge=1, le=MOST_HEADS)):
     """Which attention heatmap shows: the one whose head's radio is checked, a selector for each of n heads (the
     page asks for its model's count)."""
-    shows = ",\n".join(f'.lab-attn:has(input[name=head][value="{h}"]:checked) .attn-map[data-head="{h}"]'
+    shows = ",\n".join(f'.lab-attn:has(input[name=head][value="{h}"]:checked) :is(.attn-map, .attn-csv)[data-head="{h}"]'
                         for h in range(n))
     return Response(shows + " { display: block; }\n", media_type="text/css")
 

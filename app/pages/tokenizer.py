@@ -97,7 +97,7 @@ async def compare_partial(request: Request, engine: EngineDep, text: Text = ""):
     # building cl100k/o200k takes a second on first use: off the event loop
     rows = await anyio.to_thread.run_sync(encodings.compare, text, engine.own_tokenizer)
     most = max(r.count for r in rows) or 1
-    return partial(request, "partials/_compare.html", rows=rows, most=most, max_chips=MAX_COMPARE_CHIPS,
+    return partial(request, "partials/_compare.html", rows=rows, most=most, max_chips=MAX_COMPARE_CHIPS, text=text,
                    own=engine.own_tokenizer is not None, specials=engine.special_ids)
 
 

@@ -9,6 +9,8 @@ from fastapi.responses import HTMLResponse
 from app.demo import DEFAULT_LOSS_TEXT, LOSS_EXAMPLES
 from app.deps import EngineDep
 from app.views.loss import try_loss
+from app.pages.live import live_context
+from app.serving.live import LiveDep
 from app.serving.sources import SourcesDep
 from app.security import ModelTurn
 from app.templating import LOSS_LEGEND, Text, message, partial, render
@@ -17,11 +19,12 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/loss", dependencies=[ModelTurn], response_class=HTMLResponse)
-async def loss(request: Request, engine: EngineDep, sources: SourcesDep, text: str = DEFAULT_LOSS_TEXT,
+async def loss(request: Request, engine: EngineDep, sources: SourcesDep, live: LiveDep, text: str = DEFAULT_LOSS_TEXT,
                model: str = ""):
     source = sources.get(model)
     result = await try_loss(source, text)
     return render(request, "loss.html", "loss", text=text, examples=LOSS_EXAMPLES, legend=LOSS_LEGEND,
+                  live=live_context(live, sources.all),
                   default_text=DEFAULT_LOSS_TEXT, info=engine.info(), source=source, **sources.chooser(source),
                   **result)
 
@@ -31,4 +34,4 @@ async def loss_partial(request: Request, sources: SourcesDep, text: Text = "", m
     result = await try_loss(sources.get(model), text)
     if "error" in result:
         return message(request, result["error"], result["kind"])
-    return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, **result)
+    return partial(request, "partials/_loss.html", legend=LOSS_LEGEND, text=text, oob=True, **result)

@@ -331,3 +331,35 @@ class DoneEvent(BaseModel):
     text: str = Field(description="text held back until the end (at most a few characters); append it too")
     timings: Timings
     message: str | None = Field(None, description="what went wrong, with finish_reason \"timeout\" or \"error\"")
+
+
+# ---- the live training run (app/serving/live.py)
+
+class LivePoint(BaseModel):
+    step: int
+    tokens: int = Field(description="bytes seen")
+    train_loss: float = Field(description="mean training loss of the steps since the point before (nats per byte)")
+    val_loss: float | None = Field(description="on the held-out tenth of the text, every 50 steps and where a "
+                                               "sitting ends")
+    elapsed_s: float = Field(description="training time so far (a paused run's clock stands still)")
+    tokens_per_s: float
+
+
+class LiveSample(BaseModel):
+    step: int
+    text: str = Field(description="written from nothing with the same dice at every step (temperature 0.8)")
+
+
+class LiveRunInfo(BaseModel):
+    """The live run as the Training page shows it."""
+
+    state: str = Field(description="training, paused or failed; `idle` when no run has started")
+    why: str | None = Field(None, description="why it paused: stopped, time or steps")
+    text: str | None = None
+    size: str | None = None
+    who: str | None = None
+    parameters: int | None = None
+    baselines: dict[str, float] = Field({}, description="uniform: ln 257; unigram: byte frequencies alone")
+    points: list[LivePoint] = []
+    samples: list[LiveSample] = []
+    model: str | None = Field(None, description="the name the last sitting's weights go by as the model `live`")

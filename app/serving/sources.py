@@ -30,7 +30,7 @@ from app.serving.streaming import Generation, sse
 from app.templating import si
 from model.decode.sampling import SamplingParams
 
-MAIN, SECOND, REMOTE = "local", "second", "remote"  # the values of `model=` in a page's URL
+MAIN, SECOND, REMOTE, LIVE = "local", "second", "remote", "live"  # the values of `model=` in a page's URL
 
 
 @dataclass(frozen=True)
@@ -293,6 +293,14 @@ class Sources:
             self.all[SECOND] = LocalSource(SECOND, second)
         if remote is not None:
             self.all[REMOTE] = RemoteSource(remote, max_new_tokens)
+
+    def put(self, live: LocalSource | None) -> LocalSource | None:
+        """The model trained live on the Training page (app/serving/live.py) joins the others, or leaves them;
+        returns the one it replaces."""
+        old = self.all.pop(LIVE, None)
+        if live is not None:
+            self.all[LIVE] = live
+        return old  # type: ignore[return-value]
 
     def get(self, key: str | None) -> Source:
         """The source a URL names; the loaded model for anything else."""

@@ -4,6 +4,7 @@ Server-Sent Events that carry a stream (and a class session's events) to a brows
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
@@ -148,8 +149,10 @@ class EventStream(StreamingResponse):
 
 
 def sse(data: str, event: str | None = None) -> str:
-    """One Server-Sent Event: its name (none: a plain message, EventSource's onmessage) and its one-line data."""
-    return (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
+    """One Server-Sent Event: its name (none: a plain message, EventSource's onmessage) and its data, a line of
+    the event per line of data (EventSource joins them again with newlines; a lone CR ends a line too)."""
+    lines = re.split(r"\r\n|\r|\n", data)
+    return (f"event: {event}\n" if event else "") + "".join(f"data: {line}\n" for line in lines) + "\n"
 
 
 async def generation_events(gen: Generation) -> AsyncIterator[str]:

@@ -31,11 +31,13 @@ def nice_ticks(lo: float, hi: float, count: int) -> list[float]:
     return [float(f"{i * step:.12g}") for i in range(first, last + 1)]
 
 
-def line_chart(series: list[dict], marks: list[dict], x_label: str, y_label: str) -> dict | None:
+def line_chart(series: list[dict], marks: list[dict], x_label: str, y_label: str,
+               levels: Sequence[dict] = ()) -> dict | None:
     """series: [{label, class, points: [[x, y], ...], dots?}]; marks: [{x, label, class?}], vertical lines whose
-    labels go on the first row where they clear the labels before them. None when there is nothing to draw."""
+    labels go on the first row where they clear the labels before them; levels: [{y, label, class?}], horizontal
+    reference lines. None when there is nothing to draw."""
     xs = [p[0] for s in series for p in s["points"]]
-    ys = [p[1] for s in series for p in s["points"]]
+    ys = [p[1] for s in series for p in s["points"]] + [level["y"] for level in levels]
     if not xs:
         return None
     x1 = max(xs) or 1
@@ -78,6 +80,7 @@ def line_chart(series: list[dict], marks: list[dict], x_label: str, y_label: str
                     "dots": [(px(x), py(y)) for x, y in s["points"]] if s.get("dots") else []}
                    for s in series],
         "marks": placed, "columns": columns,
+        "levels": [{"y": py(level["y"]), "label": level["label"], "class": level.get("class", "")} for level in levels],
     }
 
 
@@ -87,6 +90,7 @@ LABELS = 20  # the most labels along each side of a long text's map
 # white -> deep blue, in steps a projector still tells apart (lab.css's .shade-0 … .shade-9, the logit lens cells,
 # are this ramp at the middle of each tenth, with the same switch of ink)
 RAMP = [(255, 255, 255), (205, 218, 252), (129, 157, 240), (54, 88, 204), (22, 41, 107)]
+SHADES = 48  # a heatmap's steps along the ramp: the cells of each step are one path
 
 
 def colour(t: float) -> str:
@@ -107,8 +111,8 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], value: Callable[[int, int]
             number: Callable[[float], str] | None = None) -> dict:
     """A grid of cells, a row per `rows` label and a column per `cols` label; value(r, c) is None where there is no
     cell. A long side labels every few cells (at most LABELS), in a font as large as the room between labels.
-    The readout fills `say`'s {r}, {c} and {v} with names["r"][row], names["c"][column] and text(value), so a cell
-    carries only its value's text: a long prompt's map of every head stays a few megabytes."""
+    The readout fills `say`'s {r}, {c} and {v} with names["r"][row], names["c"][column] and text(value) (which holds
+    no "|"). Shades are rounded to SHADES steps, and each is one path of squares."""
     dense = len(cols) > 24
     cell = 22 if dense else 34
 
@@ -119,27 +123,59 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], value: Callable[[int, int]
     across, down = side(len(cols)), side(len(rows))
     row_w = round(10 + (down["font"] or 13) * 0.62 * max([4] + [len(r) for r in rows]), 1)
     col_h = round(10 + (across["font"] or 13) * 0.55 * max([4] + [len(c) for c in cols]), 1)
-    # a cell is a tuple (column, x, fill, value's text): a long prompt's maps have a few hundred thousand
+    # the cells of one shade are one path, each a stroke as wide as the cell drawn from its left edge ("m" from the
+    # end of the one before); a row keeps its cells' texts ("" where there is none), which the readout finds by the
+    # pointer's position: a long prompt has a few hundred thousand cells
+    s = cell - 1
+    paths: dict[int, list[str]] = {}
+    ends: dict[int, tuple[int, int]] = {}  # each shade's pen: where its last cell ended, in cells
     grid, numbers = [], []
     for r in range(len(rows)):
-        cells = []
+        texts = []
         for c in range(len(cols)):
             v = value(r, c)
-            if v is not None:
-                t = shade(v)
-                x = round(row_w + c * cell, 1)
-                cells.append((c, x, colour(t), text(v)))
-                if number and cell >= 30 and number(v):
-                    numbers.append({"x": x + cell / 2, "y": round(col_h + r * cell + cell / 2 + 4, 1), "text": number(v),
-                                    "ink": "#ffffff" if t > 0.55 else "#14171c"})
-        grid.append({"r": r, "y": round(col_h + r * cell, 1), "cells": cells})
+            if v is None:
+                texts.append("")
+                continue
+            t = shade(v)
+            level = round(max(0.0, min(1.0, t)) * SHADES)
+            if level in ends:
+                er, ec = ends[level]
+                paths[level].append(f"m{(c - ec) * cell - s} {(r - er) * cell}h{s}")
+            else:
+                paths[level] = [f"M{row_w + c * cell:g} {col_h + r * cell + s / 2:g}h{s}"]
+            ends[level] = (r, c)
+            texts.append(text(v))
+            if number and cell >= 30 and number(v):
+                numbers.append({"x": round(row_w + c * cell + cell / 2, 1), "y": round(col_h + r * cell + cell / 2 + 4, 1),
+                                "text": number(v), "ink": "#ffffff" if t > 0.55 else "#14171c"})
+        grid.append({"r": r, "v": "|".join(texts)})
     w, h = row_w + len(cols) * cell + 4, col_h + len(rows) * cell + 4
     return {
         "w": round(w, 1), "h": round(h, 1), "rem": round(w / 16, 2), "cell": cell, "half": cell / 2,
         "x0": row_w, "y0": col_h, "span": len(cols) * cell, "say": say, "names": names, "numbers": numbers,
+        "shades": [{"stroke": colour(level / SHADES), "d": "".join(paths[level])} for level in sorted(paths)],
+        "width": s,
         "cols": [{"x": round(row_w + c * cell + cell / 2, 1), "y": round(col_h - 6, 1), "text": label,
                   "font": across["font"]} for c, label in enumerate(cols) if c % across["step"] == 0],
         "rows": [{"x": round(row_w - 6, 1), "y": round(col_h + r * cell + cell / 2 + (down["font"] or 13) * 0.35, 1),
                   "text": label, "font": down["font"]} for r, label in enumerate(rows) if r % down["step"] == 0],
         "grid": grid,
     }
+
+
+# ---------------------------------------------------------------- the logit lens
+
+LENS_W, LENS_H, LENS_GAP = 76, 40, 2  # a lens cell (its top guess, cut to LENS_CHARS, over its probability)
+LENS_CHARS = 8
+LENS_HEAD = 30                        # the row of tokens along the top
+
+
+def lens_grid(tokens: Sequence[str], labels: Sequence[str]) -> dict:
+    """Where the logit lens puts its cells: a row per state (labelled on the left, "…: the prediction" on two
+    lines), a column per token (labelled on top). Cell (r, c) is at x0 + c * dx, y0 + r * dy."""
+    row_w = round(14 + 7.6 * max([12] + [len(label) + 1 for label in labels]))
+    dx, dy = LENS_W + LENS_GAP, LENS_H + LENS_GAP
+    w, h = row_w + len(tokens) * dx, LENS_HEAD + LENS_GAP + len(labels) * dy
+    return {"w": w, "h": h, "rem": round(w / 16, 2), "x0": row_w, "y0": LENS_HEAD + LENS_GAP, "dx": dx, "dy": dy,
+            "cw": LENS_W, "ch": LENS_H, "head": LENS_HEAD, "cols": [shown(t, LENS_CHARS) for t in tokens]}

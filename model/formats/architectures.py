@@ -19,7 +19,7 @@ from model.tokenizers.hf_tokenizer import HFTokenizer
 from model.nets.llama import MODEL_TYPES as LLAMA_TYPES
 from model.nets.llama import Llama
 from model.nets.net import CausalLM
-from model.tokenizers.tokenizer import Tokenizer, gpt2_tokenizer
+from model.tokenizers.tokenizer import Tokenizer
 from model.formats.weights import CheckpointError
 
 State = dict[str, torch.Tensor]
@@ -36,7 +36,7 @@ class Architecture:
 
 
 GPT2 = Architecture(GPT, gpt2_checkpoint.read_config, gpt2_checkpoint.read_state, gpt2_checkpoint.gguf_state,
-                    lambda directory, name: gpt2_tokenizer())
+                    gpt2_checkpoint.read_tokenizer)
 LLAMA = Architecture(Llama, llama_checkpoint.read_config, llama_checkpoint.read_state, llama_checkpoint.gguf_state,
                      llama_checkpoint.read_tokenizer, llama_checkpoint.check_gguf)
 ARCHITECTURES = {"gpt2": GPT2, **{t: LLAMA for t in LLAMA_TYPES}}

@@ -3,7 +3,8 @@
 A GPT-2 checkpoint directory holds config.json and model.safetensors (or the older
 pytorch_model.bin). GPT-2 stores its projections as Conv1D, whose weight is (in, out):
 the transpose of nn.Linear's (out, in). Loading is a name map plus those transposes.
-Its tokenizer is GPT-2's own, vendored in model/assets.
+Its tokenizer is GPT-2's own, vendored in model/assets, unless the checkpoint brings a tokenizer.json for a
+vocabulary of another size (a live-trained byte model's, model/tokenizers/bytes.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from model.nets.gpt2 import GPT, GPTConfig
+from model.tokenizers.hf_tokenizer import HFTokenizer
+from model.tokenizers.tokenizer import Tokenizer, gpt2_tokenizer
 from model.formats.weights import CheckpointError, check_tensors, read_tensors
 
 # Conv1D weights in GPT-2 checkpoints, stored transposed relative to nn.Linear
@@ -35,6 +38,8 @@ def is_transposed(name: str) -> bool:
 
 
 def hf_config(config: GPTConfig, dtype: torch.dtype) -> dict:
+    # <|endoftext|> is the last id both in GPT-2's vocabulary (50256) and in a byte model's (256)
+    eos = config.vocab_size - 1
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -50,8 +55,8 @@ def hf_config(config: GPTConfig, dtype: torch.dtype) -> dict:
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
         "tie_word_embeddings": True,
         "torch_dtype": str(dtype).removeprefix("torch."),
     }
@@ -89,6 +94,18 @@ def read_config(path: Path, cfg: dict) -> GPTConfig:
         raise CheckpointError(f"{path}: n_inner={cfg['n_inner']!r} is not supported "
                               f"(expected null or 4 * n_embd = {4 * config.n_embd})")
     return config
+
+
+def read_tokenizer(directory: Path, name: str) -> Tokenizer | HFTokenizer:
+    """GPT-2's own tokenizer; a checkpoint whose vocabulary is not GPT-2's reads its tokenizer.json."""
+    path = directory / "tokenizer.json"
+    vocab_size = read_config(directory / "config.json", json.loads((directory / "config.json").read_text())).vocab_size
+    if vocab_size == HF_DEFAULTS["vocab_size"] or not path.is_file():
+        return gpt2_tokenizer()
+    try:
+        return HFTokenizer.from_checkpoint(directory, name)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def read_state(directory: Path, expected: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:

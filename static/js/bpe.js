@@ -18,7 +18,7 @@
   }
 
   function init(box) {
-    const h = DeepDive.readJSON(box.dataset.bpe);
+    const h = JSON.parse(document.getElementById(box.dataset.bpe).textContent);
     const textOf = new Map(h.pieces.map(function (p) { return [p.id, p.text]; }));
     const states = [h.initial];
     h.steps.forEach(function (st) {

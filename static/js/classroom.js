@@ -27,20 +27,13 @@
   let reconnecting = false;
   let over = false;
 
-  // the connection's state, in a line just above what is followed (outside what the server's views replace)
+  // the connection's state, in the line the page keeps above what is followed (outside what the views replace)
   function notice(text) {
-    let box = document.getElementById("class-connection");
-    const anchor = document.getElementById("phone") || document.getElementById("class-panel");
-    if (!box && text && anchor) {
-      box = document.createElement("p");
-      box.id = "class-connection";
-      box.className = "message class-connection";
-      box.setAttribute("role", "status");
-      anchor.parentNode.insertBefore(box, anchor);
+    const box = document.getElementById("class-connection");
+    if (box) {
+      box.textContent = text || "";
+      box.hidden = !text;
     }
-    if (!box) return;
-    box.textContent = text || "";
-    box.hidden = !text;
   }
 
   function stop() {

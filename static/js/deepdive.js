@@ -26,7 +26,6 @@
  * For page scripts, window.DeepDive offers:
  *   onLoad(fn)          fn(root) for the page and for every fragment htmx swaps in
  *   within(root, sel)   root itself if it matches sel, and its descendants that do
- *   readJSON(id)        the parsed <script type="application/json" id=id> data block
  *   el(tag, attrs, ...children)
  *                       builds an element; strings become text nodes, never HTML
  *   visible(text)       a fragment showing text as chips do (whitespace marks that
@@ -119,11 +118,6 @@
     const long = [...text].length > constants.long_chip;
     return el("span", { class: "chip c" + (i % 8) + (cls ? " " + cls : "") + (long ? " long" : ""), tabindex: "-1" },
       visible(long ? [...text].join("\u00ad") : text));
-  }
-
-  function readJSON(id) {
-    const node = document.getElementById(id);
-    return node ? JSON.parse(node.textContent) : null;
   }
 
   /* ---------------------------------------------------------- load hooks */
@@ -253,5 +247,5 @@
     if (present) setParams({ present: "1" });
   });
 
-  window.DeepDive = { onLoad, within, readJSON, el, visible, chip, setParams, constants };
+  window.DeepDive = { onLoad, within, el, visible, chip, setParams, constants };
 })();

@@ -1,18 +1,14 @@
-/* Figures a teacher takes home: each figure's toolbar saves it as a PNG, drawn here in the browser, and links
- * its numbers as a CSV file (app/pages/downloads.py). Nothing leaves the server and nothing comes from
- * elsewhere: no library, no request (the stylesheets are read from document.styleSheets).
+/* Figures a teacher takes home: each figure's toolbar saves it as a PNG, drawn here in the browser, beside a link
+ * to its numbers as a CSV file (app/pages/downloads.py; the partial that redraws a figure sends its link again).
+ * Nothing leaves the server and nothing comes from elsewhere: no library, no request (the stylesheets are read
+ * from document.styleSheets).
  *
  * Markup (loaded on every page by base.html):
- *   <div class="figure-tools">              a figure's toolbar; hidden while its figure shows nothing (not
- *                                           drawn yet, or a message in its place)
+ *   <div class="figure-tools">              a figure's toolbar (deepdive.css hides it while its figure is not there)
  *   <button data-figure-png="#sel"          saves the first element #sel that shows as deepdive-<title>.png; the title is
  *     [data-figure-title="..."]>            data-figure-title, else #sel's aria-label
- *   <a href="/download/x.csv?..."           the CSV link; with data-csv-form, its query is rebuilt from the
- *     [data-csv-form="#form"                named fields of that form whenever they change, so the link
- *      data-csv-fields="text ...">]         follows the figure that an htmx partial redraws
  *   <svg data-readout="#out">               a server-drawn figure (templates/partials/_figures.html): the cell
- *                                           ([data-c] in a [data-r]) hovered or reached with the arrow keys is
- *                                           marked "at" and described in #out
+ *                                           hovered or reached with the arrow keys is marked and described in #out
  *
  * How a PNG is made:
  *   - an <svg> figure is cloned with each element's computed fill, stroke and font written onto it as
@@ -242,75 +238,67 @@
   }
 
   /* ---------------------------------------------------------- readouts */
-  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell ([data-c] in a [data-r])
-  // hovered, or reached with the arrow keys once the figure has focus (the first key marks the bottom-left cell),
-  // is marked "at" and described in the readout: its own data-say, or the figure's with {r}, {c} and {v} filled
-  function pick(svg, cell) {
-    if (!cell) return;
-    const old = svg.querySelector(".at");
-    if (old) old.classList.remove("at");
-    cell.classList.add("at");
-    const at = { r: cell.closest("[data-r]").dataset.r, c: cell.dataset.c };
-    const names = svg.dataset.names ? JSON.parse(svg.dataset.names) : {};
-    const out = document.querySelector(svg.dataset.readout);
-    if (out) {
-      out.textContent = cell.dataset.say || svg.dataset.say.replace(/\{([rcv])\}/g, function (m, k) {
-        return k === "v" ? cell.dataset.v : names[k][at[k]];
-      });
+  // a server-drawn figure (templates/partials/_figures.html) with data-readout: the cell hovered, or reached with the
+  // arrow keys once the figure has focus (the first key picks the bottom-left cell), is described in the readout.
+  // A line chart's cells are elements ([data-c] with its data-say, marked "at"); a heatmap's are found by position
+  // (data-grid: x0, y0 and the cell's size), its row's data-v holds their texts, and its .at square marks the cell.
+  function pick(svg, r, c) {
+    const row = svg.querySelector('[data-r="' + r + '"]');
+    let say;
+    if (svg.dataset.grid) {
+      const v = row && row.dataset.v.split("|")[c];
+      if (!v) return;
+      const [x0, y0, size] = svg.dataset.grid.split(" ").map(Number);
+      const mark = svg.querySelector(".at");
+      mark.setAttribute("x", x0 + c * size);
+      mark.setAttribute("y", y0 + r * size);
+      mark.removeAttribute("visibility");
+      const names = JSON.parse(svg.dataset.names);
+      say = svg.dataset.say.replace(/\{([rcv])\}/g, function (m, k) { return k === "v" ? v : names[k][k === "r" ? r : c]; });
+    } else {
+      const cell = svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"]');
+      if (!cell) return;
+      svg.querySelectorAll(".at").forEach(function (old) { old.classList.remove("at"); });
+      cell.classList.add("at");
+      say = cell.dataset.say;
     }
+    svg.dataset.at = r + " " + c;
+    const out = document.querySelector(svg.dataset.readout);
+    if (out) out.textContent = say;
   }
-  document.addEventListener("pointerover", function (evt) {
-    const cell = evt.target.closest && evt.target.closest("svg[data-readout] [data-c]");
-    if (cell) pick(cell.closest("svg"), cell);
-  });
+  // a tap on a touch screen moves no pointer: it is read as it lands
+  function hover(evt) {
+    const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
+    if (!svg) return;
+    if (!svg.dataset.grid) {
+      const cell = evt.target.closest("[data-c]");
+      if (cell) pick(svg, cell.dataset.r, cell.dataset.c);
+      return;
+    }
+    const [x0, y0, size] = svg.dataset.grid.split(" ").map(Number);
+    const p = new DOMPoint(evt.clientX, evt.clientY).matrixTransform(svg.getScreenCTM().inverse());
+    const r = Math.floor((p.y - y0) / size);
+    const c = Math.floor((p.x - x0) / size);
+    if (svg.dataset.at !== r + " " + c) pick(svg, r, c);
+  }
+  document.addEventListener("pointermove", hover);
+  document.addEventListener("pointerdown", hover);
+
   document.addEventListener("keydown", function (evt) {
     const svg = evt.target.closest && evt.target.closest("svg[data-readout]");
     const d = svg && { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[evt.key];
     const rows = d && svg.querySelectorAll("[data-r]");
     if (!rows || !rows.length) return;
     evt.preventDefault();
-    const at = svg.querySelector(".at");
-    const r = at ? Number(at.closest("[data-r]").dataset.r) + d[0] : Number(rows[rows.length - 1].dataset.r);
-    const c = at ? Number(at.dataset.c) + d[1] : 0;
-    pick(svg, svg.querySelector('[data-r="' + r + '"][data-c="' + c + '"], [data-r="' + r + '"] [data-c="' + c + '"]'));
+    const at = svg.dataset.at && svg.dataset.at.split(" ").map(Number);
+    if (at) pick(svg, at[0] + d[0], at[1] + d[1]);
+    else pick(svg, Number(rows[rows.length - 1].dataset.r), 0);
   });
-
-  /* ---------------------------------------------------------- CSV links that follow a form */
-  function syncLinks() {
-    document.querySelectorAll("a[data-csv-form]").forEach(function (a) {
-      const form = document.querySelector(a.dataset.csvForm);
-      if (!form) return;
-      const q = new URLSearchParams();
-      (a.dataset.csvFields || "").split(/\s+/).filter(Boolean).forEach(function (name) {
-        const field = form.elements[name];
-        if (field) q.set(name, field.value);
-      });
-      a.setAttribute("href", new URL(a.getAttribute("href"), window.location.href).pathname + "?" + q);
-    });
-  }
-
-  /* ---------------------------------------------------------- toolbars show while their figure does */
-  // every figure comes from the server, in the page or an htmx swap (each of which calls onLoad)
-  function showTools() {
-    document.querySelectorAll(".figure-tools").forEach(function (tools) {
-      const button = tools.querySelector("[data-figure-png]");
-      if (!button) return;
-      const el = figure(button.dataset.figurePng);
-      const empty = !el || !el.firstElementChild || !!el.querySelector(".message");
-      if (tools.hidden !== empty) tools.hidden = empty;
-    });
-  }
 
   document.addEventListener("click", function (evt) {
     const button = evt.target.closest && evt.target.closest("[data-figure-png]");
     if (!button) return;
     evt.preventDefault();
     download(button);
-  });
-  document.addEventListener("input", syncLinks);
-  document.addEventListener("change", syncLinks);
-  DeepDive.onLoad(function () {
-    syncLinks();
-    showTools();
   });
 })();

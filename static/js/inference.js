@@ -26,7 +26,8 @@
     Lab.showSettings(form);
   });
   document.addEventListener("keydown", function (evt) {
-    if (evt.repeat || evt.ctrlKey || evt.metaKey || evt.altKey || Lab.isTyping(evt)) return;
+    const typing = evt.target.closest && evt.target.closest("input, textarea, select, [contenteditable]");
+    if (evt.repeat || evt.ctrlKey || evt.metaKey || evt.altKey || typing) return;
     const button = form.querySelector('button[data-key="' + (evt.key === " " ? " " : evt.key) + '"]');
     if (!button) return;
     if (evt.key === " " && evt.target.closest && evt.target.closest("button, a, summary")) return; // Space presses those

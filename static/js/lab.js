@@ -5,7 +5,6 @@
  *                                      POSTs and calls onEvent(name, data) for each SSE
  *                                      event (EventSource cannot POST, so fetch reads it)
  *   Lab.pct(p)                         a probability a student can read ("42.1%")
- *   Lab.isTyping(evt)                  true when a key goes to a form field
  *   Lab.showSettings(form)             writes each sampling setting's value into its <output data-show>
  */
 (function () {
@@ -57,11 +56,6 @@
     return p > 0 ? (p * 100).toPrecision(2) + "% (1 in " + Math.round(1 / p).toLocaleString("en") + ")" : "0%";
   }
 
-  function isTyping(evt) {
-    const t = evt.target;
-    return !!(t && t.closest && t.closest("input, textarea, select, [contenteditable]"));
-  }
-
   // the readouts beside the sampling sliders (Inference and Playground): top-k 0 and top-p 1 read "off"
   function showSettings(form) {
     form.querySelectorAll("[data-show]").forEach(function (o) {
@@ -71,5 +65,5 @@
     });
   }
 
-  window.Lab = { stream, pct, isTyping, showSettings };
+  window.Lab = { stream, pct, showSettings };
 })();

@@ -11,7 +11,6 @@
   const form = $("pg-form");
   const prompt = $("pg-prompt");
   const stopButton = $("pg-halt");
-  const TEMPERATURES = JSON.parse(form.dataset.compare);
   const STOPS = DeepDive.constants.stops;
   const BINS = DeepDive.constants.loss_bins; // the training page's loss colours: -ln p at each edge
 
@@ -137,13 +136,6 @@
     }
   }
 
-  function temperatureNote(t) {
-    if (t === 0) return "no dice: always the most likely token";
-    if (t < 1) return "likely tokens made likelier";
-    if (t === 1) return "the model's own probabilities";
-    return "flatter: surprises more likely";
-  }
-
   /* ---------------------------------------------------------- running */
   async function start(kind) {
     if (controller) controller.abort();
@@ -156,20 +148,18 @@
     IDLE.forEach(function (nodes, box) { box.replaceChildren(...nodes.map(function (n) { return n.cloneNode(true); })); });
     try {
       const beside = chosen("compare");
+      // the columns are the page's own (templates/playground.html): each run writes into them afresh
       if (kind === "one" && beside) {
         $("pg-compare").hidden = true;
         $("pg-one").hidden = true;
         $("pg-models").hidden = false;
-        const columns = [[chosen("model"), label("model")], [beside, label("compare")]].map(function (m) {
-          const text = el("div", { class: "tokens lab-output", "data-chips": "", "data-detail": "pg-models-detail" });
-          const col = el("section", { class: "lab-column", "aria-label": m[1] }, el("h3", {}, m[1]), text,
-            el("p", { class: "lab-status" },
-              el("span", { "data-stat": "tokens" }), " tokens · ", el("span", { "data-stat": "speed" }), " tokens/s"),
-            el("p", { class: "lab-status", "data-stat": "finish" }));
-          return { col: col, out: { text: text, stats: col }, model: m[0] };
-        });
-        $("pg-model-columns").replaceChildren(...columns.map(function (c) { return c.col; }));
-        await Promise.all(columns.map(function (c) { return run(c.out, base, mine.signal, c.model); }));
+        const columns = Array.from($("pg-model-columns").children);
+        await Promise.all(columns.map(function (col) {
+          const field = col.dataset.modelField;
+          col.setAttribute("aria-label", label(field));
+          col.querySelector("h3").textContent = label(field);
+          return run({ text: col.querySelector(".tokens"), stats: col }, base, mine.signal, chosen(field));
+        }));
       } else if (kind === "one") {
         $("pg-compare").hidden = true;
         if ($("pg-models")) $("pg-models").hidden = true;
@@ -179,19 +169,9 @@
         if ($("pg-models")) $("pg-models").hidden = true;
         $("pg-one").hidden = false;
         $("pg-compare").hidden = false;
-        const columns = TEMPERATURES.map(function (t) {
-          const text = el("div", { class: "tokens lab-output", "data-chips": "", "data-detail": "pg-cmp-detail" });
-          const col = el("section", { class: "lab-column", "aria-label": "temperature " + t },
-            el("h3", {}, "Temperature " + t), el("p", { class: "hint" }, temperatureNote(t)), text,
-            el("p", { class: "lab-status" },
-              el("span", { "data-stat": "tokens" }), " tokens · seed ", el("span", { "data-stat": "seed" }),
-              " · ", el("span", { "data-stat": "speed" }), " tokens/s"),
-            el("p", { class: "lab-status", "data-stat": "finish" }));
-          return { col: col, out: { text: text, stats: col }, temperature: t };
-        });
-        $("pg-columns").replaceChildren(...columns.map(function (c) { return c.col; }));
-        await Promise.all(columns.map(function (c) {
-          return run(c.out, Object.assign({}, base, { temperature: c.temperature }), mine.signal, chosen("model"));
+        await Promise.all(Array.from($("pg-columns").children).map(function (col) {
+          return run({ text: col.querySelector(".tokens"), stats: col },
+            Object.assign({}, base, { temperature: Number(col.dataset.temperature) }), mine.signal, chosen("model"));
         }));
       }
     } finally {

@@ -128,6 +128,13 @@ def test_data_chart_is_drawn(page: Page):
     page.goto("/data")
     expect(page.locator("svg.chart polyline.series")).to_have_count(2)
     expect(page.locator(".chart-readout")).to_contain_text("tokens seen")
+    last = page.locator(".chart-readout").inner_text()
+    page.locator("svg.chart").focus()  # the arrow keys start from the last column, the one read out at first
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator(".chart-readout")).not_to_have_text(last)
+    expect(page.locator("svg.chart .column.at")).to_have_count(1)
+    page.keyboard.press("ArrowRight")
+    expect(page.locator(".chart-readout")).to_have_text(last)
     expect(page.locator("#data-stream .chip.eot").first).to_be_visible()
 
 

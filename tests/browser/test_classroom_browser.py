@@ -153,3 +153,30 @@ def test_a_server_on_loopback_only_says_so_and_draws_no_qr_code(page: Page, tiny
         expect(page.locator("[data-join-code]")).to_be_visible()
         expect(page.locator("[data-class-loopback]")).to_contain_text("Phones cannot reach this server")
         expect(page.locator("svg.class-qr")).to_have_count(0)
+
+
+def test_the_phones_watch_the_model_their_teacher_trains(classroom: tuple[Page, list[Page]]) -> None:
+    """A run started from the teacher's browser is the class's: its phones show the curve and the samples, with
+    no Stop of their own, and see it stop when the teacher stops it."""
+    teacher, phones = classroom
+    phone = phones[0]
+    teacher.goto("/inference?prompt=Once%20upon%20a%20time")
+    teacher.get_by_role("button", name="Start a class session").click()
+    code = teacher.locator("[data-join-code]").get_attribute("data-join-code")
+    phone.goto(f"/join?code={code}")
+    phone.get_by_role("button", name="Join").click()
+    expect(phone.locator("#phone-text")).to_contain_text("Once")
+    expect(phone.locator(".class-live")).to_be_hidden()  # nothing trains yet
+
+    teacher.goto("/loss")
+    teacher.locator("#live-minutes").select_option("1")
+    teacher.get_by_role("button", name="Train").click()
+    expect(teacher.locator("#live-state")).to_contain_text(f"started by the teacher of class {code}")
+    expect(phone.locator(".class-live #live-chart")).to_be_visible(timeout=60_000)
+    expect(phone.locator(".class-live .live-sample figcaption").first).to_have_text("after 0 steps")
+    expect(phone.locator(".class-live").get_by_role("button", name="Stop")).to_have_count(0)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # the curve fits a phone
+    phone.locator(".class-live").screenshot(path="/tmp/shots/live-phone.png")
+
+    teacher.get_by_role("button", name="Stop").click()
+    expect(phone.locator(".class-live #live-state")).to_contain_text("Stopped", timeout=30_000)

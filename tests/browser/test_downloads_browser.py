@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
+from helpers import heatmap_cells
 from model.tokenizers.tokenizer import gpt2_tokenizer
 
 pytestmark = pytest.mark.browser
@@ -152,20 +153,21 @@ def query(page: Page, link_selector: str) -> dict[str, list[str]]:
 def test_internals_figures(page: Page, requests: list[str], server_url: str, tmp_path: Path) -> None:
     page.goto("/internals")
     page.locator("#int-prompt").fill(PROMPT)
-    expect(page.locator("#int-lens thead th")).to_have_count(1 + N)
+    expect(page.locator("#int-lens [role=columnheader]")).to_have_count(1 + N)
     page.locator("label.lab-head").nth(2).click()
     page.select_option("#int-layer", "0")
     shown = "#int-attn .attn-map:visible"  # every head is drawn; the checked one shows
     expect(page.locator(shown)).to_have_attribute("aria-label", "Attention pattern of block 0, head 2")
-    expect(page.locator(shown + " rect[data-c]")).to_have_count(N * (N + 1) // 2)
+    expect(page.locator(shown + " [data-r]")).to_have_count(N)
+    assert heatmap_cells(page.locator(shown)) == N * (N + 1) // 2
 
     data, name = save_png(page, "#int-attn .attn-map", tmp_path)
     assert name == "deepdive-attention-pattern-of-block-0-head-2.png"  # the shown head's title
     check_png(page, shown, data, [])
     looks_as_shown(page, shown, data)
     # the CSV link follows the prompt, block and head drawn
-    assert query(page, "#int-attn-csv") == {"prompt": [PROMPT], "layer": ["0"], "head": ["2"]}
-    lines = save_csv(page, "#int-attn-csv", tmp_path)
+    assert query(page, "#int-attn-csv a:visible") == {"prompt": [PROMPT], "layer": ["0"], "head": ["2"]}
+    lines = save_csv(page, "#int-attn-csv a:visible", tmp_path)
     assert lines[0] == "position,token," + ",".join(f"key {k}" for k in range(N)) and len(lines) == 1 + N
 
     data, name = save_png(page, "#int-lens", tmp_path)
@@ -205,14 +207,14 @@ def test_loss_figure(page: Page, requests: list[str], server_url: str, tmp_path:
     page.locator("#loss-figure .chip").first.wait_for()
     page.locator("#loss-text").fill(PROMPT)
     expect(page.locator("#loss-figure .chip")).to_have_count(N)
-    expect(page.locator("a[data-csv-form='#loss-form']")).to_have_attribute(
+    expect(page.locator("#loss-csv")).to_have_attribute(
         "href", "/download/loss.csv?text=The+cat%2C+%22Tom%22%2C+sat")
 
     data, name = save_png(page, "#loss-figure", tmp_path)
     assert name == "deepdive-loss-of-each-token.png"
     check_png(page, "#loss-figure", data, ["#b3161d"])  # the scale's darkest red (and the random model's chips)
     looks_as_shown(page, "#loss-figure", data)
-    lines = save_csv(page, "a[data-csv-form='#loss-form']", tmp_path)
+    lines = save_csv(page, "#loss-csv", tmp_path)
     assert lines[0] == "position,id,token,probability,loss_nats,rank,top_guess" and len(lines) == 1 + N
 
     page.locator("#loss-text").fill("   ")  # a message in place of the figure: nothing to download
@@ -244,7 +246,7 @@ def test_compare_figure(page: Page, requests: list[str], server_url: str, tmp_pa
     assert name == "deepdive-three-vocabularies-compared.png"
     check_png(page, "#cmp-figure", data, ["#ffd8d6", "#ffe3bf"])  # the first two chip colours
     looks_as_shown(page, "#cmp-figure", data)
-    link = "a[data-csv-form='#tok-form']"
+    link = "#cmp-csv"
     lines = save_csv(page, link, tmp_path)
     assert lines[0] == "vocabulary,index,id,token"
     assert [line.split(",")[0] for line in lines[1:]].count("gpt2") == len(gpt2_tokenizer().encode('Hello, "world"'))

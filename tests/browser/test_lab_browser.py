@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from helpers import heatmap_cells, hover_cell
 from model.nets.gpt2 import GPT
 
 pytestmark = pytest.mark.browser
@@ -105,21 +106,22 @@ def test_inference_click_and_keys(sized: Page) -> None:
 
 def test_internals_heatmap_and_logit_lens(page: Page) -> None:
     page.goto("/internals")
-    page.locator("#int-lens tbody tr").first.wait_for()
+    page.locator("#int-lens .lens-row").first.wait_for()
     page.locator("#int-prompt").fill("The cat sat on the mat")
-    expect(page.locator("#int-lens thead th")).to_have_count(1 + 6)
-    assert page.locator("#int-lens tbody tr").count() == 3  # the embeddings and after each of 2 blocks
-    assert page.locator("#int-lens tbody tr").last.locator("th").inner_text().endswith(": the prediction")
+    expect(page.locator("#int-lens [role=columnheader]")).to_have_count(1 + 6)
+    assert page.locator("#int-lens .lens-row").count() == 3  # the embeddings and after each of 2 blocks
+    assert page.locator("#int-lens .lens-row").last.locator("[role=rowheader]").text_content().endswith(": the prediction")
+    expect(page.locator("#int-lens [role=cell]")).to_have_count(3 * 6)  # drawn as SVG, read as a table
     # the server draws every figure: of the block's heads, the checked one's heatmap shows
     attn = page.locator("#int-attn .attn-map:visible")
     expect(attn).to_have_count(1)
-    expect(attn.locator("rect[data-c]")).to_have_count(6 * 7 // 2)  # a lower triangle of 6 tokens
+    assert heatmap_cells(attn) == 6 * 7 // 2  # a lower triangle of 6 tokens
     expect(page.locator("#int-attn .attn-map")).to_have_count(4)  # all 4 heads, drawn once
-    expect(page.locator("#int-norms rect[data-c]")).to_have_count(3 * 6)
+    assert heatmap_cells(page.locator("#int-norms svg")) == 3 * 6
     assert page.locator("#int-neurons tbody tr").count() == 2
     expect(page).to_have_url(re.compile(r"prompt=The\+cat\+sat"))
 
-    attn.locator("[data-r='5'] rect[data-c='1']").hover()
+    hover_cell(page, attn, 5, 1)
     readout = page.locator("#int-attn-readout").inner_text()
     assert readout.startswith("Block 1, head 0: “ mat” (position 5)") and "“ cat” (position 1)" in readout
 
@@ -139,25 +141,28 @@ def test_internals_heatmap_and_logit_lens(page: Page) -> None:
 
     page.locator("#int-tokens .chip").nth(1).click()  # " cat": the neurons follow (the server renders them)
     expect(page.locator("#int-neurons caption")).to_contain_text("“ cat”")
-    expect(page.locator("#int-lens thead th.chosen")).to_have_attribute("data-pos", "1")
+    expect(page.locator("#int-lens .lens-pos.chosen")).to_have_attribute("data-pos", "1")
     expect(page).to_have_url(re.compile(r"[?&]pos=1(&|$)"))
+    page.locator("#int-lens .lens-pos[data-pos='2']").click()  # a token along the lens's top picks it too
+    expect(page.locator("#int-neurons caption")).to_contain_text("(position 2)")
+    expect(page.locator("#int-lens .lens-pos.chosen")).to_have_attribute("data-pos", "2")
     page.select_option("#int-pos", "3")  # the select picks a position too
     expect(page.locator("#int-neurons caption")).to_contain_text("(position 3)")
     expect(page).to_have_url(re.compile(r"[?&]pos=3(&|$)"))
-    expect(attn.locator("rect[data-c]")).to_have_count(6 * 7 // 2)  # the heatmaps stay drawn
+    assert heatmap_cells(attn) == 6 * 7 // 2  # the heatmaps stay drawn
     shot(page, "internals")
 
     page.locator("#int-prompt").fill("")  # no prompt: a message, and no heatmaps of the old one beside it
     expect(page.locator("#int-forward .message")).to_contain_text("Type a prompt")
     expect(page.locator("#int-attn .attn-map")).to_have_count(0)
     expect(page.locator("#int-attn-readout")).to_have_text(re.compile(r"^Hover over a cell"))  # no stale sentence
-    expect(page.locator("#int-norms rect")).to_have_count(0)
+    expect(page.locator("#int-norms svg")).to_have_count(0)
     expect(page.locator('[data-figure-png="#int-attn .attn-map"]')).to_be_hidden()
 
 
 def test_internals_head_finder_opens_a_heads_heatmap(page: Page) -> None:
     page.goto("/internals?prompt=The+cat+sat")
-    page.locator("#int-lens tbody tr").first.wait_for()
+    page.locator("#int-lens .lens-row").first.wait_for()
     page.get_by_role("button", name="Measure on random words said twice").click()
     rows = page.locator("#int-heads tbody tr")
     expect(rows).to_have_count(2 * 4)  # every head of the tiny model, ranked
@@ -171,7 +176,8 @@ def test_internals_head_finder_opens_a_heads_heatmap(page: Page) -> None:
     attn = page.locator("#int-attn .attn-map:visible")
     expect(attn).to_have_attribute("aria-label", f"Attention pattern of block {layer}, head {head}")
     expect(page).to_have_url(re.compile(rf"[?&]head={head}(&|$)"))
-    expect(attn.locator("rect[data-c]")).to_have_count(62 * 63 // 2)  # 62 tokens: a lower triangle
+    expect(attn.locator("[data-r]")).to_have_count(62)
+    assert heatmap_cells(attn) == 62 * 63 // 2  # 62 tokens: a lower triangle
     page.select_option("#int-sort", "first_token")
     expect(page.locator("#int-heads th.sorted")).to_have_text("first token")
     shot(page, "internals-heads")

@@ -109,6 +109,10 @@ class Store(ABC):
         ...
 
     @abstractmethod
+    async def running(self) -> int:
+        """How many sessions are live now."""
+
+    @abstractmethod
     async def fate(self, code: str) -> str | None:
         ...
 

@@ -47,6 +47,10 @@ class MemoryStore(Store):
         self._fates.pop(session.code, None)
         self._sessions[session.code] = replace(session, students={})
 
+    async def running(self) -> int:
+        self._expire()
+        return len(self._sessions)
+
     async def get(self, code: str) -> Session | None:
         stored = self._live(code)
         if stored is None:

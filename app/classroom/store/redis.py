@@ -66,6 +66,11 @@ local function clear()
 end
 """
 
+# KEYS: live only; the sessions whose time has not run out, by the Redis server's clock
+RUNNING = _TOUCH + """
+return redis.call('ZCOUNT', KEYS[1], now_ms(), '+inf')
+"""
+
 # ARGV: session JSON, ttl ms, max sessions, code
 CREATE = _TOUCH + """
 local now = now_ms()
@@ -160,6 +165,7 @@ class RedisStore(Store):
         self._create = self.redis.register_script(CREATE)
         self._save = self.redis.register_script(SAVE)
         self._delete = self.redis.register_script(DELETE)
+        self._running = self.redis.register_script(RUNNING)
         self._add_student = self.redis.register_script(ADD_STUDENT)
         self._remove_student = self.redis.register_script(REMOVE_STUDENT)
         self._put_guess = self.redis.register_script(PUT_GUESS)
@@ -209,6 +215,10 @@ class RedisStore(Store):
     async def delete(self, code: str) -> None:
         with self.answering():
             await self._delete(keys=self.keys(code), args=[code, self.ttl_ms])
+
+    async def running(self) -> int:
+        with self.answering():
+            return int(await self._running(keys=[LIVE]))
 
     async def fate(self, code: str) -> str | None:
         key = session_key(code)
