@@ -34,6 +34,18 @@ def timed(client: httpx.Client, url: str, repeat: int) -> list[float]:
     return times
 
 
+def job_peak_mib(server_pid: int) -> float:
+    """The most resident memory the job's process (the server's child) has held, MiB (Linux's /proc)."""
+    try:
+        children = open(f"/proc/{server_pid}/task/{server_pid}/children").read().split()
+        for line in open(f"/proc/{children[0]}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, IndexError):
+        pass
+    return float("nan")
+
+
 def word_share(sample: str, vocabulary: set[str]) -> tuple[int, float]:
     words = re.findall(r"[a-z]+", sample.lower())
     return len(words), (sum(w in vocabulary for w in words) / len(words) if words else 0.0)
@@ -69,6 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 time.sleep(1.0)
         phases["idle after"] = {k: timed(client, u, args.repeat) for k, u in REQUESTS.items()}
         run = client.get("/api/training/live").json()
+        memory = {"server": server.peak_rss_mib(), "job": job_peak_mib(server.proc.pid)}
 
     rows = []
     for k in REQUESTS:
@@ -96,13 +109,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"validation loss <= 2.0 first at step {first['step']}, after {first['elapsed_s']:.0f} s of training"
           if first else "validation loss stayed above 2.0")
     print(f"bytes per second: median {c.median(rates):,.0f}" if rates else "no rate measured")
+    print(f"peak resident memory: the job's process {memory['job']:,.0f} MiB, the server {memory['server']:,.0f} MiB")
     sample = next((s for s in run["samples"] if s["step"] == 500), None)
     if sample:
         n, share = word_share(sample["text"], vocabulary)
         print(f"step-500 sample ({n} words, {share:.0%} of them words of the training text):\n{sample['text']!r}")
     results.append({"run": {"minutes": args.minutes, "val_by_minute": marks, "first_below_2": first,
                             "median_bytes_per_s": c.median(rates) if rates else None,
-                            "step_500_sample": sample}})
+                            "step_500_sample": sample, "peak_mib": memory}})
     c.write_json(args.json, facts, results)
     return results
 

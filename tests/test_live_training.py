@@ -88,11 +88,14 @@ def test_a_run_learns_and_its_checkpoint_loads_with_the_same_outputs(tmp_path: P
         torch.testing.assert_close(loaded.model(x), run.model(x), atol=1e-5, rtol=1e-5)
 
 
-def test_the_smallest_text_fills_the_held_out_windows() -> None:
+def test_the_shortest_text_still_trains_and_holds_out_windows() -> None:
+    poem = ("Whose woods these are I think I know.\nHis house is in the village though;\n" * 14)[:1000]
     for size in training.SIZES:
-        n = training.min_bytes(size)
-        _, val = training.split(np.zeros(n, dtype=np.uint16))
-        assert len(val) >= 10 * (training.SIZES[size].n_ctx + 1)
+        assert training.min_bytes(size) == len(poem.encode())
+        run = training.LiveRun(byte_tokens.encode_documents([poem[:-1]]), size)  # with <|endoftext|>: 1,000 ids
+        assert len(run.val_ids) > training.SIZES[size].n_ctx + 1  # windows to validate on
+        run.train_step()
+        assert np.isfinite(run.val_loss())
 
 
 # ---------------------------------------------------------------- end to end, through the server
@@ -173,7 +176,7 @@ def test_the_bounds(settings: Settings, client: TestClient) -> None:
         assert r.status_code == status and re.search(words, r.text, re.I), r.text
 
     refused({"text": "pasted", "pasted": "   "}, 422, "Paste a text to train on")
-    refused({"text": "pasted", "pasted": "The cat sat. " * 100}, 422, r"1,300 bytes; a tiny model needs at least 6,500")
+    refused({"text": "pasted", "pasted": "The cat sat. " * 50}, 422, r"650 bytes; a live run needs at least 1,000")
     refused({"text": "pasted", "pasted": "\x00\x01\x02binary" * 1000}, 422, "binary data, not text")
     refused({"text": "pasted", "size": "huge"}, 422, "size must be one of tiny, small")
     refused({"text": "stories", "minutes": "60"}, 422, "minutes must be one of 1, 2, 3, 4, 5")

@@ -65,8 +65,8 @@ def pasted_documents(text: str, size: str) -> list[str]:
                          "sentences)")
     need = training.min_bytes(size)
     if n < need:
-        raise InputError(f"The text is {n:,} bytes; a {size} model needs at least {need:,} (about "
-                         f"{need // 1500} pages), because a tenth of it is held out to test the model on: paste more")
+        raise InputError(f"The text is {n:,} bytes; a live run needs at least {need:,}, because a tenth of it is held "
+                         "out to test the model on: paste more")
     return [text.replace("\r\n", "\n")]
 
 
