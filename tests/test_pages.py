@@ -239,14 +239,19 @@ def test_tokenizer_page_state_from_url(client: TestClient):
     assert "<b>there" not in body
 
 
-def test_bpe_partial_embeds_history_safely(client: TestClient, engine: Engine):
-    body = post(client, "/partials/bpe", "lower </script><b>")
-    block = re.search(r'<script type="application/json" id="bpe-data">(.*?)</script>', body, re.S).group(1)
-    assert "</" not in block and "<b>" not in block  # tojson escapes < and >
-    history = json.loads(block)
-    assert history["pretokens"][0] == "lower"
-    assert history["tokens"] == engine.tokenizer.encode("lower </script><b>")
-    assert len(history["steps"]) > 0 and 'max="' + str(len(history["steps"])) + '"' in body
+def story_ids(body: str) -> list[int]:
+    """The token ids the merge story's chips show, in order."""
+    return [int(i) for i in re.findall(r'title="id (\d+)', body)]
+
+
+def test_bpe_partial_escapes_the_text(client: TestClient, engine: Engine):
+    text = "lower </script><b>"
+    body = post(client, "/partials/bpe", text)
+    assert "<b>" not in body and "</script>" not in body and "&gt;</span>" in body
+    start = int(re.search(r'max="(\d+)"', body).group(1))
+    assert start > 0 and "Start: </strong>18 bytes, one token each, in 6 pieces" in body
+    last = client.post("/partials/bpe", data={"text": text, "move": "last"}).text
+    assert story_ids(last) == engine.tokenizer.encode(text)
 
 
 @on(ARCHS)
@@ -262,31 +267,47 @@ def test_bpe_replay_ends_at_the_tokenizers_own_ids(arch: Served) -> None:
         for change in step["changes"]:
             words[change["pretoken"]] = change["symbols"]
     assert [i for w in words for i in w] == want
+    # the page's story starts from the bytes and, step by step, ends at the same ids
     body = post(arch.client, "/partials/bpe", text)
+    assert story_ids(body) == [i for w in r["initial"] for i in w]
+    last = arch.client.post("/partials/bpe", data={"text": text, "move": "last"}).text
+    assert story_ids(last) == want and f"Done: {len(want)} tokens" in last
     # a merge's rank: GPT-2's is its token id; a tokenizer.json's, its place in the merges list
-    rank = "id" if arch.name == "gpt2" else "list"
-    assert 'data-bpe-unit="bytes"' in body and f'data-bpe-rank="{rank}"' in body
-    data = json.loads(html.unescape(re.search(r'<script type="application/json" id="bpe-data">(.*?)</script>',
-                                              body, re.S).group(1)))
-    assert data["tokens"] == want
+    middle = arch.client.post("/partials/bpe", data={"text": text, "bpe": "1"}).text
+    said = "Lower ids were learned earlier" if arch.name == "gpt2" else "Merges learned earlier apply first"
+    assert said in middle and "Step 1 of" in middle
 
 
-def test_bpe_partial_covers_a_prefix_of_long_text(client: TestClient):
-    body = post(client, "/partials/bpe", "word " * 100)
+def test_bpe_partial_covers_a_prefix_of_long_text(client: TestClient, engine: Engine):
+    body = client.post("/partials/bpe", data={"text": "word " * 100, "move": "last"}).text
     assert f"first {tokenizer_page.BPE_CHARS} characters" in body
-    history = json.loads(re.search(r'id="bpe-data">(.*?)</script>', body, re.S).group(1))
-    assert "".join(history["pretokens"]) == ("word " * 100)[: tokenizer_page.BPE_CHARS]
+    assert story_ids(body) == engine.tokenizer.encode(("word " * 100)[: tokenizer_page.BPE_CHARS])
 
 
-def test_a_links_bpe_step_is_handed_to_the_story(client: TestClient):
+def test_each_control_leads_to_its_step(client: TestClient):
+    def at(**form: str) -> tuple[int, bool]:
+        body = client.post("/partials/bpe", data={"text": "lower lowest", **form}).text
+        step = int(re.search(r'id="bpe-slider"[^>]*value="(\d+)"', body).group(1))
+        return step, 'hx-trigger="load delay:700ms"' in body
+
+    last, _ = at(move="last")
+    assert last > 3
+    assert at() == (0, False) and at(bpe="2") == (2, False)
+    assert at(bpe="2", move="step") == (3, False) and at(bpe="2", move="back") == (1, False)
+    assert at(bpe="0", move="back") == (0, False) and at(bpe="2", move="first") == (0, False)
+    assert at(bpe="500") == (last, False)  # past the last merge: the end of the story
+    # Play stays where it is and asks for the next step; its ticks go on until the last merge
+    assert at(bpe="2", move="play") == (2, True) and at(bpe="2", move="tick") == (3, True)
+    assert at(bpe=str(last - 1), move="tick") == (last, False) and at(bpe="2", move="pause") == (2, False)
+    assert at(bpe=str(last), move="play") == (0, True)  # from the end, Play starts again
+    assert client.post("/partials/bpe", data={"text": "lower", "move": "jump"}).status_code == 422
+
+
+def test_a_links_bpe_step_opens_the_story_there(client: TestClient):
     page = client.get("/tokenizer", params={"text": "lower lowest", "bpe": "2"}).text
-    assert """hx-vals='{"bpe": "2"}'""" in page  # the story's first request carries the link's step
-    assert "hx-vals" not in client.get("/tokenizer", params={"text": "lower lowest", "bpe": "x"}).text
-    assert 'data-bpe-step="2"' in client.post("/partials/bpe", data={"text": "lower lowest", "bpe": "2"}).text
-    steps = int(re.search(r'max="(\d+)"', post(client, "/partials/bpe", "lower lowest")).group(1))
-    body = client.post("/partials/bpe", data={"text": "lower lowest", "bpe": "500"}).text
-    assert f'data-bpe-step="{steps}"' in body  # past the last merge: the end of the story
-    assert 'data-bpe-step="0"' in post(client, "/partials/bpe", "lower lowest")
+    assert "<strong>Step 2 of" in page and 'data-url-value="2"' in page
+    assert "<strong>Start: " in client.get("/tokenizer", params={"text": "lower lowest", "bpe": "x"}).text
+    assert "watch its bytes merge" in client.get("/tokenizer", params={"text": ""}).text
 
 
 def test_bpe_partial_empty(client: TestClient):
@@ -557,3 +578,4 @@ def test_the_curve_marks_phases_and_says_why_a_new_mix_jumps():
     natural = [{**r, "train_loss_natural": 2.9} for r in evals]
     assert [m["label"] for m in stage_starts(natural, stages)] == ["stage 2", "stage 3"]
     assert "training loss (natural text only)" in [s["label"] for s in curve_spec(natural, [])["series"]]
+

@@ -16,8 +16,10 @@ from fastapi.responses import HTMLResponse
 from app.demo import DEFAULT_TOKENIZER_TEXT
 from app.deps import EngineDep
 from app.serving.engine import Engine
-from app.problems import InputError
+from app.problems import InputError, sentence
 from app.templating import Text, flag, message, partial, query_number, render
+from app.views import merges
+from app.views.merges import Move
 from model.tokenizers import encodings
 
 MAX_CHIPS = 3000          # chips drawn for one text (the counts still cover all of it)
@@ -42,11 +44,15 @@ async def tokenizer(request: Request, engine: EngineDep, text: str = DEFAULT_TOK
         result = await tokens_context(engine, text)
     except InputError as e:
         result = {"error": f"That text is too long to show: {e}."}
-    # the merge story opens at a link's step (?bpe=K); the server hands it to the story's first request
-    bpe_step = int(query_number(request, "bpe", 0, 0, MAX_BPE_STEP))
+    # a link's step of the merge story (?bpe=K) opens the story there
+    step = int(query_number(request, "bpe", 0, 0, MAX_BPE_STEP))
+    try:
+        story = await bpe_context(engine, text, step) if text else {"story": None}
+    except InputError as e:
+        story = {"story_error": sentence(str(e))}
     return render(request, "tokenizer.html", "tokenizer", text=text, show_ids=flag(ids, False),
-                  show_ws=flag(ws, True), default_text=DEFAULT_TOKENIZER_TEXT, bpe_chars=BPE_CHARS, bpe_step=bpe_step,
-                  tok=tokenizer_facts(engine), **result | await vocab_context(engine, q[:100], vpage))
+                  show_ws=flag(ws, True), default_text=DEFAULT_TOKENIZER_TEXT, bpe_chars=BPE_CHARS,
+                  tok=tokenizer_facts(engine), **result | story | await vocab_context(engine, q[:100], vpage))
 
 
 def tokenizer_facts(engine: Engine) -> dict:
@@ -73,17 +79,21 @@ async def tokens_partial(request: Request, engine: EngineDep, text: Text = ""):
 
 @router.post("/partials/bpe", response_class=HTMLResponse)
 async def bpe_partial(request: Request, engine: EngineDep, text: Text = "",
-                      bpe: Annotated[int, Form(ge=0, le=MAX_BPE_STEP)] = 0):
+                      bpe: Annotated[int, Form(ge=0, le=MAX_BPE_STEP)] = 0, move: Annotated[Move | None, Form()] = None):
     if not text:
         return message(request, "Type some text above to watch its bytes merge into tokens.", "info")
-    shown = text[:BPE_CHARS]
     try:
-        history = await engine.bpe(shown)
+        return partial(request, "partials/_bpe.html", **await bpe_context(engine, text, bpe, move), bpe_chars=BPE_CHARS,
+                       tok=tokenizer_facts(engine))
     except InputError as e:
         return message(request, str(e))
-    return partial(request, "partials/_bpe.html", history=history.model_dump(mode="json"),
-                   truncated=len(text) > len(shown), bpe_chars=BPE_CHARS, tok=tokenizer_facts(engine),
-                   step=min(bpe, len(history.steps)))
+
+
+async def bpe_context(engine: Engine, text: str, step: int, move: Move | None = None) -> dict:
+    shown = text[:BPE_CHARS]
+    history = await engine.bpe(shown)
+    step, playing = merges.moved(step, len(history.steps), move)
+    return {"story": merges.story(history, step, playing), "truncated": len(text) > len(shown)}
 
 
 @router.post("/partials/compare", response_class=HTMLResponse)

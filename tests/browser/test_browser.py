@@ -83,6 +83,19 @@ def test_bpe_step_back_and_play(sized: Page):
     expect(page).to_have_url(re.compile(r"[?&]bpe=2(&|$)"))
     page.goto(page.url)
     expect(status).to_contain_text("Step 2 of")
+    # Play steps on by itself and Pause holds it; the slider moves the story
+    play = page.locator("#bpe-play")
+    play.click()
+    expect(status).to_contain_text("Step 4 of")
+    expect(play).to_have_text("Pause")
+    play.click()
+    expect(play).to_have_text("▶ Play")
+    held = status.inner_text()
+    page.wait_for_timeout(1500)
+    assert status.inner_text() == held
+    page.locator("#bpe-slider").fill("1")
+    expect(status).to_contain_text("Step 1 of")
+    expect(page).to_have_url(re.compile(r"[?&]bpe=1(&|$)"))
     page.locator("#tok-text").fill("lower")  # a new text starts from its bytes
     expect(status).to_contain_text("Start: 5 bytes")
     expect(page).not_to_have_url(re.compile(r"[?&]bpe="))
