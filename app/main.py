@@ -81,7 +81,8 @@ def document_events(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = build()
-            _, defs = models_json_schema([(m, "serialization") for m in (an.TokenEvent, an.DoneEvent)],
+            events = (sources.PromptParts, an.TokenEvent, sources.SourceToken, an.DoneEvent)
+            _, defs = models_json_schema([(m, "serialization") for m in events],
                                          ref_template="#/components/schemas/{model}")
             components = spec.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in defs["$defs"].items():

@@ -72,7 +72,6 @@ def si(n: float) -> str:
 
 
 # (at least p, decimals of the percentage); below the last: two significant digits and "1 in N".
-# static/js/lab.js formats by the same table, which each page carries (see PAGE_CONSTANTS).
 PCT_STEPS = ((0.995, 0), (0.1, 1), (0.001, 2))
 
 
@@ -135,18 +134,17 @@ templates.env.filters.update(ws_segments=ws_segments, classes=classes, thousands
 # Playground stop choices: (key, label, stop texts)
 STOPS = (("none", "nothing (run to the length)", []), ("line", "the end of the line", ["\n"]),
          ("para", "a blank line", ["\n\n"]))
-# what the pages' scripts share with the server, defined here once (base.html hands it to them; render()
-# adds the loaded model's end-of-text id, eos_id)
-PAGE_CONSTANTS = {
-    "loss_bins": LOSS_BINS,
-    "pct_steps": PCT_STEPS,
-    "ws": {ch: [f"ws-{kind}", WS_MARKS[kind]] for ch, kind in WS_KINDS.items()},
-    "stops": {key: texts for key, _, texts in STOPS},
-    "long_chip": LONG_CHIP,
-}
+# what the pages' scripts share with the server, defined here once (base.html hands it to them): the Playground's
+# stop texts
+PAGE_CONSTANTS = {"stops": {key: texts for key, _, texts in STOPS}}
 templates.env.globals.update(stages=STAGES, ws_marks=WS_MARKS, page_constants=PAGE_CONSTANTS,
                              long_chip=LONG_CHIP, copies=demo.copies, lacking=demo.lacking,
                              preset_note=demo.preset_note)
+
+
+def eos_text(engine: Any) -> str:
+    """The loaded model's end-of-text token, as pages name it ("<|endoftext|>" for GPT-2)."""
+    return engine.texts[engine.eos_id] if engine.eos_id is not None else "end-of-text"
 
 
 def render(request: Request, template: str, stage_key: str, status: int = 200, source: Any = None,
@@ -156,12 +154,11 @@ def render(request: Request, template: str, stage_key: str, status: int = 200, s
     keys = [st.key for st in STAGES]
     i = keys.index(stage_key)
     engine = get_engine(request)
-    # the loaded model's end-of-text token, as pages name it ("<|endoftext|>" for GPT-2)
-    eos = engine.texts[engine.eos_id] if engine.eos_id is not None else "end-of-text"
+    eos = eos_text(engine)
     served = source is not None and not source.abilities.weights
     return templates.TemplateResponse(request, template, {
         "stage": STAGES[i], "next_stage": STAGES[i + 1] if i + 1 < len(STAGES) else None,
-        "page_constants": PAGE_CONSTANTS | {"eos_id": engine.eos_id, "eos_text": eos}, "eos_text": eos,
+        "eos_text": eos,
         "model_name": source.name if source is not None else engine.info().name,
         "served_by": source.size if served else None,
         "present": request.query_params.get("present") == "1", **context},

@@ -507,7 +507,7 @@ def test_smollm2_playground_writes_the_chat_in_its_template() -> None:
     chat = next(p for p in PLAYGROUND_PRESETS if p.get("chat"))
     with TestClient(create_app(first.settings, first, second)) as client:
         def stream(model: str, prompt: str, chat: bool = True) -> list[tuple[str, dict]]:
-            r = client.post("/playground/generate", json={"model": model, "prompt": prompt, "chat": chat,
+            r = client.post("/api/generate", json={"model": model, "prompt": prompt, "chat": chat,
                                                           "max_new_tokens": 3, "temperature": 0, "seed": 1})
             assert r.status_code == 200, r.text
             return sse_events(r.text)

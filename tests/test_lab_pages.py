@@ -4,16 +4,21 @@ restores its settings from the URL, escapes what it echoes, and carries no inlin
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app import templating
 from app.main import create_app
+from app.schemas import answers as an
+from app.views import writing
 
 PAGES = ("/internals", "/inference", "/playground")
 EVIL = '</textarea><script>alert("x")</script>'
@@ -114,6 +119,68 @@ def test_playground_settings_and_presets(client: TestClient) -> None:
     html = client.get("/playground", params={"seed": "<b>", "stop": "<b>"}).text
     assert 'value=""' in tag(html, "seed")
     assert '<option value="none" selected>' in html
+
+
+def events_of(body: str) -> list[tuple[str, str]]:
+    """A stream's events: each one's name and its data, its lines joined again."""
+    return [(m[0], "\n".join(line[6:] for line in m[1].split("\n")))
+            for m in re.findall(r"event: (\w+)\n((?:data: .*\n)+)\n", body)]
+
+
+def test_the_playground_stream_draws_each_token_into_its_column(client: TestClient) -> None:
+    ask = {"prompt": "Once upon a time", "max_new_tokens": 6, "temperature": 0, "n_top": 3, "seed": 1}
+    api = [(name, json.loads(d)) for name, d in events_of(client.post("/api/generate", json=ask).text)]
+    r = client.post("/playground/generate", json=ask | {"out": "pg-t2"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    page = events_of(r.text)
+    assert [name for name, _ in page] == [name for name, _ in api] == ["token"] * 6 + ["done"]
+    tokens = [d for name, d in api if name == "token"]
+    chips = [re.search(r'<span class="chip (loss-\d)" tabindex="(-?\d)" title="([^"]*)">', d) for _, d in page[:-1]]
+    # each chip is coloured by the model's own probability and says its chance, its place and the alternatives
+    assert [c[1] for c in chips] == [templating.loss_class(-math.log(t["raw_prob"])) for t in tokens]
+    assert [c[2] for c in chips] == ["0"] + ["-1"] * 5  # the column's one tab stop
+    assert unescape(chips[0][3]).startswith(f"chance {templating.pct(tokens[0]['prob'])} · the model's own probability")
+    assert " · token 1 · the model's most likely: “" in unescape(chips[0][3]) or "the dice chose among" in chips[0][3]
+    assert all('hx-swap-oob="beforeend:#pg-t2 .tokens"' in d for _, d in page[:-1])
+    assert [re.search(r"\[data-stat=tokens\]\">(\d+)<", d)[1] for _, d in page[:-1]] == ["1", "2", "3", "4", "5", "6"]
+    done = api[-1][1]
+    assert f">Stopped at the token limit. {done['prompt_tokens']} prompt tokens, 6 written.</p>" in page[-1][1]
+    # the column is the page's own: anything else is refused before the model runs
+    for out in ("pg-one\"><script>", "main", ""):
+        assert client.post("/playground/generate", json=ask | {"out": out}).status_code == 422
+    assert client.post("/playground/generate", json=ask).status_code == 422
+
+
+def test_the_playground_stream_escapes_what_the_model_writes() -> None:
+    step = {"id": 1, "piece": "", "prob": 0.5, "raw_prob": 0.25, "entropy": 1.0, "before": [], "after": []}
+    events = [an.TokenEvent(step=0, text="<b>hi</b>", **step),
+              an.DoneEvent(finish_reason="stop", prompt_tokens=3, completion_tokens=1, text="<i>",
+                           timings=an.Timings(first_token_ms=None, total_ms=1, tokens_per_second=1))]
+
+    async def stream():
+        for ev in events:
+            yield ev
+
+    req = writing.PageRequest(prompt="Human: hi\nAssistant:", out="pg-one")
+    body = "".join(anyio.run(lambda: collect(writing.page_events(stream(), req, "<|endoftext|>"))))
+    assert "<b>" not in body and "<i>" not in body and "&lt;b&gt;hi&lt;/b&gt;" in body and "&lt;i&gt;" in body
+    assert ">Stopped at the stop text. 3 prompt tokens, 1 written.</p>" in body
+
+
+async def collect(it) -> list[str]:
+    return [x async for x in it]
+
+
+def test_a_stop_before_anything_names_the_speaker() -> None:
+    done = an.DoneEvent(finish_reason="stop", prompt_tokens=5, completion_tokens=1, text="",
+                        timings=an.Timings(first_token_ms=None, total_ms=1, tokens_per_second=1))
+    said = writing.reason(done, "Human: Hi there\nAssistant:", False, "<|endoftext|>")
+    assert said == "The model ended the Assistant's line at once: its first token was the stop text. 5 prompt " \
+        "tokens, 1 written."
+    assert writing.reason(done, "Once upon a time", False, "x").startswith("The model ended the text at once")
+    assert writing.reason(done, "Assistant: hi\n", False, "x").startswith("The model ended the text at once")
+    eos = done.model_copy(update={"finish_reason": "eos"})
+    assert writing.reason(eos, "", True, "<|endoftext|>").startswith("The model chose <|endoftext|>: it thinks")
 
 
 @pytest.mark.parametrize("path", PAGES)

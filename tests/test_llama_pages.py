@@ -208,7 +208,7 @@ def test_inference_steps_on_the_models_tokens(client: TestClient, engine: Engine
 
 def test_playground_generates_what_transformers_would(client: TestClient, engine: Engine, reference) -> None:
     ids = engine.tokenizer.encode(PROMPT)
-    r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "temperature": 0})
+    r = client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "temperature": 0})
     assert r.status_code == 200, r.text
     events = sse_events(r.text)
     want = greedy(reference, ids, 6, engine.eos_id)

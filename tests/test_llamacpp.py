@@ -129,7 +129,7 @@ def test_stepper_steps_on_llama_server(client: TestClient, server: LlamaServer) 
 def test_playground_streams_llamacpps_greedy_text(client: TestClient, server: LlamaServer) -> None:
     whole = httpx.post(f"{server.url}/v1/completions", timeout=60, json={
         "prompt": PROMPT, "max_tokens": 8, "temperature": 0.0, "samplers": ["temperature"]}).json()
-    r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 8, "temperature": 0,
+    r = client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": 8, "temperature": 0,
                                                   "model": "remote", "n_top": 3})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = events_of(r.text)
@@ -144,7 +144,7 @@ def test_playground_streams_llamacpps_greedy_text(client: TestClient, server: Ll
 
 def test_a_seeded_draw_on_llama_server_repeats(client: TestClient) -> None:
     def draw() -> str:
-        r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 12, "temperature": 1.0,
+        r = client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": 12, "temperature": 1.0,
                                                       "top_k": 0, "top_p": 1.0, "seed": 7, "model": "remote"})
         return "".join(d["text"] for name, d in events_of(r.text) if name == "token")
 
@@ -174,7 +174,7 @@ def test_loss_view_on_llama_server_says_how_it_was_scored(client: TestClient, se
 
 def test_a_server_killed_mid_stream_ends_the_stream_with_a_sentence(tiny_checkpoint) -> None:
     with llama_server(*needed()) as own, serve(create_app(app_settings(tiny_checkpoint, own.url))) as url:
-        with httpx.stream("POST", f"{url}/playground/generate", timeout=60, json={
+        with httpx.stream("POST", f"{url}/api/generate", timeout=60, json={
                 "prompt": COUNTING, "max_new_tokens": 64, "temperature": 0, "model": "remote"}) as r:
             assert r.status_code == 200
             lines = r.iter_lines()
@@ -198,11 +198,11 @@ def test_a_stalled_server_is_a_sentence_not_a_hang(tiny_checkpoint, server: Llam
             os.kill(server.process.pid, signal.SIGSTOP)
             body, _ = stepper(c, action="greedy")
             assert "did not answer within 1 s" in body
-            r = c.post("/playground/generate", json={"prompt": PROMPT, "model": "remote"})
+            r = c.post("/api/generate", json={"prompt": PROMPT, "model": "remote"})
             expect_http_error(r, 504, "did not answer within 1 s")
         os.kill(server.process.pid, signal.SIGCONT)
         with serve(create_app(settings)) as url:
-            with httpx.stream("POST", f"{url}/playground/generate", timeout=60, json={
+            with httpx.stream("POST", f"{url}/api/generate", timeout=60, json={
                     "prompt": COUNTING, "max_new_tokens": 64, "temperature": 0, "model": "remote"}) as r:
                 lines = r.iter_lines()
                 for line in lines:

@@ -99,7 +99,7 @@ def test_next_token_candidates_are_the_models_top_logprobs(upstream: str, tiny_m
 def test_streamed_generation_is_the_servers_greedy_text(client: TestClient, upstream: str) -> None:
     import httpx
     whole = httpx.post(f"{upstream}/v1/completions", json={"prompt": PROMPT, "max_tokens": 8, "temperature": 0})
-    r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 8, "temperature": 0,
+    r = client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": 8, "temperature": 0,
                                                   "model": "remote", "n_top": 3})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = [(m[0], json.loads(m[1])) for m in re.findall(r"event: (\w+)\ndata: (.*)\n\n", r.text)]
@@ -291,6 +291,6 @@ def test_pages_show_a_downed_remote_as_a_message(broken: TestClient) -> None:
 
 
 def test_the_stream_api_answers_502_with_a_sentence(broken: TestClient) -> None:
-    r = broken.post("/playground/generate", json={"prompt": "Hi", "model": "remote"})
+    r = broken.post("/api/generate", json={"prompt": "Hi", "model": "remote"})
     message = expect_http_error(r, 502, "^The model server at 127\\.0\\.0\\.1:")
     assert "refused the connection" in message

@@ -93,12 +93,12 @@ def test_the_playground_writes_with_both_models(client: TestClient, tiny_model: 
     page = client.get("/playground", params={"model": "second", "compare": "local"})
     assert page.status_code == 200 and 'id="pg-models"' in page.text
     assert '<option value="second" selected>' in page.text and '<option value="local" selected>' in page.text
-    r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "temperature": 0,
+    r = client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "temperature": 0,
                                                   "model": "second"})
     events = [json.loads(d) for d in re.findall(r"event: token\ndata: (.*)\n\n", r.text)]
     expected = [st.id for st in generate(tiny_model, gpt2_tokenizer().encode(PROMPT), SamplingParams(temperature=0), 6)]
     assert [e["id"] for e in events] == expected
-    r = client.post("/playground/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "model": "nobody", "x": 1})
+    r = client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": 6, "model": "nobody", "x": 1})
     expect_http_error(r, 422, "not a field")
 
 

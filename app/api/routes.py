@@ -12,11 +12,10 @@ from starlette.responses import Response, StreamingResponse
 from app.schemas import answers as an, fields as fl, requests as rq
 from app.deps import EngineDep
 from app.serving.live import LiveDep
-from app.serving.sources import LIVE, SourcesDep
-from app.serving.streaming import EventStream, generation_events
+from app.serving.sources import LIVE, GenerateRequest, SourcesDep, as_sse
+from app.serving.streaming import EventStream
 from app.errors import require_json
 from app.security import ModelTurn
-from model.decode.sampling import SamplingParams
 
 router = APIRouter()
 
@@ -122,9 +121,11 @@ SSE_EXAMPLE = (
 GENERATE_EVENT = {
     "type": "object", "required": ["event", "data"],
     "properties": {
-        "event": {"type": "string", "enum": ["token", "done"]},
+        "event": {"type": "string", "enum": ["prompt", "token", "done"]},
         "data": {"type": "string", "contentMediaType": "application/json",
-                 "contentSchema": {"oneOf": [{"$ref": "#/components/schemas/TokenEvent"},
+                 "contentSchema": {"anyOf": [{"$ref": "#/components/schemas/PromptParts"},
+                                             {"$ref": "#/components/schemas/TokenEvent"},
+                                             {"$ref": "#/components/schemas/SourceToken"},
                                              {"$ref": "#/components/schemas/DoneEvent"}]}},
     },
 }
@@ -137,16 +138,17 @@ GENERATE_EVENT = {
                               "content": {"text/event-stream": {"itemSchema": GENERATE_EVENT,
                                                                 "example": SSE_EXAMPLE}}},
                         **MODEL_ERRORS})
-async def generate(req: rq.GenerateRequest, engine: EngineDep) -> StreamingResponse:
+async def generate(req: GenerateRequest, sources: SourcesDep) -> StreamingResponse:
     """One event per token (step, id, text, probability, top alternatives), then a final event
     with the finish reason ("length", "eos", "stop"), token counts and timings. Joined, the
     events' `text` fields (the done event's too) are the decoded output up to any stop text.
     Generation ends at the context's end with reason "length", and stops within one step when
-    the client disconnects."""
-    params = SamplingParams(temperature=req.temperature, top_k=req.top_k, top_p=req.top_p)
-    gen = await engine.generate(req.prompt, req.max_new_tokens, params, seed=req.seed, stop=req.stop,
-                                n_top=req.n_top)
-    return EventStream(gen, generation_events(gen))
+    the client disconnects. `model` picks which of the server's models writes (the pages' `model=`:
+    local, second, remote, live); one on a serving engine sends SourceToken events, which leave out what
+    that engine does not say. With `chat` on a model whose file has a chat template, a first `event: prompt` gives the prompt as
+    the template wrote it (PromptParts)."""
+    stream = await sources.get(req.model).generate(req)
+    return EventStream(stream, as_sse(stream))
 
 
 @router.get("/api/training/live", response_model=an.LiveRunInfo, tags=["training"], summary="The live training run")

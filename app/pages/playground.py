@@ -1,5 +1,5 @@
 """The Playground: streamed generation from the model a page chose, its settings in the URL so a prepared demo is a
-link; the stream itself is read by static/js/playground.js."""
+link; the stream itself is read by static/js/playground.js, which hands each event's HTML to htmx."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from fastapi.responses import HTMLResponse, Response
 from app.demo import DEFAULT_PLAYGROUND_PROMPT, PLAYGROUND_PRESETS
 from app.deps import EngineDep
 from app.errors import require_json
-from app.serving.sources import GenerateRequest, Sources, SourcesDep, as_sse
+from app.serving.sources import Sources, SourcesDep
 from app.serving.streaming import EventStream
 from app.security import ModelTurn
-from app.templating import LOSS_LEGEND, STOPS, query_number, render
+from app.templating import LOSS_LEGEND, STOPS, eos_text, query_number, render
+from app.views.writing import PageRequest, page_events
 
 router = APIRouter(include_in_schema=False)
 
 
-# The Playground streams in the browser (static/js/playground.js reads Server-Sent Events); the server
-# renders the controls with the URL's settings, so a prepared demo is a link. Internals and Inference
+# The Playground streams in the browser (static/js/playground.js reads Server-Sent Events of HTML the server
+# draws); the server renders the controls with the URL's settings, so a prepared demo is a link. Internals and Inference
 # are app/pages/internals.py and app/pages/inference.py.
 
 PLAYGROUND_DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 1.0, "max_new_tokens": 80}
@@ -26,10 +27,10 @@ COMPARE_TEMPERATURES = (0.0, 0.7, 1.0, 1.5)
 
 
 @router.post("/playground/generate", dependencies=[Depends(require_json), ModelTurn])
-async def playground_generate(req: GenerateRequest, sources: SourcesDep) -> Response:
-    """The Playground's stream from the model it chose: /api/generate's events, from any source."""
+async def playground_generate(req: PageRequest, sources: SourcesDep, engine: EngineDep) -> Response:
+    """The Playground's stream from the model it chose: /api/generate's events, drawn for the page's column."""
     stream = await sources.get(req.model).generate(req)
-    return EventStream(stream, as_sse(stream))
+    return EventStream(stream, page_events(stream, req, eos_text(engine)))
 
 
 @router.get("/playground", response_class=HTMLResponse)

@@ -153,8 +153,3 @@ def sse(data: str, event: str | None = None) -> str:
     the event per line of data (EventSource joins them again with newlines; a lone CR ends a line too)."""
     lines = re.split(r"\r\n|\r|\n", data)
     return (f"event: {event}\n" if event else "") + "".join(f"data: {line}\n" for line in lines) + "\n"
-
-
-async def generation_events(gen: Generation) -> AsyncIterator[str]:
-    async for ev in gen:
-        yield sse(ev.model_dump_json(), "token" if isinstance(ev, an.TokenEvent) else "done")

@@ -28,12 +28,9 @@
  *   within(root, sel)   root itself if it matches sel, and its descendants that do
  *   el(tag, attrs, ...children)
  *                       builds an element; strings become text nodes, never HTML
- *   visible(text)       a fragment showing text as chips do (whitespace marks that
- *                       .show-ws reveals), matching the server's `vis` macro
- *   chip(text, i, cls)  a chip element coloured by position i
  *   setParams({k: v})   writes URL parameters (null removes one)
  *   constants           what the server shares with page scripts (app/templating.py
- *                       PAGE_CONSTANTS): eos_id, loss_bins, pct_steps, ws, stops
+ *                       PAGE_CONSTANTS): the Playground's stop texts
  *
  * Content-Security-Policy forbids inline script, so every behaviour lives here
  * or in a page's static script; nothing is ever parsed from strings as HTML.
@@ -93,32 +90,8 @@
     return node;
   }
 
-  // shared with the server (app/templating.py PAGE_CONSTANTS): eos_id, loss_bins, pct_steps, ws, stops
+  // shared with the server (app/templating.py PAGE_CONSTANTS)
   const constants = JSON.parse(document.getElementById("dd-constants").textContent);
-  const MARKS = constants.ws;
-
-  function visible(text) {
-    const frag = document.createDocumentFragment();
-    let run = "";
-    for (const ch of text) {
-      const mark = MARKS[ch];
-      if (!mark) { run += ch; continue; }
-      if (run) { frag.append(run); run = ""; }
-      const raw = el("span", { class: "ws-raw" }, ch);
-      const sign = el("span", { class: "ws-mark", "aria-hidden": "true" }, mark[1]);
-      // the newline's mark goes before the break, the others replace their character
-      frag.append(el("span", { class: "ws " + mark[0] }, ...(ch === "\n" ? [sign, raw] : [raw, sign])));
-    }
-    if (run) frag.append(run);
-    return frag;
-  }
-
-  // as the server's chip macro: a long chip gets soft hyphens where it may break (see deepdive.css)
-  function chip(text, i, cls) {
-    const long = [...text].length > constants.long_chip;
-    return el("span", { class: "chip c" + (i % 8) + (cls ? " " + cls : "") + (long ? " long" : ""), tabindex: "-1" },
-      visible(long ? [...text].join("\u00ad") : text));
-  }
 
   /* ---------------------------------------------------------- load hooks */
   const loaders = [];
@@ -247,5 +220,5 @@
     if (present) setParams({ present: "1" });
   });
 
-  window.DeepDive = { onLoad, within, el, visible, chip, setParams, constants };
+  window.DeepDive = { onLoad, within, el, setParams, constants };
 })();

@@ -7,14 +7,17 @@ Uses tests/browser/conftest.py's live server (the tiny random model, strict CSP)
 
 from __future__ import annotations
 
-import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
 
+import anyio
 import pytest
 from playwright.sync_api import Page, expect
 
+from app.schemas import answers as an
+from app.views import writing
 from model.probes import incontext
 
 pytestmark = pytest.mark.browser
@@ -153,9 +156,17 @@ def test_newline_and_tab_chips_stay_whole_with_their_ids(sized: Page) -> None:
 
 # ---------------------------------------------------------------- 7. the Playground
 
-DONE = {"finish_reason": "stop", "prompt_tokens": 12, "completion_tokens": 1, "text": "", "message": None,
-        "timings": {"tokens_per_second": 20.0, "first_token_ms": 50.0}}
-NEWLINE = {"id": 198, "text": "", "step": 0, "prob": 0.6, "raw_prob": 0.6, "before": [], "after": []}
+# the model's answer when its first token is the stop text: a newline, held back, then the end
+DONE = an.DoneEvent(finish_reason="stop", prompt_tokens=12, completion_tokens=1, text="", message=None,
+                    timings=an.Timings(tokens_per_second=20.0, first_token_ms=50.0, total_ms=50.0))
+NEWLINE = an.TokenEvent(id=198, text="", piece="\n", step=0, prob=0.6, raw_prob=0.6, entropy=1.0, before=[], after=[])
+
+
+async def drawn(req: writing.PageRequest) -> str:
+    async def stream():
+        yield NEWLINE
+        yield DONE
+    return "".join([ev async for ev in writing.page_events(stream(), req, "<|endoftext|>")])
 
 
 @PROJECTOR
@@ -169,7 +180,10 @@ def test_the_playground_says_it_waits_and_when_the_line_ended_at_once(sized: Pag
     expect(finish).to_have_text("Waiting for a turn…")
     while not held:
         page.wait_for_timeout(50)
-    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in (("token", NEWLINE), ("done", DONE)))
+    # the server's own drawing of that answer, for the request the page made
+    req = writing.PageRequest(**held[0].request.post_data_json)
+    with ThreadPoolExecutor(1) as thread:  # Playwright's own event loop runs in this one
+        body = thread.submit(anyio.run, drawn, req).result()
     held[0].fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
     expect(finish).to_contain_text("The model ended the Assistant's line at once")
     expect(finish).to_contain_text("1 written")
