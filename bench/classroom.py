@@ -7,9 +7,10 @@ round to after the last, each started again after a pause of 0 to --think second
 come and go as a class's do (--think 0 starts them all in the same step, every time, the
 worst case for anything waiting on the model). Then, --rounds times: the teacher
 opens a round, every phone types a guess as soon as the round reaches it, and once every
-guess is stored the teacher reveals. Each phone stamps the arrival of the reveal event.
+guess is stored the teacher reveals. Each phone stamps the arrival of the view that shows the reveal (fetched on
+the event, as the phone page does).
 
-Reported: the time from the teacher's reveal request to each phone's receipt of the reveal,
+Reported: the time from the teacher's reveal request to each phone's view of the reveal,
 p50 / p95 / max over every phone and round; the reveal request's own time; reveals that never
 arrived; refused guesses; the generation streams' tokens/s and errors. The stamps are taken
 by this process's event loop, which reads all the phones and streams at once, on the same
@@ -28,8 +29,8 @@ keeps the session in that Redis (DEEPDIVE_REDIS_URL) and the events go through i
 from __future__ import annotations
 
 import asyncio
-import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -88,7 +89,7 @@ async def guess(client: httpx.AsyncClient, room: Class, no: int, text: str) -> N
 async def phone(room: Class, i: int, timeout_s: float) -> None:
     """One phone: join, follow the events, guess when a round opens, stamp each reveal."""
     async with httpx.AsyncClient(base_url=room.url, timeout=httpx.Timeout(timeout_s, connect=10)) as client:
-        guesses: set[int] = set()
+        guesses: set[str] = set()  # the rounds guessed, as the view shows their numbers
         sending: set[asyncio.Task] = set()
         try:
             r = await client.post("/join", data={"code": room.code, "nickname": f"phone {i}"})
@@ -99,24 +100,30 @@ async def phone(room: Class, i: int, timeout_s: float) -> None:
                 if r.status_code != 200:
                     room.errors.append(f"events: HTTP {r.status_code}")
                     return
+                name, seen, stamped = "", "", set()
                 async for line in r.aiter_lines():
-                    if not line.startswith("data: "):
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    if not line.startswith("data: ") or name not in ("state", "ended"):
                         continue
-                    now = time.perf_counter()
-                    event = json.loads(line[6:])
-                    if event["type"] == "ended":
+                    if name == "ended":
                         return
-                    if event["type"] != "state":
-                        continue
-                    if event["reason"] == "hello":
+                    if line == "data: hello":
                         room.joined += 1
                         room.tell()
-                    elif event["reason"] == "reveal":
-                        room.revealed.setdefault(event["revealed"]["no"], []).append(now)
+                    # as the phone page does: its view again, a 204 while it is the one shown
+                    view = await client.get(f"/class/{room.code}/phone", params={"seen": seen})
+                    now = time.perf_counter()
+                    if view.status_code != 200:
+                        continue
+                    seen = re.search(r'/phone\?seen=([\w-]+)"', view.text)[1]
+                    if (shown := re.search(r'id="phone-result-h">Round (\d+):', view.text)) and shown[1] not in stamped:
+                        stamped.add(shown[1])
+                        room.revealed.setdefault(int(shown[1]), []).append(now)
                         room.tell()
-                    elif event["reason"] == "round" and event["round"]["no"] not in guesses:
-                        no = event["round"]["no"]
-                        guesses.add(no)
+                    elif (opened := re.search(r'name="round" value="(\d+)"', view.text)) and opened[1] not in guesses:
+                        no = int(opened[1])
+                        guesses.add(opened[1])
                         # not awaited here: the phone keeps reading its events while the guess is sent
                         task = asyncio.create_task(guess(client, room, no, GUESSES[(i + no) % len(GUESSES)]))
                         sending.add(task)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import math
 import re
 import time
@@ -465,13 +464,29 @@ def live(settings: Settings) -> Iterator[str]:
         yield url
 
 
-def events(response: httpx.Response) -> Iterator[dict | str]:
-    """A stream's events as dicts, and its heartbeats as the string "heartbeat"."""
+def events(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    """A stream's events as (name, data), and its heartbeats as ("heartbeat", "")."""
+    name = ""
     for line in response.iter_lines():
-        if line.startswith("data: "):
-            yield json.loads(line[6:])
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            yield name, line[6:]  # each of the class's events is one line
         elif line.startswith(": heartbeat"):
-            yield "heartbeat"
+            yield "heartbeat", ""
+
+
+def opening(it: Iterator[tuple[str, str]]) -> dict[str, str]:
+    """The four events a connection starts with: the connection line cleared, the counts, the present."""
+    first = [next(it) for _ in range(4)]
+    assert [name for name, _ in first] == ["connection", "students", "answers", "state"]
+    assert first[0][1].startswith('<p id="class-connection"') and first[0][1].endswith(" hidden></p>")
+    return dict(first)
+
+
+def next_state(it: Iterator[tuple[str, str]]) -> str:
+    """The reason of the next "state" event, past the counts that come with it."""
+    return next(data for name, data in it if name == "state")
 
 
 def live_start(url: str) -> tuple[httpx.Client, str]:
@@ -486,44 +501,82 @@ def live_join(url: str, code: str) -> httpx.Client:
     return phone
 
 
+def seen(html: str, view: str) -> str:
+    """What a page's view says it shows when it asks for itself again (partials/_phone.html, _class.html)."""
+    return re.search(rf'hx-get="/class/\w{{6}}/{view}\?seen=([\w-]+)"', html)[1]
+
+
 def test_followers_get_the_present_then_each_change(live: str, monkeypatch):
     teacher, code = live_start(live)
     phone = live_join(live, code)
+    shown = seen(phone.get(f"/class/{code}").text, "phone")
     with phone.stream("GET", f"/class/{code}/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         it = events(stream)
-        hello = next(it)
-        assert hello["type"] == "state" and hello["reason"] == "hello" and hello["text"] == [PROMPT]
+        present = opening(it)
+        assert (present["students"], present["answers"], present["state"]) == ("1", "0", "hello")
+        view = f"/class/{code}/phone"
+        assert phone.get(view, params={"seen": shown}).status_code == 204  # the phone shows the present already
         r = teacher.post("/partials/inference", data={**STATE, "action": "greedy"})
-        step = next(it)
-        assert step["reason"] == "step" and len(step["text"]) == 2 and step["text"][0] == PROMPT
+        assert next_state(it) == "step"
+        stepped = phone.get(view, params={"seen": shown})
+        assert stepped.status_code == 200 and stepped.text.count('class="chip') == 1
         teacher.post(f"/class/{code}/round", data={"mode": "choices"})
-        opened = next(it)
-        assert opened["reason"] == "round" and len(opened["round"]["options"]) == 6
-        assert set(opened["round"]["options"][0]) == {"id", "text"}  # no model probabilities before the reveal
-        phone.post(f"/class/{code}/guess", data={"option": str(opened["round"]["options"][0]["id"])})
-        assert next(it) == {"type": "count", "students": 1, "answers": 1}
+        assert next_state(it) == "round"
+        opened = phone.get(view, params={"seen": seen(stepped.text, "phone")}).text
+        options = re.findall(r'name="option" value="(\d+)"', opened)
+        assert len(options) == 6
+        phone.post(f"/class/{code}/guess", data={"option": options[0]})
+        assert [next(it), next(it)] == [("students", "1"), ("answers", "1")]  # the counts alone: no view changed
         teacher.post(f"/class/{code}/reveal")
-        revealed = next(it)
-        assert revealed["reason"] == "reveal" and revealed["revealed"]["no"] == 1 and len(revealed["text"]) == 3
+        assert next_state(it) == "reveal"
+        assert 'class="class-result"' in phone.get(view, params={"seen": seen(opened, "phone")}).text
         teacher.post(f"/class/{code}/end")
-        assert next(it) == {"type": "ended", "code": code}
+        assert list(it) == [("ended", code)]  # and the stream ends
     assert r.status_code == 200
 
 
 def test_the_teacher_follows_too_and_strangers_are_refused(live: str):
     teacher, code = live_start(live)
     with teacher.stream("GET", f"/class/{code}/events") as stream:
-        assert next(events(stream))["reason"] == "hello"
+        assert opening(events(stream))["state"] == "hello"
     stranger = httpx.Client(base_url=live, timeout=10)
     # said as events with a 200: EventSource gives up for good on any other status
     with stranger.stream("GET", f"/class/{code}/events") as stream:
         assert stream.status_code == 200
-        assert list(events(stream)) == [{"type": "refused", "message": f"This phone has not joined class {code}: "
-                                                                      f"join at /join?code={code}."}]
+        (connection, _), *rest = events(stream)
+        assert connection == "connection"
+        assert rest == [("ended", f"This phone has not joined class {code}: join at /join?code={code}.")]
     with stranger.stream("GET", "/class/QQQQQQ/events") as stream:
-        assert list(events(stream)) == [{"type": "ended", "code": "QQQQQQ"}]
+        assert list(events(stream))[1:] == [("ended", "QQQQQQ")]
     assert stranger.get("/class/<b>/events").status_code == 404
+
+
+def test_a_view_asked_for_again_is_a_204_while_it_is_the_present(teacher: TestClient):
+    """The views ask for themselves again on each "state" event, saying what they show; a panel from before the
+    latest reveal comes back with the revealed step for the stepper to take."""
+    code = start(teacher)
+    ann = student(teacher, code)
+    panel, view = f"/class/{code}/panel", f"/class/{code}/phone"
+    shown = seen(teacher.get(panel).text, "panel")
+    assert teacher.get(panel, params={"seen": shown}).status_code == 204
+    assert ann.get(view, params={"seen": seen(ann.get(view).text, "phone")}).status_code == 204
+    for hostile in ("", "<b>", "9" * 5000, "-" * 50, "0-0-0-1-0x"):
+        assert teacher.get(panel, params={"seen": hostile}).status_code == 200
+        assert ann.get(view, params={"seen": hostile}).status_code == 200
+    student(teacher, code, "Bob")
+    assert teacher.get(panel, params={"seen": shown}).status_code == 200  # the count changed
+    shown = seen(teacher.get(panel).text, "panel")
+    teacher.post(f"/class/{code}/round", data={"mode": "typed"})
+    ann.post(f"/class/{code}/guess", data={"text": " there"})
+    opened = teacher.get(panel, params={"seen": shown})
+    assert opened.status_code == 200 and "data-apply-steps" not in opened.text
+    teacher.post(f"/class/{code}/reveal")
+    revealed = teacher.get(panel, params={"seen": seen(opened.text, "panel")})  # a page that missed the reveal
+    steps = session_of(teacher, code).stepper.steps
+    assert f'data-apply-steps="{steps}"' in revealed.text
+    assert "data-apply-steps" not in teacher.get(panel, params={"seen": "x"}).text
+    assert ann.get(view, params={"seen": "x"}).status_code == 200
 
 
 def test_a_closed_phone_frees_its_place_after_a_grace_and_a_reconnect_keeps_it(live: str, monkeypatch):
@@ -533,11 +586,11 @@ def test_a_closed_phone_frees_its_place_after_a_grace_and_a_reconnect_keeps_it(l
     phone = live_join(live, code)
     with phone.stream("GET", f"/class/{code}/events") as stream:
         it = events(stream)
-        assert next(it)["students"] == 1
-        assert next(it) == "heartbeat"
+        assert opening(it)["students"] == "1"
+        assert next(it) == ("heartbeat", "")
     with phone.stream("GET", f"/class/{code}/events") as stream:  # back within the grace
         it = events(stream)  # kept: dropping the iterator closes the connection
-        assert next(it)["students"] == 1
+        assert opening(it)["students"] == "1"
         time.sleep(1.0)  # the first connection's grace has run out: the phone is still connected
         panel = teacher.get(f"/class/{code}/panel").text
         assert re.search(r'id="class-students">1<', panel)
@@ -555,7 +608,7 @@ def test_many_followers_from_one_address_do_not_use_up_its_share_of_the_model(li
     streams = [phone.stream("GET", f"/class/{code}/events") for _ in range(8)]
     followers = [events(s.__enter__()) for s in streams]
     try:
-        assert all(next(f)["reason"] == "hello" for f in followers)
+        assert all(opening(f)["state"] == "hello" for f in followers)
         started = time.monotonic()
         r = teacher.post("/partials/inference", data={**STATE, "action": "greedy"})
         assert r.status_code == 200 and time.monotonic() - started < 10

@@ -8,7 +8,6 @@ Outside CI the tests are skipped when redis-server is not installed; in CI they 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import time
@@ -244,21 +243,24 @@ def test_redis_away_is_a_sentence_not_a_crash(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- two server processes, one class
 
 async def follow(client: httpx.AsyncClient, path: str, events: asyncio.Queue) -> None:
-    """Read a session's Server-Sent Events into a queue (the first item is the response's status)."""
+    """Read a session's Server-Sent Events into a queue as (name, data) (the first item is the response's status)."""
     async with client.stream("GET", path) as r:
         await events.put(r.status_code)
+        name = ""
         async for line in r.aiter_lines():
-            if line.startswith("data: "):
-                await events.put(json.loads(line[6:]))
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                await events.put((name, line[6:]))
 
 
-async def next_event(events: asyncio.Queue, **want) -> dict:
-    """The next event whose fields have the wanted values (others are skipped), within 10 s."""
-    async def wait() -> dict:
+async def next_event(events: asyncio.Queue, name: str, data: str | None = None) -> str:
+    """The data of the next event of that name (and data, when given; others are skipped), within 10 s."""
+    async def wait() -> str:
         while True:
-            event = await events.get()
-            if all(event.get(k) == v for k, v in want.items()):
-                return event
+            got, said = await events.get()
+            if got == name and data in (None, said):
+                return said
 
     return await asyncio.wait_for(wait(), 10)
 
@@ -283,25 +285,25 @@ def test_two_server_processes_serve_one_class(redis_server: RedisServer, tiny_ch
                            asyncio.create_task(follow(teacher, f"/class/{code}/events", on_a))]
                 try:
                     assert await on_b.get() == 200 and await on_a.get() == 200
-                    hello = await next_event(on_b, reason="hello")
-                    assert hello["text"] == ["Once upon a time"] and hello["round"] is None
-                    assert hello["students"] == 1
+                    assert await next_event(on_b, "students") == "1"
+                    assert await next_event(on_b, "state") == "hello"
+                    view = (await phone.get(f"/class/{code}/phone")).text
+                    assert "Once" in view and "guess-text" not in view
 
                     r = await teacher.post(f"/class/{code}/round", data={"mode": "typed"})
                     assert r.status_code == 200, r.text
-                    opened = await next_event(on_b, reason="round")  # published by A, heard on B
-                    assert opened["round"]["no"] == 1 and opened["round"]["mode"] == "typed"
+                    assert await next_event(on_b, "state", "round")  # published by A, heard on B
+                    assert "Round 1" in (await phone.get(f"/class/{code}/phone")).text
 
                     r = await phone.post(f"/class/{code}/guess", data={"text": "there", "round": "1"})
                     assert r.status_code == 200, r.text
-                    assert (await next_event(on_a, type="count", answers=1))["students"] == 1  # B's news on A
+                    assert await next_event(on_a, "answers", "1")  # B's news on A
 
                     r = await teacher.post(f"/class/{code}/reveal")  # A reads the guess B stored
                     assert r.status_code == 200, r.text
-                    revealed = await next_event(on_b, reason="reveal")
-                    assert revealed["revealed"]["no"] == 1 and revealed["revealed"]["guesses"] == 1
-                    assert revealed["round"] is None and len(revealed["text"]) == 2
-                    assert revealed["text"][1] == revealed["revealed"]["token"]
+                    assert await next_event(on_b, "state", "reveal")
+                    revealed = (await phone.get(f"/class/{code}/phone")).text
+                    assert 'class="class-result"' in revealed and "1 of 1 guesses" in revealed
 
                     csv = (await teacher.get(f"/class/{code}/rounds.csv")).text.splitlines()
                     assert len(csv) == 2 and csv[1].rstrip().endswith("there:1")
@@ -310,7 +312,7 @@ def test_two_server_processes_serve_one_class(redis_server: RedisServer, tiny_ch
                     assert (await phone.post(f"/class/{code}/reveal")).status_code == 403
                     r = await teacher.post(f"/class/{code}/end")
                     assert r.status_code == 303
-                    assert (await next_event(on_b, type="ended"))["code"] == code
+                    assert await next_event(on_b, "ended") == code
                     gone = await phone.get(f"/class/{code}/phone")  # the phone's view says so, on either process
                     assert gone.status_code == 200 and f"Class session {code} has ended" in gone.text
                 finally:
@@ -322,7 +324,8 @@ def test_two_server_processes_serve_one_class(redis_server: RedisServer, tiny_ch
 
 def test_a_server_whose_redis_is_away_answers_503(tiny_checkpoint: Path) -> None:
     """Each asker gets the sentence in the form it shows: the site's page, htmx a text/plain sentence, a phone's
-    stream an "away" event (a 200, or EventSource would give up for good); the stepper works without the panel."""
+    stream a "Reconnecting…" line, again each second while it stays open (a 200, or EventSource would give up for
+    good); the stepper works without the panel."""
     from bench.server import Server
 
     port = free_port()  # nothing listens there
@@ -340,8 +343,12 @@ def test_a_server_whose_redis_is_away_answers_503(tiny_checkpoint: Path) -> None
         r = client.post("/class/ACDEFG/round", headers={"HX-Request": "true"})
         expect_http_error(r, 503, re.escape(down))
         assert r.headers["content-type"].startswith("text/plain")
-        r = client.get("/class/ACDEFG/events")
-        assert r.status_code == 200 and r.text.startswith("retry: 1000\n") and '"type": "away"' in r.text
+        with client.stream("GET", "/class/ACDEFG/events") as r:
+            lines = r.iter_lines()
+            said = [next(lines) for _ in range(6)]  # two messages, a second apart
+        assert r.status_code == 200 and said[:2] == ["retry: 1000", "event: connection"] and said[4:] == said[:2]
+        assert re.match(r'data: <p id="class-connection"[^>]*>Reconnecting… The class sessions are kept in Redis at',
+                        said[2])
         # the teacher's projector: the stepper steps on, and the class panel says why it is missing
         client.cookies.set("deepdive_teacher", "ACDEFG.some-secret")
         page = client.get("/inference?prompt=Once")
@@ -352,7 +359,8 @@ def test_a_server_whose_redis_is_away_answers_503(tiny_checkpoint: Path) -> None
 
 
 def test_a_server_outlives_its_redis_going_away(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    """Followers' streams end (the phones reconnect) rather than hang; once Redis is back, classes work again."""
+    """Followers' streams say the store is away and stay open rather than hang; once Redis is back, classes work
+    again, and a stream whose session Redis lost says it ended."""
     from bench.server import Server
 
     redis = RedisServer(tmp_path)
@@ -365,21 +373,23 @@ def test_a_server_outlives_its_redis_going_away(tmp_path: Path, tiny_checkpoint:
                     code = teacher.cookies["deepdive_teacher"].split(".")[0]
                     events = asyncio.Queue()
                     reader = asyncio.create_task(follow(teacher, f"/class/{code}/events", events))
-                    assert await events.get() == 200 and (await next_event(events))["reason"] == "hello"
+                    assert await events.get() == 200 and await next_event(events, "state") == "hello"
                     redis.stop()
-                    await asyncio.wait_for(reader, 10)  # the stream ends, so the browser reconnects
+                    assert "Reconnecting… " in await next_event(events, "connection")  # the stream stays open
                     r = await teacher.post(f"/class/{code}/round", data={"mode": "typed"})
                     assert r.status_code == 503 and "which does not answer" in r.text  # the site's page
 
-                    redis.start()  # empty: the session is gone, and a new one works on the same server
+                    redis.start()  # empty: the session is gone, the stream says so, and a new one works
+                    assert await next_event(events, "ended") == code
+                    await asyncio.wait_for(reader, 10)
                     assert (await teacher.post(f"/class/{code}/round")).status_code == 404
                     assert (await teacher.post("/class", data={"prompt": "Once"})).status_code == 303
                     code = teacher.cookies["deepdive_teacher"].split(".")[0]
                     events = asyncio.Queue()
                     reader = asyncio.create_task(follow(teacher, f"/class/{code}/events", events))
-                    assert await events.get() == 200 and (await next_event(events))["reason"] == "hello"
+                    assert await events.get() == 200 and await next_event(events, "state") == "hello"
                     assert (await teacher.post(f"/class/{code}/round", data={"mode": "typed"})).status_code == 200
-                    assert (await next_event(events, reason="round"))["round"]["no"] == 1
+                    assert await next_event(events, "state", "round")
                     reader.cancel()
 
             asyncio.run(main())

@@ -14,12 +14,13 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.classroom import codes
 from app.classroom.sessions import (STUDENT_COOKIE, Refusal, answers, client_of, find, gone, limits, live, member,
                                     not_joined, publish_counts, student_of)
-from app.classroom.state import GuessError, Session, clean_nickname, first_token_only, leaderboard, losses, match_guess
+from app.classroom.state import (GuessError, Session, clean_nickname, first_token_only, leaderboard, losses,
+                                 match_guess, phone_key)
 from app.classroom.store.base import StoreError, StoreFull
 from app.classroom.teacher import gone_sentence, reveal_rows, store_of
 from app.deps import EngineDep
@@ -89,7 +90,7 @@ async def phone_context(request: Request, session: Session, sid: str) -> dict:
             "mine_id": mine,
             "last": last, "last_guess": last_guess, "rows": reveal_rows(last) if last else [],
             "losses": losses(session.played), "board": leaderboard(session), "answers": await answers(request, session),
-            "vocab": request.app.state.engine.info().vocab_size}
+            "vocab": request.app.state.engine.info().vocab_size, "seen": phone_key(session)}
 
 
 @router.get("/class/{code}", response_class=HTMLResponse)
@@ -109,9 +110,10 @@ async def phone_page(request: Request, code: str):
 
 
 @router.get("/class/{code}/phone", response_class=HTMLResponse)
-async def phone_view(request: Request, code: str):
-    """The phone's view, refreshed on events. A session that ended, or a phone that lost its place, is a view
-    too (a 200 with its sentence): the phone shows it, and the console stays clean."""
+async def phone_view(request: Request, code: str, seen: str = ""):
+    """The phone's view, refreshed on events: 204 (htmx swaps nothing) when it would be the one the phone shows
+    (`seen`, its phone_key). A session that ended, or a phone that lost its place, is a view too (a 200 with its
+    sentence): the phone shows it, and the console stays clean."""
     canonical = codes.normal_code(code)
     session = await find(request, code)
     sid = student_of(request)
@@ -121,6 +123,8 @@ async def phone_view(request: Request, code: str):
     if sid is None or sid not in session.students:
         return partial(request, "partials/_phone.html", ended=sentence(not_joined(session.code)),
                        rejoin=session.code)
+    if seen == phone_key(session):
+        return Response(status_code=204)
     return partial(request, "partials/_phone.html", phone=await phone_context(request, session, sid))
 
 

@@ -13,7 +13,7 @@ from fastapi import Request
 
 from app.classroom import codes
 from app.classroom.limits import ClientLimits
-from app.classroom.state import Session, counts, snapshot
+from app.classroom.state import Session, counts, state_event
 from app.classroom.teacher import store_of, teacher_session
 from app.problems import Problem
 from app.templating import sentence
@@ -90,7 +90,7 @@ async def answers(request: Request, session: Session) -> int:
 
 
 async def publish_state(request: Request, session: Session, reason: str) -> None:
-    await store_of(request).publish(session.code, snapshot(session, await answers(request, session), reason))
+    await store_of(request).publish(session.code, state_event(session, await answers(request, session), reason))
 
 
 async def publish_counts(request: Request, code: str) -> None:

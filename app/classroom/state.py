@@ -10,12 +10,14 @@ actual token is its share of the guesses, smoothed as (count + 1/V) / (n + 1) (a
 more student had guessed uniformly over the V tokens), so a token nobody guessed costs a
 large but finite −ln p. The class's loss and the model's are means of −ln p over rounds.
 
-Events sent to followers carry `snapshot`: the whole state a phone shows, so a phone that
-missed events, joined late or reconnected lands in the present.
+Events sent to followers say what changed and carry the counts; each view then asks for itself
+again (a phone's view and the teacher's panel are rendered by the server), and each connection's
+first event is the present, so a phone that missed events, joined late or reconnected lands there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import unicodedata
@@ -251,18 +253,22 @@ def leaderboard(session: Session, size: int = 10) -> list[tuple[str, int]]:
 
 # ---------------------------------------------------------------- events
 
-def snapshot(session: Session, answers: int, reason: str) -> dict:
-    """What every follower is sent: the text, the round (without the model's view), the last reveal, the counts."""
-    rnd, last = session.round, session.played[-1] if session.played else None
-    return {
-        "type": "state", "reason": reason, "code": session.code, "text": session.stepper.pieces,
-        "steps": session.stepper.steps,
-        "round": None if rnd is None else {"no": rnd.no, "mode": rnd.mode,
-                                            "options": [{"id": o.id, "text": o.text} for o in rnd.options]},
-        "revealed": None if last is None else {"no": last.no, "token": last.token.text, "prob": last.token.prob,
-                                                "guesses": last.guesses},
-        "students": len(session.students), "answers": answers, "leaderboard": session.leaderboard,
-    }
+def state_event(session: Session, answers: int, reason: str) -> dict:
+    """What every follower is told of a change: why, and the counts; each view asks for itself again."""
+    return {"type": "state", "reason": reason, "students": len(session.students), "answers": answers}
+
+
+def panel_key(session: Session, answers: int) -> str:
+    """What the teacher's panel shows, in a few figures (it sends them back when it asks for itself again):
+    the rounds played first (one more is a reveal), the open round, the leaderboard switch, the counts."""
+    rnd = session.round.no if session.round else 0
+    return f"{len(session.played)}-{rnd}-{int(session.leaderboard)}-{len(session.students)}-{answers}"
+
+
+def phone_key(session: Session) -> str:
+    """What a phone's view shows of the session, likewise: the round, the reveals, the leaderboard switch, the text."""
+    text = hashlib.blake2s("\0".join(session.stepper.pieces).encode(), digest_size=6).hexdigest()
+    return f"{session.round.no if session.round else 0}-{len(session.played)}-{int(session.leaderboard)}-{text}"
 
 
 def counts(session: Session, answers: int) -> dict:

@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from app.classroom import codes
 from app.classroom.join_url import join_url, loopback_only, qr_svg, start_command
-from app.classroom.state import Played, Session, Stepper, leaderboard, losses, snapshot
+from app.classroom.state import Played, Session, Stepper, leaderboard, losses, panel_key, state_event
 from app.classroom.store.base import Store, Unavailable
 from app.deps import get_engine
 from app.problems import sentence
@@ -75,7 +75,7 @@ async def follow(request: Request, prompt: str, dice: Any, context: dict) -> dic
             store = store_of(request)
             if await store.save(session):
                 answers = len(await store.guesses(session.code, session.round.no)) if session.round else 0
-                await store.publish(session.code, snapshot(session, answers, "step"))
+                await store.publish(session.code, state_event(session, answers, "step"))
         return await panel(request, session)
     except Unavailable as e:
         parts = cookie_parts(request)
@@ -119,7 +119,7 @@ async def panel(request: Request, session: Session, apply_steps: bool = False) -
             "answers": answers, "loopback": loopback, "command": start_command(settings),
             "students": len(session.students), "last": last, "rows": reveal_rows(last) if last else [],
             "losses": losses(session.played), "board": leaderboard(session), "apply_steps": apply_steps,
-            "vocab": get_engine(request).info().vocab_size}
+            "vocab": get_engine(request).info().vocab_size, "seen": panel_key(session, answers)}
 
 
 def reveal_rows(played: Played) -> list[dict]:

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.classroom import codes, rounds
-from app.classroom.sessions import (Refusal, client_of, end_session, find, gone, lead, led_by_this_browser, limits,
-                                    publish_state, saved)
-from app.classroom.state import Session
+from app.classroom.sessions import (Refusal, answers, client_of, end_session, find, gone, lead, led_by_this_browser,
+                                    limits, publish_state, saved)
+from app.classroom.state import Session, panel_key
 from app.classroom.store.base import StoreError, StoreFull
 from app.classroom.teacher import (COOKIE, cookie_parts, cookie_value, gone_sentence, panel, start_context, stepper_of,
                                    store_of, teacher_session)
@@ -97,14 +97,22 @@ async def start(request: Request, engine: EngineDep, prompt: Field = "", steps: 
 
 
 @router.get("/class/{code}/panel", response_class=HTMLResponse)
-async def class_panel(request: Request, code: str):
-    """The panel, refreshed on events. When the session is gone, the start form and the sentence saying what
-    became of it (a 200: the panel's view of a gone session, not an error). That holds without the teacher's
-    cookie too: ending a session deletes it, and the "ended" event's fetch may leave after that answer.
+async def class_panel(request: Request, code: str, seen: str = ""):
+    """The panel, refreshed on events, and swapped into the panel that asked (a control's answer retargets to
+    #class-panel, which htmx cannot do for a panel replaced meanwhile; a detached one takes this harmlessly).
+    A 204 (htmx swaps nothing) when it would be the one the page shows (`seen`, its panel_key); a page whose
+    panel shows fewer rounds played missed a reveal, and the new panel has the stepper take the revealed step
+    (data-apply-steps). When the session is gone, the start form and the sentence saying what became of it
+    (a 200: the panel's view of a gone session, not an error). That holds without the teacher's cookie too:
+    ending a session deletes it, and the "ended" event's fetch may leave after that answer.
     A miss is a code lookup like any other (find): the view is no way around the limit on guessing codes."""
     session = await find(request, code)
     if session is not None:
-        return await panel_response(request, await led_by_this_browser(request, session))
+        await led_by_this_browser(request, session)
+        if seen == panel_key(session, await answers(request, session)):
+            return Response(status_code=204)
+        missed_reveal = seen.partition("-")[0] in {str(n) for n in range(len(session.played))}
+        return partial(request, "partials/_class.html", classroom=await panel(request, session, missed_reveal))
     canonical = codes.normal_code(code)
     if canonical is None:
         raise gone(code)

@@ -16,7 +16,8 @@ alive) runs as one Lua script, so two processes never both take the last place. 
 holds one pub/sub connection for all its followers: a session's channel is subscribed once,
 and each message is parsed once and handed to every local follower's queue. If Redis goes
 away, every call raises Unavailable (a sentence: pages show it in place, app/classroom/routes.py)
-and every follower's stream ends with an "away" event, so phones reconnect and read the state afresh.
+and every follower's stream says so and tries again each second (app/classroom/event_routes.py), reading the
+state afresh once Redis answers.
 """
 
 from __future__ import annotations
