@@ -135,7 +135,8 @@ def test_the_playground_stream_draws_each_token_into_its_column(client: TestClie
     page = events_of(r.text)
     assert [name for name, _ in page] == [name for name, _ in api] == ["token"] * 6 + ["done"]
     tokens = [d for name, d in api if name == "token"]
-    chips = [re.search(r'<span class="chip (loss-\d)" tabindex="(-?\d)" title="([^"]*)">', d) for _, d in page[:-1]]
+    chip = r'<span class="chip c\d (loss-\d)[^"]*" tabindex="(-?\d)" title="([^"]*)">'
+    chips = [re.search(chip, d) for _, d in page[:-1]]
     # each chip is coloured by the model's own probability and says its chance, its place and the alternatives
     assert [c[1] for c in chips] == [templating.loss_class(-math.log(t["raw_prob"])) for t in tokens]
     assert [c[2] for c in chips] == ["0"] + ["-1"] * 5  # the column's one tab stop

@@ -145,8 +145,8 @@ async def generate(req: GenerateRequest, sources: SourcesDep) -> StreamingRespon
     Generation ends at the context's end with reason "length", and stops within one step when
     the client disconnects. `model` picks which of the server's models writes (the pages' `model=`:
     local, second, remote, live); one on a serving engine sends SourceToken events, which leave out what
-    that engine does not say. With `chat` on a model whose file has a chat template, a first `event: prompt` gives the prompt as
-    the template wrote it (PromptParts)."""
+    that engine does not say. With `chat` on a model whose file has a chat template, a first `event: prompt`
+    gives the prompt as the template wrote it (PromptParts)."""
     stream = await sources.get(req.model).generate(req)
     return EventStream(stream, as_sse(stream))
 

@@ -265,6 +265,11 @@ def panel_key(session: Session, answers: int) -> str:
     return f"{len(session.played)}-{rnd}-{int(session.leaderboard)}-{len(session.students)}-{answers}"
 
 
+def missed_reveal(seen: str, session: Session) -> bool:
+    """A panel that showed fewer rounds played than the session has (its panel_key) missed a reveal."""
+    return seen.partition("-")[0] in {str(n) for n in range(len(session.played))}
+
+
 def phone_key(session: Session) -> str:
     """What a phone's view shows of the session, likewise: the round, the reveals, the leaderboard switch, the text."""
     text = hashlib.blake2s("\0".join(session.stepper.pieces).encode(), digest_size=6).hexdigest()

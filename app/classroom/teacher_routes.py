@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.classroom import codes, rounds
 from app.classroom.sessions import (Refusal, answers, client_of, end_session, find, gone, lead, led_by_this_browser,
                                     limits, publish_state, saved)
-from app.classroom.state import Session, panel_key
+from app.classroom.state import Session, missed_reveal, panel_key
 from app.classroom.store.base import StoreError, StoreFull
 from app.classroom.teacher import (COOKIE, cookie_parts, cookie_value, gone_sentence, panel, start_context, stepper_of,
                                    store_of, teacher_session)
@@ -111,8 +111,8 @@ async def class_panel(request: Request, code: str, seen: str = ""):
         await led_by_this_browser(request, session)
         if seen == panel_key(session, await answers(request, session)):
             return Response(status_code=204)
-        missed_reveal = seen.partition("-")[0] in {str(n) for n in range(len(session.played))}
-        return partial(request, "partials/_class.html", classroom=await panel(request, session, missed_reveal))
+        return partial(request, "partials/_class.html",
+                       classroom=await panel(request, session, missed_reveal(seen, session)))
     canonical = codes.normal_code(code)
     if canonical is None:
         raise gone(code)

@@ -31,8 +31,8 @@ def reason(done: an.DoneEvent, prompt: str, wrote: bool, eos_text: str) -> str:
     if done.finish_reason == "stop" and not wrote:
         # nothing shows on a projector: say what happened, naming the speaker whose line the prompt ends on
         speaker = SPEAKER.search(prompt)
-        why = (f"The model ended {'the ' + speaker[1] + chr(39) + 's line' if speaker else 'the text'} at once: "
-               "its first token was the stop text.")
+        ended = f"the {speaker[1]}'s line" if speaker else "the text"
+        why = f"The model ended {ended} at once: its first token was the stop text."
     else:
         why = {"length": "Stopped at the token limit.", "stop": "Stopped at the stop text.",
                "eos": f"The model chose {eos_text}: it thinks the text is finished."}[done.finish_reason]
@@ -54,7 +54,7 @@ def token_title(ev) -> str:
 
 async def page_events(stream: Stream, req: PageRequest, eos_text: str) -> AsyncIterator[str]:
     draw = templates.env.get_template("partials/_written.html").module.event
-    specials, chips = 0, 0  # the column's first chip is its one tab stop
+    specials, chips = 0, 0  # the column's chips so far: the first is its one tab stop
     async for ev in stream:
         if isinstance(ev, PromptParts):
             yield sse(str(draw(req.out, "prompt", parts=ev.parts)), "prompt")
@@ -63,10 +63,9 @@ async def page_events(stream: Stream, req: PageRequest, eos_text: str) -> AsyncI
             finish = reason(ev, req.prompt, chips > 0 or bool(ev.text), eos_text)
             yield sse(str(draw(req.out, "done", done=ev, finish=finish)), "done")
         else:
-            chip = None
+            token = None
             if ev.text:  # empty: part of a character, whose text comes with the next token
                 loss = -math.log(ev.raw_prob) if ev.raw_prob else math.inf
-                chip = {"text": ev.text, "cls": loss_class(loss), "title": token_title(ev),
-                        "first": specials + chips == 0}
+                token = {"text": ev.text, "i": specials + chips, "cls": loss_class(loss), "title": token_title(ev)}
                 chips += 1
-            yield sse(str(draw(req.out, "token", chip=chip, count=ev.step + 1)), "token")
+            yield sse(str(draw(req.out, "token", token=token, count=ev.step + 1)), "token")
